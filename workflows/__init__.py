@@ -1,0 +1,1 @@
+"""Ray drivers (one module per stage) and the ``disenttalk`` command line."""

@@ -1,0 +1,30 @@
+"""The ``disenttalk`` command line: the user's front door to every stage.
+
+Each stage lives in its own module and is registered here; heavy imports happen inside the
+commands, so ``disenttalk --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from workflows import bench
+
+app = typer.Typer(
+    name="disenttalk",
+    help="Cross-lingual talking-face generation: data, training, evaluation and generation on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(bench.app, name="bench")
+
+# Stage commands are registered below, one line each.
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
