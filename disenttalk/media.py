@@ -1,0 +1,198 @@
+"""Video and audio I/O: decord for frames, PyAV for audio and for writing H.264/AAC MP4.
+
+Conventions used across the project: frames are uint8 ``[T,H,W,3]`` RGB, audio is float32 mono
+in [-1, 1] at 16 kHz (``SAMPLE_RATE``), whatever the source's rate and channel layout. Writes
+go to a temporary file in the destination folder and are moved into place with ``os.replace``,
+so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+GOP_SIZE = 25  # one keyframe a second at 25 fps: cheap seeking for windowed reads
+
+
+class MediaError(Exception):
+    """A file that cannot be read or written as audio/video (the message names file and reason)."""
+
+
+@dataclass
+class Video:
+    """Decoded clip: ``frames`` uint8 [T,H,W,3] RGB, ``fps``, ``audio`` float32 mono 16 kHz or None."""
+
+    frames: np.ndarray
+    fps: float
+    audio: np.ndarray | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video (frames / fps)."""
+        return len(self.frames) / self.fps
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if not path.is_file():
+        raise MediaError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file")
+
+
+@contextmanager
+def _open_input(path: Path) -> Iterator:
+    """PyAV input container; any FFmpeg failure becomes a MediaError naming the file."""
+    import av
+
+    _check_file(path)
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise MediaError(f"{path}: not a readable audio/video file ({exc})") from exc
+    try:
+        yield container
+    except av.FFmpegError as exc:
+        raise MediaError(f"{path}: decoding failed ({exc})") from exc
+    finally:
+        container.close()
+
+
+def _decode_audio(container, path: Path, sample_rate: int) -> np.ndarray | None:
+    """All of the first audio stream, resampled to float32 mono at ``sample_rate``; None if none."""
+    import av
+
+    if not container.streams.audio:
+        return None
+    stream = container.streams.audio[0]
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    chunks: list[np.ndarray] = []
+    for frame in container.decode(stream):
+        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+    chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))  # flush
+    if not chunks:
+        return np.zeros(0, np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Audio of any audio or video file as float32 mono [S] at ``sample_rate``."""
+    path = Path(path)
+    with _open_input(path) as container:
+        audio = _decode_audio(container, path, sample_rate)
+    if audio is None:
+        raise MediaError(f"{path}: no audio stream")
+    if audio.size == 0:
+        raise MediaError(f"{path}: audio stream has no samples")
+    return audio
+
+
+def read_video(path: str | Path, with_audio: bool = True) -> Video:
+    """Decode all frames (decord) and, if present, the audio track (PyAV, 16 kHz mono)."""
+    path = Path(path)
+    # Probe with PyAV first: it gives clean errors for non-video files, where decord is terse.
+    with _open_input(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: no video stream")
+        audio = _decode_audio(container, path, SAMPLE_RATE) if with_audio else None
+
+    import decord
+
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        n = len(reader)
+        fps = float(reader.get_avg_fps())
+        frames = reader.get_batch(list(range(n))).asnumpy() if n else None
+    except decord.DECORDError as exc:  # type: ignore[attr-defined]
+        raise MediaError(f"{path}: video decoding failed ({exc})") from exc
+    if frames is None or len(frames) == 0:
+        raise MediaError(f"{path}: video stream has no frames")
+    if not np.isfinite(fps) or fps <= 0:
+        raise MediaError(f"{path}: video stream has no frame rate")
+    return Video(frames=np.ascontiguousarray(frames, dtype=np.uint8), fps=fps, audio=audio)
+
+
+@contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) that replaces it only on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _as_mono_float(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be mono [S], got shape {audio.shape}")
+    if audio.dtype == np.int16:
+        audio = audio.astype(np.float32) / 32768.0
+    return np.clip(audio.astype(np.float32, copy=False), -1.0, 1.0)
+
+
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write mono float (or int16) audio as a 16-bit PCM WAV file, atomically."""
+    from scipy.io import wavfile
+
+    pcm = np.round(_as_mono_float(audio) * 32767.0).astype(np.int16)
+    with _atomic_target(Path(path)) as tmp:
+        wavfile.write(tmp, sample_rate, pcm)
+
+
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int = SAMPLE_RATE,
+) -> None:
+    """Write uint8 [T,H,W,3] RGB frames as H.264 yuv420p MP4 (GOP 25), with optional AAC audio."""
+    import av
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"frames must be non-empty uint8 [T,H,W,3], got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    # yuv420p subsamples chroma 2x2, so H.264 needs even sizes: replicate the last row/column.
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    rate = Fraction(fps).limit_denominator(1001)
+
+    path = Path(path)
+    try:
+        with _atomic_target(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as out:
+            vstream = out.add_stream("libx264", rate=rate)
+            vstream.width, vstream.height = frames.shape[2], frames.shape[1]
+            vstream.pix_fmt = "yuv420p"
+            vstream.codec_context.gop_size = GOP_SIZE
+            astream = None
+            if audio is not None:
+                astream = out.add_stream("aac", rate=sample_rate, layout="mono")
+            for image in frames:
+                out.mux(vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            out.mux(vstream.encode(None))
+            if astream is not None:
+                samples = _as_mono_float(audio)[None, :]  # planar [1,S]
+                aframe = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+                aframe.sample_rate = sample_rate
+                aframe.pts = 0
+                out.mux(astream.encode(aframe))  # PyAV re-chunks to the codec's frame size
+                out.mux(astream.encode(None))
+    except av.FFmpegError as exc:
+        raise MediaError(f"{path}: writing failed ({exc})") from exc

@@ -1,0 +1,114 @@
+"""Video/audio I/O: round trips through H.264/AAC MP4 and WAV, resampling, clean errors."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+from skimage.transform import resize
+
+from disenttalk.media import MediaError, Video, read_audio, read_video, write_audio, write_video
+
+
+def _tone(seconds: float, rate: int, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def still_frames(astronaut) -> np.ndarray:
+    """50 copies of the astronaut at 256² (2 s at 25 fps)."""
+    img = (resize(astronaut, (256, 256), anti_aliasing=True) * 255).astype(np.uint8)
+    return np.repeat(img[None], 50, axis=0)
+
+
+def _dominant_freq(audio: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    return float(np.fft.rfftfreq(len(audio), 1 / rate)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize("source_rate", [16_000, 44_100])
+def test_video_round_trip_resamples_audio(tmp_path, still_frames, source_rate):
+    path = tmp_path / "clip.mp4"
+    write_video(path, still_frames, fps=25, audio=_tone(2.0, source_rate), sample_rate=source_rate)
+    video = read_video(path)
+    assert isinstance(video, Video)
+    assert video.frames.shape == (50, 256, 256, 3) and video.frames.dtype == np.uint8
+    assert video.fps == pytest.approx(25.0)
+    assert video.duration == pytest.approx(2.0)
+    # Lossy H.264, but the picture is the same picture.
+    assert np.abs(video.frames.astype(np.int16) - still_frames).mean() < 6.0
+    # AAC pads the last frame, so a few hundred extra samples are expected.
+    assert video.audio is not None and video.audio.dtype == np.float32
+    assert 31_500 <= len(video.audio) <= 33_000
+    assert _dominant_freq(video.audio, 16_000) == pytest.approx(440.0, abs=3.0)
+    assert no_temp_files_left(tmp_path)
+
+
+def no_temp_files_left(folder) -> bool:
+    return sorted(p.name for p in folder.iterdir()) == ["clip.mp4"]
+
+
+def test_stereo_44k_source_is_downmixed(tmp_path, still_frames):
+    """A file written by another tool with 44.1 kHz stereo AAC comes back 16 kHz mono."""
+    path = tmp_path / "stereo.mp4"
+    tone = _tone(2.0, 44_100)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 256, 256, "yuv420p"
+        aus = out.add_stream("aac", rate=44_100, layout="stereo")
+        for image in still_frames:
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(vs.encode(None))
+        frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 44_100, 0
+        out.mux(aus.encode(frame))
+        out.mux(aus.encode(None))
+    video = read_video(path)
+    assert len(video.frames) == 50
+    assert video.audio is not None and video.audio.ndim == 1
+    assert 31_500 <= len(video.audio) <= 33_000
+    assert _dominant_freq(video.audio, 16_000) == pytest.approx(440.0, abs=3.0)
+
+
+def test_video_without_audio_and_odd_size(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, size=(5, 63, 81, 3), dtype=np.uint8)
+    path = tmp_path / "odd.mp4"
+    write_video(path, frames, fps=30)
+    video = read_video(path)
+    assert video.audio is None
+    assert video.frames.shape == (5, 64, 82, 3)  # padded to even sizes for yuv420p
+    assert video.fps == pytest.approx(30.0)
+
+
+def test_wav_round_trip_and_read_audio_from_video(tmp_path, still_frames):
+    wav = tmp_path / "tone.wav"
+    write_audio(wav, _tone(1.0, 44_100), sample_rate=44_100)
+    audio = read_audio(wav)
+    assert audio.dtype == np.float32 and len(audio) == pytest.approx(16_000, abs=2)
+    assert _dominant_freq(audio, 16_000) == pytest.approx(440.0, abs=3.0)
+    mp4 = tmp_path / "clip.mp4"
+    write_video(mp4, still_frames[:25], fps=25, audio=_tone(1.0, 16_000))
+    assert len(read_audio(mp4)) == pytest.approx(16_000, abs=1100)
+
+
+def test_bad_files_raise_media_error(tmp_path, still_frames):
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"definitely not a video " * 200)
+    good = tmp_path / "good.mp4"
+    write_video(good, still_frames[:10], fps=25)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    wav = tmp_path / "only_audio.wav"
+    write_audio(wav, _tone(0.5, 16_000))
+    cases = {empty: "empty", junk: "not a readable", truncated: "not a readable",
+             wav: "no video stream", tmp_path / "missing.mp4": "no such file"}
+    for path, reason in cases.items():
+        with pytest.raises(MediaError, match=reason) as info:
+            read_video(path)
+        assert path.name in str(info.value)
+    with pytest.raises(MediaError, match="no audio stream"):
+        read_audio(good)
