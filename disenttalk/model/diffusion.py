@@ -1,0 +1,237 @@
+"""The diffusion process over expression sequences (paper Eq. 3, 8, 9) and its samplers.
+
+The network is separate from the process: :class:`GaussianDiffusion` holds the noise schedule
+and the closed-form relations between x0, x_t and ε; the samplers walk a timestep sequence
+through a diffusers-style ``set_timesteps`` / ``step`` interface, so DDPM (all T steps, the
+paper) and DDIM (k steps, real time) swap freely and can be tested without a network.
+Timesteps are 0-based: t ∈ {0, …, T-1}, and "t = -1" stands for clean data (ᾱ = 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from disenttalk.config import StrictConfig
+
+
+class DiffusionConfig(StrictConfig):
+    """Noise schedule: T steps, linear (DDPM) or cosine (Nichol & Dhariwal) β_t."""
+
+    num_timesteps: int = 400
+    schedule: Literal["linear", "cosine"] = "linear"
+    # None = DDPM's 1e-4 … 0.02 at T=1000, rescaled by 1000/T so that ᾱ_T ≈ 0 for any T
+    # (at T=400 the unscaled range would leave √ᾱ_T ≈ 0.13 of the signal in "pure noise").
+    beta_start: float | None = None
+    beta_end: float | None = None
+
+
+def make_betas(cfg: DiffusionConfig) -> np.ndarray:
+    """β_1..β_T in float64."""
+    T = cfg.num_timesteps
+    if T < 1:
+        raise ValueError("num_timesteps must be >= 1")
+    if cfg.schedule == "linear":
+        scale = 1000.0 / T
+        start = cfg.beta_start if cfg.beta_start is not None else scale * 1e-4
+        end = cfg.beta_end if cfg.beta_end is not None else scale * 0.02
+        betas = np.linspace(start, end, T, dtype=np.float64)
+    else:  # cosine: ᾱ(t) = cos²((t/T + s)/(1 + s) · π/2), β_t = 1 - ᾱ_t/ᾱ_{t-1}, clipped
+        s = 0.008
+        steps = np.arange(T + 1, dtype=np.float64) / T
+        abar = np.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        betas = np.clip(1.0 - abar[1:] / abar[:-1], 0.0, 0.999)
+    if not np.all((betas > 0) & (betas < 1)):
+        raise ValueError("betas must lie in (0, 1)")
+    return betas
+
+
+def _bcast(values: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """values[t] shaped [B, 1, …, 1] to broadcast against x [B, …]."""
+    out = values.to(x.device)[t.to(x.device).long()].to(x.dtype)
+    return out.reshape(out.shape + (1,) * (x.dim() - out.dim()))
+
+
+class GaussianDiffusion(nn.Module):
+    """Forward process q(x_t | x0) and the x0 ↔ ε relations (schedule in float64, buffers float32)."""
+
+    def __init__(self, cfg: DiffusionConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or DiffusionConfig()
+        betas = make_betas(self.cfg)
+        abar = np.cumprod(1.0 - betas)
+        self.num_timesteps = len(betas)
+        # float64 copy for the samplers' scalar arithmetic (not a buffer: never moved or cast)
+        self.alphas_cumprod_f64 = abar
+        for name, value in {
+            "betas": betas,
+            "alphas_cumprod": abar,
+            "sqrt_alphas_cumprod": np.sqrt(abar),
+            "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - abar),
+        }.items():
+            self.register_buffer(name, torch.from_numpy(value).float(), persistent=False)
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Eq. 3 in cumulative form: x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε, x0/noise [B,…], t [B] long."""
+        return (
+            _bcast(self.sqrt_alphas_cumprod, t, x0) * x0
+            + _bcast(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        )
+
+    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """x0 = (x_t - √(1-ᾱ_t) ε) / √ᾱ_t."""
+        return (
+            x_t - _bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t) * eps
+        ) / _bcast(self.sqrt_alphas_cumprod, t, x_t)
+
+    def predict_eps(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """ε = (x_t - √ᾱ_t x0) / √(1-ᾱ_t)."""
+        return (
+            x_t - _bcast(self.sqrt_alphas_cumprod, t, x_t) * x0
+        ) / _bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+
+    def sample_timesteps(self, batch: int, generator: torch.Generator | None = None,
+                         device: torch.device | str | None = None) -> torch.Tensor:
+        """t ~ U{0, …, T-1} for the training loss (Eq. 8), shape [B] long."""
+        t = torch.randint(0, self.num_timesteps, (batch,), generator=generator)
+        return t.to(device) if device is not None else t
+
+
+class _Sampler:
+    """Shared timestep bookkeeping: a descending subsequence of 0..T-1, each step to the next."""
+
+    def __init__(self, diffusion: GaussianDiffusion) -> None:
+        self.diffusion = diffusion
+        self.set_timesteps(diffusion.num_timesteps)
+
+    def set_timesteps(self, k: int | None = None) -> None:
+        """Use k timesteps, evenly spaced and ending at T-1 ("trailing", so sampling starts at pure noise)."""
+        T = self.diffusion.num_timesteps
+        k = T if k is None else int(k)
+        if not 1 <= k <= T:
+            raise ValueError(f"number of steps must be in 1..{T}, got {k}")
+        ts = np.round(np.arange(T, 0, -T / k)).astype(np.int64) - 1
+        self.timesteps = torch.from_numpy(ts)  # descending LongTensor
+        self._prev = {int(a): int(b) for a, b in zip(ts, list(ts[1:]) + [-1], strict=True)}
+
+    def _alphas(self, t: int | torch.Tensor) -> tuple[int, float, float]:
+        """(t, ᾱ_t, ᾱ_prev) as float64 scalars; ᾱ at t = -1 is 1."""
+        t = int(t)
+        if t not in self._prev:
+            raise ValueError(f"timestep {t} is not in the current schedule; call set_timesteps")
+        prev = self._prev[t]
+        abar = self.diffusion.alphas_cumprod_f64
+        return t, float(abar[t]), float(abar[prev]) if prev >= 0 else 1.0
+
+    @staticmethod
+    def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        # drawn on the generator's device, so a CPU generator gives the same numbers on any device
+        device = generator.device if generator is not None else x.device
+        return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+class DDPMSampler(_Sampler):
+    """Ancestral sampling from the posterior q(x_prev | x_t, x0̂) with variance β̃ (Ho et al.)."""
+
+    def step(self, eps: torch.Tensor, t: int | torch.Tensor, x_t: torch.Tensor,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """One reverse step x_t → x_prev given the predicted ε; fewer than T steps = respaced DDPM."""
+        t, a_t, a_prev = self._alphas(t)
+        beta = 1.0 - a_t / a_prev  # effective β between the two kept timesteps
+        x0 = (x_t - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
+        # posterior mean μ̃ = c0·x0 + ct·x_t and variance β̃ = β(1-ᾱ_prev)/(1-ᾱ_t)
+        c0 = math.sqrt(a_prev) * beta / (1.0 - a_t)
+        ct = math.sqrt(1.0 - beta) * (1.0 - a_prev) / (1.0 - a_t)
+        mean = c0 * x0 + ct * x_t
+        var = beta * (1.0 - a_prev) / (1.0 - a_t)
+        if var <= 0.0:
+            return mean
+        return mean + math.sqrt(var) * self._noise(x_t, generator)
+
+
+class DDIMSampler(_Sampler):
+    """DDIM (Song et al.): eta=0 deterministic, eta=1 the DDPM posterior on the same timesteps."""
+
+    def __init__(self, diffusion: GaussianDiffusion, eta: float = 0.0) -> None:
+        super().__init__(diffusion)
+        self.eta = float(eta)
+
+    def step(self, eps: torch.Tensor, t: int | torch.Tensor, x_t: torch.Tensor,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_prev = √ᾱ_prev x0̂ + √(1-ᾱ_prev-σ²) ε + σ z."""
+        t, a_t, a_prev = self._alphas(t)
+        x0 = (x_t - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
+        sigma = self.eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
+        out = math.sqrt(a_prev) * x0 + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
+        if sigma <= 0.0:
+            return out
+        return out + sigma * self._noise(x_t, generator)
+
+
+Sampler = DDPMSampler | DDIMSampler
+
+
+def make_sampler(diffusion: GaussianDiffusion, name: str, steps: int | None = None,
+                 eta: float = 0.0) -> Sampler:
+    """``"ddpm"`` (all T steps unless ``steps``) or ``"ddim"`` (``steps``, default 25)."""
+    if name == "ddpm":
+        sampler: Sampler = DDPMSampler(diffusion)
+        sampler.set_timesteps(steps)
+    elif name == "ddim":
+        sampler = DDIMSampler(diffusion, eta=eta)
+        sampler.set_timesteps(steps or 25)
+    else:
+        raise ValueError(f"unknown sampler {name!r}; expected 'ddpm' or 'ddim'")
+    return sampler
+
+
+def cfg_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int, audio: torch.Tensor | None,
+            cond: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None,
+            scale: float = 1.0) -> torch.Tensor:
+    """Eq. 9: ε* = s·ε(x_t, t, A) + (1-s)·ε(x_t, t, ∅), both halves in one batched forward."""
+    B = x_t.shape[0]
+    t = torch.as_tensor(t, device=x_t.device).long().expand(B) if not torch.is_tensor(t) or t.dim() == 0 \
+        else t.to(x_t.device).long()
+    if scale == 1.0 or audio is None:  # s = 1 is exactly the conditional prediction
+        return model(x_t, t, audio, cond=cond, cond_mask=cond_mask)
+
+    def twice(v: torch.Tensor | None) -> torch.Tensor | None:
+        return None if v is None else torch.cat([v, v], dim=0)
+
+    # second half: audio replaced by the learned null embedding (∅)
+    drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x_t.device)
+    eps = model(twice(x_t), twice(t), twice(audio), cond=twice(cond), cond_mask=twice(cond_mask),
+                drop_audio=drop)
+    eps_c, eps_u = eps[:B], eps[B:]
+    return scale * eps_c + (1.0 - scale) * eps_u
+
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def sample(model_fn: ModelFn, shape: tuple[int, ...], sampler: Sampler, *,
+           generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+           x_T: torch.Tensor | None = None, known: torch.Tensor | None = None,
+           known_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the reverse process: ``model_fn(x_t, t [B]) -> ε``; returns x0 [shape].
+
+    ``known``/``known_mask`` (1 = known) pin entries of x0: at every step the predicted x0 takes
+    the known values there and ε is re-derived from it, so the sampler's trajectory is consistent
+    with them and the final sample reproduces them exactly (the last step returns x0̂ itself).
+    """
+    diffusion = sampler.diffusion
+    x = sampler._noise(torch.empty(shape, device=device), generator) if x_T is None else x_T.to(device)
+    for t in sampler.timesteps:
+        tb = torch.full((shape[0],), int(t), dtype=torch.long, device=device)
+        eps = model_fn(x, tb)
+        if known is not None and known_mask is not None:
+            x0 = torch.where(known_mask.bool(), known, diffusion.predict_x0(x, tb, eps))
+            eps = diffusion.predict_eps(x, tb, x0)
+        x = sampler.step(eps, t, x, generator=generator)
+    return x
