@@ -1,0 +1,176 @@
+"""The preprocessed-clip store (DESIGN.md §4): what ``preprocess`` writes and later stages read.
+
+Layout under the output URI (a local folder or ``s3://bucket/prefix``)::
+
+    clips/<sha256>.npz     one record per clip, named by the content hash of its source file
+    index.parquet          one row per good clip (metadata + the record's relative path)
+    rejects.parquet        one row per rejected clip with its reason (also rejects.jsonl)
+    summary.json           counts of the last run
+
+A record is a plain ``.npz`` (no pickles), so any numpy can read it; each is written in one
+atomic step (local: temp file + rename, S3: one PUT) and becomes visible to the index only
+after the run that wrote it finishes. Tables are rewritten whole, atomically, at the end of a
+run (old rows + new rows), so a crash never leaves a half table.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from workflows import storage
+
+INDEX = "index.parquet"
+REJECTS = "rejects.parquet"
+REJECTS_JSONL = "rejects.jsonl"
+SUMMARY = "summary.json"
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("speaker", pa.string()),
+        ("language", pa.string()),
+        ("split", pa.string()),
+        ("sentence", pa.string()),
+        ("fps", pa.float64()),
+        ("num_frames", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("valid_fraction", pa.float64()),
+        ("feature_dim", pa.int64()),
+        ("content_hash", pa.string()),
+        ("source_uri", pa.string()),
+        ("record", pa.string()),  # path of the .npz relative to the store root
+    ]
+)
+REJECT_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("content_hash", pa.string()),  # "" when the file could not be read at all
+        ("reason", pa.string()),  # one of REJECT_REASONS
+        ("detail", pa.string()),
+    ]
+)
+REJECT_REASONS = ("unreadable", "no_face", "too_short", "silent", "av_mismatch", "error")
+
+
+@dataclass
+class ClipRecord:
+    """One preprocessed clip: landmarks/validity per video frame, audio and its aligned features."""
+
+    clip_id: str
+    speaker: str
+    language: str
+    split: str
+    fps: float
+    landmarks: np.ndarray  # float32 [T,478,3] pixels of the 256² aligned crop, NaN where invalid
+    valid: np.ndarray  # bool [T]
+    audio: np.ndarray  # float32 [S] mono, sample_rate Hz
+    sample_rate: int
+    features: np.ndarray  # float32 [T,F] audio features aligned to video frames (F=0: none yet)
+    source_uri: str
+    content_hash: str
+    sentence: str = ""
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. crop transforms
+
+    @property
+    def num_frames(self) -> int:
+        """T."""
+        return int(len(self.valid))
+
+    def to_bytes(self) -> bytes:
+        """Serialise as an uncompressed ``.npz`` (landmarks and audio barely compress)."""
+        arrays = {k: v for k, v in asdict(self).items() if k != "extra"}
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        arrays.update({f"extra__{k}": np.asarray(v) for k, v in self.extra.items()})
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ClipRecord:
+        """Inverse of :meth:`to_bytes`."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            raw = {k: npz[k] for k in npz.files}
+        extra = {k[len("extra__") :]: raw.pop(k) for k in list(raw) if k.startswith("extra__")}
+        scalars = {"clip_id", "speaker", "language", "split", "source_uri", "content_hash", "sentence"}
+        kwargs: dict[str, Any] = {k: str(raw.pop(k)) for k in scalars}
+        kwargs["fps"] = float(raw.pop("fps"))
+        kwargs["sample_rate"] = int(raw.pop("sample_rate"))
+        return cls(**kwargs, **raw, extra=extra)
+
+    def index_row(self, record: str) -> dict[str, Any]:
+        """This clip's row in ``index.parquet``."""
+        return {
+            "clip_id": self.clip_id,
+            "speaker": self.speaker,
+            "language": self.language,
+            "split": self.split,
+            "sentence": self.sentence,
+            "fps": float(self.fps),
+            "num_frames": self.num_frames,
+            "duration_s": self.num_frames / float(self.fps),
+            "valid_fraction": float(np.mean(self.valid)) if self.num_frames else 0.0,
+            "feature_dim": int(self.features.shape[1]) if self.features.ndim == 2 else 0,
+            "content_hash": self.content_hash,
+            "source_uri": self.source_uri,
+            "record": record,
+        }
+
+
+def record_name(content_hash: str) -> str:
+    """Relative path of a clip's record."""
+    return f"clips/{content_hash}.npz"
+
+
+def write_record(root: str, record: ClipRecord) -> str:
+    """Write ``record`` under ``root`` atomically; returns its relative path."""
+    name = record_name(record.content_hash)
+    storage.write_bytes(storage.join(root, name), record.to_bytes())
+    return name
+
+
+def read_record(root: str, row: Mapping[str, Any] | str) -> ClipRecord:
+    """Read the record of an index row (or a relative path) under ``root``."""
+    name = row if isinstance(row, str) else row["record"]
+    return ClipRecord.from_bytes(storage.read_bytes(storage.join(root, name)))
+
+
+def write_table(uri: str, rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> None:
+    """Write rows as one parquet file, atomically."""
+    table = pa.Table.from_pylist(list(rows), schema=schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    storage.write_bytes(uri, buf.getvalue())
+
+
+def read_table(uri: str) -> list[dict[str, Any]]:
+    """Rows of a parquet file as dicts ([] if it does not exist)."""
+    if not storage.exists(uri):
+        return []
+    return pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pylist()
+
+
+def read_index(root: str, split: str | None = None) -> list[dict[str, Any]]:
+    """Index rows of the store at ``root``, optionally only one split."""
+    rows = read_table(storage.join(root, INDEX))
+    return [r for r in rows if split is None or r["split"] == split]
+
+
+def read_rejects(root: str) -> list[dict[str, Any]]:
+    """Reject rows of the store at ``root``."""
+    return read_table(storage.join(root, REJECTS))
+
+
+def write_rejects(root: str, rows: list[Mapping[str, Any]]) -> None:
+    """Write the rejects table as parquet and as JSON lines (for people and ``grep``)."""
+    write_table(storage.join(root, REJECTS), rows, REJECT_SCHEMA)
+    text = "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in rows)
+    storage.write_text(storage.join(root, REJECTS_JSONL), text)

@@ -1,0 +1,75 @@
+"""Connecting a stage to Ray: an existing cluster (``RAY_ADDRESS``) or a local one.
+
+Workers on a cluster do not share the driver's environment, so the settings that locate
+storage and tracking (``AWS_*``, ``MLFLOW_TRACKING_URI``, ``DISENTTALK_HOME``, offline flags)
+are forwarded to them through the job's ``runtime_env``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from disenttalk.config import StrictConfig
+
+# Environment that workers need to reach the same S3 endpoint, MLflow server and workspace.
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "DISENTTALK_HOME",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+)
+
+
+class RayConfig(StrictConfig):
+    """How to reach Ray. ``RAY_ADDRESS`` (set by ``ray job submit``) wins over ``address``."""
+
+    address: str | None = None  # e.g. "ray://head:10001" or "auto"; None → start a local cluster
+    num_cpus: int | None = 2  # local cluster only
+    num_gpus: int | None = None  # local cluster only
+    include_dashboard: bool = False  # local cluster only
+    progress_bars: bool = True
+
+
+def forwarded_env() -> dict[str, str]:
+    """The subset of :data:`FORWARDED_ENV` set in this process."""
+    return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+
+
+def init_ray(cfg: RayConfig) -> bool:
+    """Connect to / start Ray unless already initialised; True if this call started it."""
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress_bars
+    if ray.is_initialized():
+        return False
+    runtime_env = {"env_vars": forwarded_env()}
+    address = os.environ.get("RAY_ADDRESS") or cfg.address
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=cfg.num_cpus,
+            num_gpus=cfg.num_gpus,
+            include_dashboard=cfg.include_dashboard,
+            runtime_env=runtime_env,
+        )
+    # DataContext is per driver process; set again in case ray.init replaced it.
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress_bars
+    return True
+
+
+def shutdown_if_started(started: bool) -> None:
+    """Shut Ray down if :func:`init_ray` started it (leave a caller's session alone)."""
+    if started:
+        import ray
+
+        ray.shutdown()
