@@ -1,0 +1,122 @@
+"""Face tracking with MediaPipe FaceMesh (478 refined landmarks, models bundled in the wheel).
+
+Coordinates are image pixels: x, y from the top-left corner, z scaled by the image width
+(MediaPipe's z uses the same scale as x), smaller z = closer to the camera.
+Frames where no face is found are kept, flagged ``valid=False``, and their landmarks are NaN
+(never zeros, which would read as a real face squeezed into the corner).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from disenttalk.face.topology import NUM_LANDMARKS
+
+
+@dataclass
+class Tracks:
+    """Per-frame landmarks float32 [T,478,3] (NaN where not found) and validity bool [T]."""
+
+    landmarks: np.ndarray
+    valid: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+    @property
+    def fraction_valid(self) -> float:
+        """Share of frames with a face."""
+        return float(self.valid.mean()) if len(self.valid) else 0.0
+
+
+def _face_mesh(static: bool, max_faces: int, min_confidence: float):
+    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
+    import mediapipe as mp
+
+    return mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=static,
+        max_num_faces=max_faces,
+        refine_landmarks=True,  # adds the iris points 468–477
+        min_detection_confidence=min_confidence,
+        min_tracking_confidence=min_confidence,
+    )
+
+
+def _largest_face(result, width: int, height: int) -> np.ndarray | None:
+    """The detected face with the largest landmark bounding box, as float32 [478,3] pixels."""
+    if not result.multi_face_landmarks:
+        return None
+    best, best_area = None, -1.0
+    for face in result.multi_face_landmarks:
+        pts = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
+        extent = pts[:, :2].max(0) - pts[:, :2].min(0)
+        if extent[0] * extent[1] > best_area:
+            best, best_area = pts, float(extent[0] * extent[1])
+    best *= np.array([width, height, width], dtype=np.float32)
+    return best
+
+
+def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 [H,W,3] RGB image, got {image.dtype} {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+class FaceTracker:
+    """MediaPipe FaceMesh tracker; reusable across clips (each ``track`` call starts a fresh graph).
+
+    ``track`` runs FaceMesh in video mode, which carries the face from frame to frame instead of
+    re-detecting it; that state must not leak between clips, so every call builds its own graph
+    (about 10 ms, against 3–7 ms per 256² frame). ``track_image`` uses one static-mode graph
+    kept for the tracker's life. With ``max_faces > 1`` the largest face in each frame is kept.
+    """
+
+    def __init__(self, static: bool = False, max_faces: int = 1, min_confidence: float = 0.5):
+        self.static = static
+        self.max_faces = max_faces
+        self.min_confidence = min_confidence
+        self._still = None  # static-mode graph for track_image, built on first use
+
+    def track(self, frames: np.ndarray) -> Tracks:
+        """Landmarks of the (largest) face in every frame of uint8 [T,H,W,3] RGB."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4:
+            raise ValueError(f"expected frames [T,H,W,3], got shape {frames.shape}")
+        t, h, w = frames.shape[:3]
+        landmarks = np.full((t, NUM_LANDMARKS, 3), np.nan, dtype=np.float32)
+        valid = np.zeros(t, dtype=bool)
+        with _face_mesh(self.static, self.max_faces, self.min_confidence) as mesh:
+            for i in range(t):
+                pts = _largest_face(mesh.process(_as_rgb_uint8(frames[i])), w, h)
+                if pts is not None:
+                    landmarks[i], valid[i] = pts, True
+        return Tracks(landmarks=landmarks, valid=valid)
+
+    def track_image(self, image: np.ndarray) -> np.ndarray | None:
+        """Landmarks float32 [478,3] of the (largest) face in one still image, or None."""
+        image = _as_rgb_uint8(image)
+        if self._still is None:
+            self._still = _face_mesh(True, self.max_faces, self.min_confidence)
+        return _largest_face(self._still.process(image), image.shape[1], image.shape[0])
+
+    def close(self) -> None:
+        """Release the static-mode graph (video-mode graphs are closed after each clip)."""
+        if self._still is not None:
+            self._still.close()
+            self._still = None
+
+    def __enter__(self) -> FaceTracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a forgotten close() must not keep a MediaPipe graph alive
+        try:
+            self.close()
+        except Exception:
+            pass

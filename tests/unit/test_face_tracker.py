@@ -1,0 +1,52 @@
+"""MediaPipe FaceMesh tracking on the astronaut portrait."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.transform import resize
+
+from disenttalk.face import topology as topo
+from disenttalk.face.tracker import FaceTracker
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    with FaceTracker() as t:
+        yield t
+
+
+def test_still_image_has_478_landmarks_on_the_face(tracker, astronaut):
+    lm = tracker.track_image(astronaut)
+    assert lm is not None and lm.shape == (478, 3) and lm.dtype == np.float32
+    # Pixel coordinates: the astronaut's face is in the upper middle of the 512² image.
+    nose = lm[topo.NOSE_TIP]
+    assert 150 < nose[0] < 300 and 80 < nose[1] < 200
+    # Subject's right eye appears on the image's left.
+    assert lm[topo.RIGHT_EYE_OUTER, 0] < lm[topo.LEFT_EYE_OUTER, 0]
+    # z is in the same (pixel) scale as x: the face's depth range is a fraction of its width.
+    width = np.ptp(lm[:, 0])
+    assert 0.1 * width < np.ptp(lm[:, 2]) < 1.5 * width
+
+
+def test_video_mode_flags_faceless_frames_as_nan(tracker, astronaut):
+    face = (resize(astronaut, (256, 256), anti_aliasing=True) * 255).astype(np.uint8)
+    blank = np.full_like(face, 127)
+    frames = np.stack([face, face, blank, face])
+    tracks = tracker.track(frames)
+    assert tracks.landmarks.shape == (4, 478, 3)
+    assert tracks.valid.tolist() == [True, True, False, True]
+    assert np.isnan(tracks.landmarks[2]).all() and np.isfinite(tracks.landmarks[tracks.valid]).all()
+    assert tracks.fraction_valid == pytest.approx(0.75)
+    # The same still frame gives (nearly) the same landmarks, at 256² scale.
+    still = tracker.track_image(face)
+    assert np.abs(tracks.landmarks[0, :, :2] - still[:, :2]).max() < 3.0
+    # Reusable across clips: a second clip starts from a fresh graph.
+    again = tracker.track(frames[:1])
+    assert again.valid.all()
+
+
+def test_no_face_in_still_returns_none(tracker):
+    assert tracker.track_image(np.zeros((128, 128, 3), np.uint8)) is None
+    with pytest.raises(ValueError):
+        tracker.track_image(np.zeros((128, 128), np.uint8))
