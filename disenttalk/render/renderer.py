@@ -1,0 +1,217 @@
+"""``WarpRenderer``: landmarks → frames of one portrait (the stand-in for the paper's PIRenderer).
+
+A frame is the portrait warped by a thin-plate spline through the landmark displacements
+(border and a ring around the face stay still, so the background does not move), then painted
+where a warp cannot show the target: an open mouth (cavity and teeth) and a lowered eyelid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from disenttalk.config import StrictConfig
+from disenttalk.face import topology as topo
+from disenttalk.render.paint import paint_eyelid, paint_mouth
+from disenttalk.render.warp import ThinPlateField, border_anchors, ring_anchors
+
+_INNER_UPPER, _INNER_LOWER = list(topo.LIPS_INNER_UPPER), list(topo.LIPS_INNER_LOWER)
+_EYES = (  # (upper lid, lower lid, eyebrow) per eye; lids share their corner points
+    (list(topo.RIGHT_EYE_UPPER), list(topo.RIGHT_EYE_LOWER), list(topo.RIGHT_EYEBROW)),
+    (list(topo.LEFT_EYE_UPPER), list(topo.LEFT_EYE_LOWER), list(topo.LEFT_EYEBROW)),
+)
+
+
+class RenderConfig(StrictConfig):
+    """Settings of the warp renderer (sizes in pixels unless said otherwise)."""
+
+    grid_size: int = 64  # coarse grid the spline is evaluated on before upsampling
+    regularization: float = 1e-5  # TPS smoothing; keeps nearby conflicting points from folding
+    inverse_iterations: int = 4  # fixed-point steps inverting the forward field
+    anchor_ring_scale: float = 1.6  # still ring = face oval scaled about its centre
+    border_anchors_per_side: int = 8
+    chunk_frames: int = 32  # frames rendered per batched call
+    feather: float = 1.0  # anti-aliasing ramp of painted edges
+    mouth_open_ramp: float = 0.06  # extra opening (× mouth width) that fully paints the cavity
+    teeth_fraction: float = 0.16  # visible upper-teeth height (× mouth width)
+    cavity_rgb: tuple[int, int, int] = (52, 18, 22)
+    teeth_rgb: tuple[int, int, int] = (232, 226, 214)
+    lash_darkness: float = 0.35  # lash colour = skin colour × this
+    lash_width: float = 0.07  # lash-line half width (× eye width)
+    lid_grow: float = 0.06  # painted lid skin reaches this far past the eye outline (× eye width)
+
+
+class WarpRenderer:
+    """Renders a portrait under target landmarks [T,478,3] at the portrait's own resolution."""
+
+    def __init__(
+        self,
+        portrait: np.ndarray,
+        portrait_landmarks: np.ndarray,
+        *,
+        device: str | torch.device = "cpu",
+        config: RenderConfig | None = None,
+    ) -> None:
+        self.config = cfg = config or RenderConfig()
+        self.device = torch.device(device)
+        portrait = np.asarray(portrait)
+        if portrait.ndim != 3 or portrait.shape[2] != 3 or portrait.dtype != np.uint8:
+            raise ValueError(
+                f"portrait must be uint8 [H,W,3], got {portrait.dtype} {portrait.shape}"
+            )
+        lm = np.asarray(portrait_landmarks, dtype=np.float32)
+        if lm.shape != (topo.NUM_LANDMARKS, 3):
+            raise ValueError(f"portrait_landmarks must be [478,3], got {lm.shape}")
+        self.height, self.width = h, w = portrait.shape[:2]
+        self.source = lm[:, :2].copy()  # [478,2] x, y pixels
+        centres = self.source - 0.5  # pixel-index coordinates (pixel i's centre at i)
+        anchors = np.concatenate(
+            [
+                border_anchors(h, w, cfg.border_anchors_per_side),
+                ring_anchors(centres[list(topo.FACE_OVAL)], cfg.anchor_ring_scale, h, w),
+            ]
+        )
+        self.field = ThinPlateField(
+            centres, anchors, h, w, cfg.grid_size, cfg.regularization, self.device
+        )
+        self.image = torch.as_tensor(portrait, device=self.device).permute(2, 0, 1)[None].float()
+        self._source_t = torch.as_tensor(self.source, device=self.device)
+        self._cavity = torch.tensor(cfg.cavity_rgb, dtype=torch.float32, device=self.device)
+        self._teeth = torch.tensor(cfg.teeth_rgb, dtype=torch.float32, device=self.device)
+        self._skin = [self._lid_skin(portrait, up, br) for up, _, br in _EYES]
+
+    # -- portrait-only quantities ------------------------------------------------------------
+    def _lid_skin(self, portrait: np.ndarray, upper: list[int], brow: list[int]) -> torch.Tensor:
+        """Median colour of the lid skin between the upper lid and the eyebrow, [3] float."""
+        lid = self.source[upper]  # [V,2]
+        lift = self.source[brow, 1].mean() - lid[:, 1].mean()  # negative: the brow is above
+        samples = np.concatenate([lid + [0.0, f * lift] for f in (0.25, 0.35, 0.45)])
+        xy = np.clip(np.floor(samples).astype(int), 0, [self.width - 1, self.height - 1])
+        return torch.tensor(
+            np.median(portrait[xy[:, 1], xy[:, 0]].astype(np.float32), 0), device=self.device
+        )
+
+    # -- rendering ---------------------------------------------------------------------------
+    def render(self, target_landmarks: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Target landmarks [T,478,2|3] (or one [478,2|3]) → frames uint8 [T,H,W,3] (or [H,W,3])."""
+        target = torch.as_tensor(np.asarray(target_landmarks), dtype=torch.float32)
+        single = target.ndim == 2
+        target = target[None] if single else target
+        if target.ndim != 3 or target.shape[1] != topo.NUM_LANDMARKS:
+            raise ValueError(f"target_landmarks must be [T,478,2|3], got {tuple(target.shape)}")
+        out = np.empty((target.shape[0], self.height, self.width, 3), np.uint8)
+        with torch.inference_mode():
+            for start in range(0, target.shape[0], self.config.chunk_frames):
+                chunk = target[start : start + self.config.chunk_frames, :, :2].to(self.device)
+                frames = self.render_tensor(chunk)  # [B,3,H,W] float
+                out[start : start + len(chunk)] = (
+                    frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+                )
+        return out[0] if single else out
+
+    def render_tensor(self, target: torch.Tensor) -> torch.Tensor:
+        """Batched core: target x, y [B,478,2] pixels → frames [B,3,H,W] float in 0..255."""
+        grid = self.field.backward_grid(target - self._source_t, self.config.inverse_iterations)
+        image = self.image.expand(target.shape[0], -1, -1, -1)
+        frames = F.grid_sample(
+            image, grid, mode="bilinear", padding_mode="border", align_corners=True
+        )
+        frames = self._paint_mouth(frames, target)
+        for (upper, lower, _), skin in zip(_EYES, self._skin, strict=True):
+            frames = self._paint_eye(frames, target, upper, lower, skin)
+        return frames
+
+    def _paint_mouth(self, frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cavity and teeth where the target mouth opens beyond the portrait's."""
+        cfg = self.config
+        upper, lower = target[:, _INNER_UPPER], target[:, _INNER_LOWER]  # [B,V,2]
+        width = (upper[:, -1] - upper[:, 0]).norm(dim=-1)  # [B]
+        opening = (lower - upper).norm(dim=-1).amax(-1)  # [B]
+        src = self._source_t
+        src_opening = (src[_INNER_LOWER] - src[_INNER_UPPER]).norm(dim=-1).amax()
+        strength = ((opening - src_opening) / (cfg.mouth_open_ramp * width)).clamp(0.0, 1.0)
+        if not bool((strength > 0).any()):
+            return frames
+        box = self._box(torch.cat([upper, lower], 1))
+        return self._paint_box(
+            frames,
+            box,
+            lambda roi, pts: paint_mouth(
+                roi,
+                pts,
+                upper,
+                lower,
+                strength,
+                self._cavity,
+                self._teeth,
+                cfg.teeth_fraction,
+                cfg.feather,
+            ),
+        )
+
+    def _paint_eye(
+        self,
+        frames: torch.Tensor,
+        target: torch.Tensor,
+        upper: list[int],
+        lower: list[int],
+        skin: torch.Tensor,
+    ) -> torch.Tensor:
+        """Lid skin over the eye opening the target's lowered lid now covers."""
+        cfg = self.config
+        up_t, low_t = target[:, upper], target[:, lower]  # [B,V,2]
+        # The portrait's open upper lid carried to the target eye by the similarity that maps the
+        # portrait's eye corners onto the target's (complex numbers: z ↦ c0 + (z − s0)·k).
+        src_up = torch.view_as_complex(self._source_t[upper].contiguous())  # [V]
+        t_up = torch.view_as_complex(up_t.contiguous())  # [B,V]
+        k = (t_up[:, -1] - t_up[:, 0]) / (src_up[-1] - src_up[0])  # [B]
+        open_up = torch.view_as_real(t_up[:, :1] + (src_up[None] - src_up[0]) * k[:, None])
+        open_polygon = torch.cat([open_up, low_t.flip(1)], 1)
+        target_polygon = torch.cat([up_t, low_t.flip(1)], 1)
+        eye_width = (up_t[:, -1] - up_t[:, 0]).norm(dim=-1)  # [B]
+        open_height = (open_up - low_t).norm(dim=-1).amax(-1)
+        height = (up_t - low_t).norm(dim=-1).amax(-1)
+        strength = ((open_height - height) / (0.3 * open_height.clamp_min(1e-3))).clamp(0.0, 1.0)
+        if not bool((strength > 0).any()):
+            return frames
+        box = self._box(torch.cat([open_up, low_t], 1), margin=2.0 + float(eye_width.max()) * 0.1)
+        return self._paint_box(
+            frames,
+            box,
+            lambda roi, pts: paint_eyelid(
+                roi,
+                pts,
+                open_polygon,
+                target_polygon,
+                up_t,
+                strength,
+                skin,
+                skin * cfg.lash_darkness,
+                (cfg.lash_width * eye_width).clamp_min(0.75),
+                cfg.lid_grow * eye_width,
+                cfg.feather,
+            ),
+        )
+
+    def _box(self, points: torch.Tensor, margin: float = 2.0) -> tuple[int, int, int, int]:
+        """Integer pixel box (x0, y0, x1, y1) around points [B,V,2] of a whole chunk, clipped."""
+        lo = (points.reshape(-1, 2).amin(0) - margin).floor().long().tolist()
+        hi = (points.reshape(-1, 2).amax(0) + margin).ceil().long().tolist()
+        x0, y0 = max(lo[0], 0), max(lo[1], 0)
+        return x0, y0, max(min(hi[0] + 1, self.width), x0), max(min(hi[1] + 1, self.height), y0)
+
+    def _paint_box(
+        self, frames: torch.Tensor, box: tuple[int, int, int, int], painter
+    ) -> torch.Tensor:
+        """Apply ``painter(roi [B,3,h,w], pixel centres [h·w,2])`` to one box of every frame."""
+        x0, y0, x1, y1 = box
+        if x1 <= x0 or y1 <= y0:
+            return frames
+        # Landmarks are normalised coordinates × size, so pixel i's centre sits at i + 0.5.
+        ys = torch.arange(y0, y1, device=frames.device, dtype=torch.float32) + 0.5
+        xs = torch.arange(x0, x1, device=frames.device, dtype=torch.float32) + 0.5
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        points = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)  # [h·w,2]
+        frames[:, :, y0:y1, x0:x1] = painter(frames[:, :, y0:y1, x0:x1], points)
+        return frames

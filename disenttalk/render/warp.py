@@ -1,0 +1,116 @@
+"""Dense backward warp driven by landmark displacements: thin-plate spline on a coarse grid.
+
+The spline lives on the portrait (source) plane, so its kernel matrix and the solve depend only on
+the portrait and are precomputed once: a frame's forward field on the coarse grid is one matmul
+``u = M @ (q - p)``. The backward field the sampler needs (for each output pixel, where to read
+in the portrait) is the inverse of that map, found by a few fixed-point steps on the coarse grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def tps_kernel(r2: np.ndarray) -> np.ndarray:
+    """Thin-plate radial basis U(r) = r² log r² (written in r², zero at r = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(r2 > 0, r2 * np.log(np.maximum(r2, 1e-30)), 0.0)
+
+
+def border_anchors(height: int, width: int, per_side: int = 8) -> np.ndarray:
+    """Fixed points evenly spaced on the image border, [4·per_side, 2] (x, y) pixels."""
+    t = np.linspace(0.0, 1.0, per_side, endpoint=False)
+    w, h = width - 1.0, height - 1.0
+    top = np.stack([t * w, np.zeros_like(t)], 1)
+    right = np.stack([np.full_like(t, w), t * h], 1)
+    bottom = np.stack([w - t * w, np.full_like(t, h)], 1)
+    left = np.stack([np.zeros_like(t), h - t * h], 1)
+    return np.concatenate([top, right, bottom, left])
+
+
+def ring_anchors(contour: np.ndarray, scale: float, height: int, width: int) -> np.ndarray:
+    """The face contour [K,2] scaled about its centroid, kept inside the image: a still ring."""
+    centre = contour.mean(0, keepdims=True)
+    ring = centre + scale * (contour - centre)
+    inside = (
+        (ring[:, 0] > 0) & (ring[:, 0] < width - 1) & (ring[:, 1] > 0) & (ring[:, 1] < height - 1)
+    )
+    return ring[inside]
+
+
+class ThinPlateField:
+    """Precomputed TPS interpolation of control-point displacements onto a G×G grid."""
+
+    def __init__(
+        self,
+        controls: np.ndarray,  # [N,2] moving control points (portrait landmarks), pixels
+        anchors: np.ndarray,  # [A,2] points whose displacement is always zero, pixels
+        height: int,
+        width: int,
+        grid_size: int = 64,
+        regularization: float = 1e-5,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.height, self.width, self.grid_size = height, width, grid_size
+        # Normalised coordinates in [-1, 1] (align_corners=True): the unit grid_sample reads.
+        self._to_norm = np.array([2.0 / (width - 1), 2.0 / (height - 1)])
+        pts = (
+            np.concatenate([controls, anchors]).astype(np.float64) * self._to_norm - 1.0
+        )  # [N+A,2]
+        n_all = len(pts)
+        # TPS system [[K + λI, P], [Pᵀ, 0]] [w; a] = [v; 0]; λ smooths conflicting nearby points.
+        k = tps_kernel(((pts[:, None] - pts[None]) ** 2).sum(-1)) + regularization * np.eye(n_all)
+        p = np.concatenate([np.ones((n_all, 1)), pts], 1)  # [N+A,3]
+        system = np.block([[k, p], [p.T, np.zeros((3, 3))]])
+        g = np.linspace(-1.0, 1.0, grid_size)
+        gy, gx = np.meshgrid(g, g, indexing="ij")
+        grid = np.stack([gx.ravel(), gy.ravel()], 1)  # [G²,2] (x, y)
+        basis = np.concatenate(
+            [tps_kernel(((grid[:, None] - pts[None]) ** 2).sum(-1)), np.ones((len(grid), 1)), grid],
+            1,
+        )  # [G², N+A+3]
+        # M = basis · L⁻¹ restricted to the controls' columns (anchors carry zero displacement).
+        m = np.linalg.solve(system.T, basis.T).T[:, : len(controls)]  # [G², N]
+        self.matrix = torch.as_tensor(m, dtype=torch.float32, device=device)
+        self.to_norm = torch.as_tensor(self._to_norm, dtype=torch.float32, device=device)
+        self.grid = torch.as_tensor(grid, dtype=torch.float32, device=device).view(
+            1, grid_size, grid_size, 2
+        )
+
+    def forward_field(self, displacement: torch.Tensor) -> torch.Tensor:
+        """Control displacements [B,N,2] pixels → forward field u [B,2,G,G] in normalised units."""
+        u = torch.matmul(self.matrix, displacement * self.to_norm)  # [B,G²,2]
+        return u.transpose(1, 2).reshape(-1, 2, self.grid_size, self.grid_size)
+
+    def backward_grid(self, displacement: torch.Tensor, iterations: int = 4) -> torch.Tensor:
+        """Sampling grid [B,H,W,2] for grid_sample: output pixel x reads the portrait at s(x).
+
+        s solves s + u(s) = x (u the forward field on the portrait plane): fixed point
+        s ← x − u(s), started from s = x − u(x), evaluated on the coarse grid then upsampled.
+        """
+        u = self.forward_field(displacement)  # [B,2,G,G]
+        x = self.grid.expand(u.shape[0], -1, -1, -1)  # [B,G,G,2]
+        back = -u  # backward displacement s − x, [B,2,G,G]
+        for _ in range(iterations):
+            s = x + back.permute(0, 2, 3, 1)
+            back = -F.grid_sample(u, s, mode="bilinear", padding_mode="border", align_corners=True)
+        back = F.interpolate(
+            back, size=(self.height, self.width), mode="bilinear", align_corners=True
+        )  # [B,2,H,W]
+        return back.permute(0, 2, 3, 1) + pixel_grid(self.height, self.width, back.device)
+
+
+_PIXEL_GRIDS: dict[tuple[int, int, str], torch.Tensor] = {}
+
+
+def pixel_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """Identity sampling grid [1,H,W,2] at pixel centres (align_corners=True), cached."""
+    key = (height, width, str(device))
+    if key not in _PIXEL_GRIDS:
+        ys = torch.linspace(-1.0, 1.0, height, device=device)
+        xs = torch.linspace(-1.0, 1.0, width, device=device)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        _PIXEL_GRIDS[key] = torch.stack([gx, gy], -1)[None]
+    return _PIXEL_GRIDS[key]
