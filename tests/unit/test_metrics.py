@@ -174,3 +174,36 @@ def test_sync_sweep_narrows_for_short_clips():
     lip = np.random.default_rng(1).normal(size=(15, 3))
     score = sync.sync_sweep(ProjectionExpert(3), lip, lip)
     assert len(score.dists) == 2 * 5 + 1 and score.offset == 0
+
+
+# -- one clip, all metrics ------------------------------------------------------------------------
+
+
+def test_score_clip_truth_vs_itself_and_still(portrait):
+    from disenttalk.metrics.clip import METRICS, Trace, curves, score_clip
+
+    t, fps = 60, 25
+    ear = np.full(t, 0.3)
+    ear[20:24] = 0.05
+    lm = ear_face(ear)
+    lm[:, list(topology.LIPS), :2] = face_landmarks(t)[:, list(topology.LIPS), :2]
+    for i in (1, 6, 168, topology.NOSE_TIP, topology.NOSE_BOTTOM, topology.FOREHEAD, 234, 454, 133, 362):
+        lm[:, i, :2] = (7.0 * i % 97, 13.0 * i % 89)  # spread-out stable points
+    frames = np.stack([np.roll(portrait, i, axis=1) for i in range(t)])
+    rng = np.random.default_rng(0)
+    lip = np.cumsum(rng.normal(size=(t, 4)), axis=0)
+    truth = Trace(landmarks=lm, lip=lip, frames=frames)
+    kw = dict(fps=fps, audio_features=lip, expert=ProjectionExpert(4), cpbd_stride=20)
+
+    same = score_clip(truth, truth, **kw)
+    assert set(same) == set(METRICS)
+    assert same["lmd"] == pytest.approx(0.0, abs=1e-9) and same["blink_rate_error"] == 0.0
+    assert same["blink_rate"] == pytest.approx(1 / (t / fps)) and same["psnr"] == 100.0
+    assert same["sync_offset"] == 0 and same["sync_conf"] > 0
+
+    frozen = Trace(*(baselines.still(x) for x in (lm, lip, frames)))
+    still = score_clip(frozen, truth, **kw)
+    assert still["landmark_change"] == 0.0 and still["pixel_change"] == 0.0
+    assert still["lmd"] > 0 and still["blink_rate"] == 0.0 and still["psnr"] < 100.0
+    assert still["sync_conf"] < same["sync_conf"]
+    assert set(curves(truth)) == {"ear", "mouth", "change"}

@@ -1,0 +1,76 @@
+"""All metrics of one clip: a system's output (or a baseline) scored against the truth."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from disenttalk.face import measures
+from disenttalk.metrics import image, landmarks
+from disenttalk.metrics.sync import MAX_OFFSET, Embedder, sync_sweep
+
+# Metric names, in table order; lower is better for lmd, blink_rate_error, sync_dist.
+METRICS = (
+    "sync_conf", "sync_dist", "sync_offset", "lmd", "blink_rate", "blink_rate_error",
+    "cpbd", "psnr", "ssim", "landmark_change", "pixel_change",
+)
+
+
+@dataclass
+class Trace:
+    """What is scored for one clip: frames uint8 [T,H,W,3] (optional), landmarks [T,478,3], lip params [T,K]."""
+
+    landmarks: np.ndarray
+    lip: np.ndarray | None = None
+    frames: np.ndarray | None = None
+
+
+def score_clip(
+    test: Trace,
+    truth: Trace,
+    *,
+    fps: float,
+    audio_features: np.ndarray | None = None,
+    expert: Embedder | None = None,
+    truth_blink_rate: float | None = None,
+    fidelity: Trace | None = None,
+    cpbd_stride: int = 5,
+    max_offset: int = MAX_OFFSET,
+    window: int = 5,
+) -> dict[str, float]:
+    """Metrics of ``test`` vs ``truth``; ``fidelity`` (made with the source's pose and eyes) gives PSNR/SSIM.
+
+    Without ``fidelity`` PSNR/SSIM compare ``test`` itself with the truth frames. Metrics whose
+    inputs are missing are NaN, so tables keep one schema.
+    """
+    t = min(len(test.landmarks), len(truth.landmarks))
+    out = dict.fromkeys(METRICS, math.nan)
+    out["lmd"] = landmarks.lmd(test.landmarks[:t], truth.landmarks[:t])
+    out["blink_rate"] = landmarks.landmark_blink_rate(test.landmarks[:t], fps)
+    if truth_blink_rate is None:
+        truth_blink_rate = landmarks.landmark_blink_rate(truth.landmarks[:t], fps)
+    out["blink_rate_error"] = landmarks.blink_rate_error(out["blink_rate"], truth_blink_rate)
+    out["landmark_change"] = float(np.nanmean(landmarks.landmark_change(test.landmarks[:t])))
+    if expert is not None and audio_features is not None and test.lip is not None:
+        score = sync_sweep(expert, audio_features, test.lip, window=window, max_offset=max_offset)
+        out.update(sync_conf=score.conf, sync_dist=score.dist, sync_offset=float(score.offset))
+    if test.frames is not None:
+        out["cpbd"] = image.video_cpbd(test.frames, stride=cpbd_stride)
+        out["pixel_change"] = float(image.pixel_change(test.frames).mean())
+        ref = fidelity if fidelity is not None and fidelity.frames is not None else test
+        if truth.frames is not None and ref.frames.shape[1:] == truth.frames.shape[1:]:
+            n = min(len(ref.frames), len(truth.frames))
+            out["psnr"] = image.psnr(truth.frames[:n], ref.frames[:n])
+            out["ssim"] = image.ssim(truth.frames[:n], ref.frames[:n])
+    return out
+
+
+def curves(trace: Trace) -> dict[str, np.ndarray]:
+    """Per-frame curves for plots: eye aspect ratio [T], mouth opening [T], landmark change [T-1]."""
+    return {
+        "ear": measures.eye_aspect_ratio(trace.landmarks).mean(-1),
+        "mouth": measures.mouth_opening(trace.landmarks),
+        "change": landmarks.landmark_change(trace.landmarks),
+    }
