@@ -1,0 +1,179 @@
+"""Denoiser building blocks (paper Section III.B, Eq. 4–7).
+
+Shapes: B batch, T frames (25 fps), D model width, N expression dims, F audio feature dims.
+Every temporal operation is causal: convolutions are left-padded and attention masks hide the
+future, so a block's output at frame t depends on frames ≤ t only, except that the audio
+cross-attention (Eq. 6) may see ``look_ahead`` audio frames past t.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from disenttalk.face.regions import REGIONS, RegionSplit
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """Per-head distance penalties 2^(-8h/H) (ALiBi): relative positions that extend to any T."""
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)])
+
+
+def attention_bias(
+    t_q: int, t_k: int, slopes: torch.Tensor, look_ahead: int = 0
+) -> torch.Tensor:
+    """Additive bias [H,Tq,Tk]: -slope·|i-j| where key j ≤ i + look_ahead, -inf beyond (causal)."""
+    i = torch.arange(t_q, device=slopes.device)[:, None]
+    j = torch.arange(t_k, device=slopes.device)[None, :]
+    bias = -slopes[:, None, None] * (i - j).abs().to(slopes.dtype)
+    return bias.masked_fill(j > i + look_ahead, float("-inf"))
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of diffusion timesteps: [B] long → [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None, :]
+    emb = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return F.pad(emb, (0, dim % 2))
+
+
+class CausalConv1d(nn.Conv1d):
+    """Conv1d over [B,T,C] that pads only on the left, so output t sees inputs ≤ t."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,C] → [B,T,C']
+        pad = self.dilation[0] * (self.kernel_size[0] - 1)
+        return super().forward(F.pad(x.transpose(1, 2), (pad, 0))).transpose(1, 2)
+
+
+class RegionAwareSpatialAttention(nn.Module):
+    """Eq. 4: F_spatial = W_f [Attention(E_r)]_{r∈{lip,eye,global}}, causal over time per region."""
+
+    def __init__(self, dim: int, heads: int, split: RegionSplit, in_channels: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        # E_r: region r's dims (from the split) of each of the in_channels stacked inputs
+        # ([x_t, cond·mask, mask]) projected to D features. All regions run as one linear map
+        # whose weight is masked block-wise, so branch r sees only its own parameters.
+        n = split.num_dims
+        mask = torch.zeros(len(REGIONS), dim, in_channels, n)
+        for r, region in enumerate(REGIONS):
+            mask[r, :, :, list(split.indices(region))] = 1.0
+        self.register_buffer("embed_mask", mask.view(len(REGIONS) * dim, in_channels * n),
+                             persistent=False)
+        self.embed = nn.Linear(in_channels * n, len(REGIONS) * dim)
+        sizes = torch.tensor([float(len(split.indices(r))) for r in REGIONS])
+        with torch.no_grad():  # default init assumes fan-in C·N; a branch's fan-in is C·|r|
+            self.embed.weight.mul_((n / sizes.clamp(min=1)).sqrt().repeat_interleave(dim)[:, None])
+        self.qkv = nn.Linear(dim, 3 * len(REGIONS) * dim)  # per-region Q, K, V from the hidden state
+        self.fuse = nn.Linear(len(REGIONS) * dim, dim)  # W_f
+        self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
+        self.dropout = dropout
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """h [B,T,D] hidden state, e [B,T,C·N] stacked raw inputs → F_spatial [B,T,D]."""
+        b, t, d = h.shape
+        regions = len(REGIONS)
+        # region tokens: hidden state plus that region's own parameters, [B,T,R,D]
+        e_r = F.linear(e, self.embed.weight * self.embed_mask, self.embed.bias)
+        q, k, v = (self.qkv(h).view(b, t, 3, regions, d)
+                   + e_r.view(b, t, 1, regions, d)).unbind(2)
+        # [B,T,R,D] → [B·R, H, T, D/H]: one causal attention over time per region, batched
+        q, k, v = (x.permute(0, 2, 1, 3).reshape(b * regions, t, self.heads, -1).transpose(1, 2)
+                   for x in (q, k, v))
+        if bias is None:
+            bias = attention_bias(t, t, self.slopes).to(h.dtype)
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        out = out.transpose(1, 2).reshape(b, regions, t, d).permute(0, 2, 1, 3)  # [B,T,R,D]
+        return self.fuse(out.reshape(b, t, regions * d))  # concatenate regions, fuse (W_f)
+
+
+class MultiScaleTemporalConv(nn.Module):
+    """Eq. 5: F_temp = F_pw(Concat{F_dw^i(F_spatial)}), depth-wise causal convs, dilation 2^i."""
+
+    def __init__(self, dim: int, kernel: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.branches = nn.ModuleList(
+            CausalConv1d(dim, dim, kernel, dilation=d, groups=dim) for d in dilations
+        )
+        self.pointwise = nn.Linear(len(dilations) * dim, dim)  # F_pw, a 1×1 convolution
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,D] → [B,T,D]
+        return self.pointwise(F.gelu(torch.cat([conv(x) for conv in self.branches], dim=-1)))
+
+
+class AudioExpressionCrossAttention(nn.Module):
+    """Eq. 6: F_final = W_o [F_conv(F_temp); F_attn(F_temp, A)] + b_o."""
+
+    def __init__(self, dim: int, heads: int, kernel: int, look_ahead: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.look_ahead = look_ahead
+        self.local = CausalConv1d(dim, dim, kernel)  # F_conv, window k
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(2 * dim, dim)  # W_o, b_o
+        self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, audio: torch.Tensor,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B,T,D] expression features, audio [B,T,D] projected audio → [B,T,D]."""
+        b, t, d = x.shape
+        q = self.q(x).view(b, t, self.heads, -1).transpose(1, 2)  # [B,H,T,D/H]
+        k, v = (y.view(b, audio.shape[1], self.heads, -1).transpose(1, 2)
+                for y in self.kv(audio).chunk(2, dim=-1))
+        # causal cross-attention: frame t attends audio frames ≤ t + look_ahead, nearer ones more
+        if bias is None:
+            bias = attention_bias(t, audio.shape[1], self.slopes, self.look_ahead).to(x.dtype)
+        p = self.dropout if self.training else 0.0
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
+        attn = attn.transpose(1, 2).reshape(b, t, d)
+        return self.out(torch.cat([F.gelu(self.local(x)), attn], dim=-1))
+
+
+class FiLM(nn.Module):
+    """Eq. 7: F_out = γ(t)·F_final + β(t), with γ = 1 + Δγ so a fresh block starts as identity."""
+
+    def __init__(self, dim: int, temb_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(temb_dim, 2 * dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """x [B,T,D], temb [B,E] (embedded timestep) → [B,T,D]."""
+        d_gamma, beta = self.proj(temb)[:, None, :].chunk(2, dim=-1)
+        return (1.0 + d_gamma) * x + beta
+
+
+class DenoiserBlock(nn.Module):
+    """One spatio-temporal block: Eq. 4 → Eq. 5 → Eq. 6 → Eq. 7, each with a pre-norm residual."""
+
+    def __init__(self, dim: int, heads: int, split: RegionSplit, in_channels: int, *,
+                 local_kernel: int, temporal_kernel: int, dilations: tuple[int, ...],
+                 look_ahead: int, dropout: float):
+        super().__init__()
+        self.norm_s, self.norm_t, self.norm_a = (nn.LayerNorm(dim) for _ in range(3))
+        self.spatial = RegionAwareSpatialAttention(dim, heads, split, in_channels, dropout)
+        self.temporal = MultiScaleTemporalConv(dim, temporal_kernel, dilations)
+        self.cross = AudioExpressionCrossAttention(dim, heads, local_kernel, look_ahead, dropout)
+        self.film = FiLM(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor, audio: torch.Tensor, temb: torch.Tensor,
+                biases: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """h [B,T,D], e [B,T,C·N], audio [B,T,D], temb [B,D] → [B,T,D].
+
+        ``biases`` = (self-attention, cross-attention) masks, shared by all blocks of a stack.
+        """
+        self_bias, cross_bias = biases if biases is not None else (None, None)
+        h = h + self.drop(self.spatial(self.norm_s(h), e, self_bias))  # Eq. 4
+        h = h + self.drop(self.temporal(self.norm_t(h)))  # Eq. 5
+        f = self.cross(self.norm_a(h), audio, cross_bias)  # Eq. 6
+        return h + self.drop(self.film(f, temb))  # Eq. 7
