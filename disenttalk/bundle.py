@@ -1,0 +1,186 @@
+"""The model bundle: one directory that fully describes a trained system (DESIGN.md §4).
+
+Layout::
+
+    config.json      ModelConfig (audio frontend, denoiser, diffusion, sync, N, K_lip, K_eye)
+    morphable.npz    the morphable model (optional: without it a bundle makes motion, not video)
+    regions.json     RegionSplit (lip / eye / global dims and their scores)
+    norm.npz         mean [N], std [N] of the expression parameters the denoiser was trained on
+    sync_expert.pt   SyncExpert state dict
+    denoiser.pt      Denoiser state dict
+    meta.json        versions, created_at, optional metrics / extra fields
+
+A bundle is written to a temporary sibling directory and renamed into place, so a reader never
+sees half a bundle; :func:`load_bundle` checks every piece and names the one that is wrong.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from disenttalk.face.regions import RegionSplit
+from disenttalk.model.config import ModelConfig
+
+FORMAT_VERSION = 1
+REQUIRED = ("config.json", "regions.json", "norm.npz", "sync_expert.pt", "denoiser.pt", "meta.json")
+MORPHABLE = "morphable.npz"
+
+
+class BundleError(ValueError):
+    """A bundle directory is missing a piece or holds a corrupt or inconsistent one."""
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: configs, arrays and state dicts (networks are built by the Generator)."""
+
+    path: Path
+    config: ModelConfig
+    split: RegionSplit
+    norm: dict[str, np.ndarray]  # mean [N], std [N], float32
+    expert_state: dict[str, torch.Tensor]
+    denoiser_state: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+    morphable: Any = None  # disenttalk.face.morphable.MorphableModel | None
+
+    @property
+    def num_dims(self) -> int:
+        """N, the expression dimensionality."""
+        return self.split.num_dims
+
+
+def _versions() -> dict[str, str]:
+    import disenttalk
+
+    return {"disenttalk": disenttalk.__version__, "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _check_norm(norm: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    out = {}
+    for key in ("mean", "std"):
+        if key not in norm:
+            raise BundleError(f"norm: missing {key!r}")
+        value = np.asarray(norm[key], dtype=np.float32)
+        if value.shape != (n,):
+            raise BundleError(f"norm: {key} has shape {value.shape}, expected ({n},)")
+        if not np.all(np.isfinite(value)):
+            raise BundleError(f"norm: {key} has non-finite values")
+        out[key] = value
+    if np.any(out["std"] <= 0):
+        raise BundleError("norm: std must be positive")
+    return out
+
+
+def _check_consistent(config: ModelConfig, split: RegionSplit) -> None:
+    if split.num_dims != config.n_expression:
+        raise BundleError(f"regions: {split.num_dims} dims, config says n_expression={config.n_expression}")
+    if (len(split.lip), len(split.eye)) != (config.k_lip, config.k_eye):
+        raise BundleError(f"regions: K_lip={len(split.lip)}, K_eye={len(split.eye)}; "
+                          f"config says {config.k_lip}, {config.k_eye}")
+
+
+def write_bundle(path: str | Path, *, config: ModelConfig, morphable: Any | None, split: RegionSplit,
+                 norm: dict[str, np.ndarray], expert_state: dict[str, torch.Tensor],
+                 denoiser_state: dict[str, torch.Tensor], extra: dict[str, Any] | None = None,
+                 overwrite: bool = False) -> Path:
+    """Write a bundle directory atomically (temp dir + rename); ``extra`` goes into meta.json."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
+    _check_consistent(config, split)
+    norm = _check_norm(norm, split.num_dims)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        config.save(tmp / "config.json")
+        split.save(tmp / "regions.json")
+        np.savez(tmp / "norm.npz", **norm)
+        torch.save({k: v.detach().cpu() for k, v in expert_state.items()}, tmp / "sync_expert.pt")
+        torch.save({k: v.detach().cpu() for k, v in denoiser_state.items()}, tmp / "denoiser.pt")
+        if morphable is not None:
+            morphable.save(tmp / MORPHABLE)
+        meta = {"format_version": FORMAT_VERSION, "versions": _versions(),
+                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                "has_morphable": morphable is not None, **(extra or {})}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        if path.exists():  # replace: move the old bundle aside first, then drop it
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _load_state(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BundleError(f"{file.name}: not a readable torch state dict ({exc})") from exc
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise BundleError(f"{file.name}: expected a dict of tensors")
+    return state
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Read and validate a bundle directory written by :func:`write_bundle`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a bundle directory")
+    missing = [name for name in REQUIRED if not (path / name).is_file()]
+    if missing:
+        raise BundleError(f"{path}: missing {', '.join(missing)}")
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        config = ModelConfig.load(path / "config.json")
+        split = RegionSplit.load(path / "regions.json")
+    except Exception as exc:  # JSON errors, ConfigError, bad region indices
+        raise BundleError(f"{path}: {exc}") from exc
+    if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise BundleError(f"{path}: format_version {meta['format_version']} is newer than "
+                          f"this library reads ({FORMAT_VERSION})")
+    _check_consistent(config, split)
+    try:
+        with np.load(path / "norm.npz") as data:
+            norm = {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise BundleError(f"norm.npz: unreadable ({exc})") from exc
+    norm = _check_norm(norm, split.num_dims)
+    morphable = None
+    if (path / MORPHABLE).is_file():
+        from disenttalk.face.morphable import MorphableModel
+
+        try:
+            morphable = MorphableModel.load(path / MORPHABLE)
+        except Exception as exc:
+            raise BundleError(f"{MORPHABLE}: unreadable ({exc})") from exc
+    elif meta.get("has_morphable"):
+        raise BundleError(f"{path}: missing {MORPHABLE} (meta.json says it was written)")
+    return Bundle(path=path, config=config, split=split, norm=norm,
+                  expert_state=_load_state(path / "sync_expert.pt"),
+                  denoiser_state=_load_state(path / "denoiser.pt"), meta=meta, morphable=morphable)
+
+
+def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str) -> torch.nn.Module:
+    """``load_state_dict`` (strict) with an error that says which bundle piece does not fit."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise BundleError(f"{name}: weights do not match the configured network ({exc})") from exc
+    return module.eval()

@@ -1,0 +1,187 @@
+"""``Generator``: model bundle → face motion → frames → talking-face video."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from disenttalk.bundle import Bundle, load_bundle, load_into
+from disenttalk.generate.motion import Controls, Motion, pingpong
+from disenttalk.generate.stream import MotionStream, WindowPlan
+from disenttalk.model.diffusion import GaussianDiffusion, Sampler, cfg_eps, make_sampler, sample
+
+DEFAULT_GUIDANCE = 2.0  # used when the bundle's meta.json carries no tuned "guidance"
+
+
+@dataclass
+class Settings:
+    """One generation's sampler, guidance, seed and controls (fixed for a whole stream)."""
+
+    sampler: Sampler
+    guidance: float
+    seed: int
+    controls: Controls
+    eyes_known: np.ndarray | None = field(default=None)  # normalised reference eye dims [T_ref, K_eye]
+
+
+class Generator:
+    """Turns audio into expression/pose motion with a trained bundle, and motion into video."""
+
+    def __init__(self, bundle: Bundle, *, device: str | torch.device = "cpu", window: int = 80,
+                 prefix: int = 20, context: int = 25, margin: int = 2,
+                 frontend: Any = None, denoiser: nn.Module | None = None) -> None:
+        """``window`` frames per denoiser call, ``prefix`` of them carried over from the last call."""
+        if not 0 <= prefix < window:
+            raise ValueError("need 0 <= prefix < window")
+        self.bundle, cfg = bundle, bundle.config
+        self.device = torch.device(device)
+        self.split = bundle.split
+        self.fps = cfg.audio.fps
+        if frontend is None:
+            from disenttalk.audio import make_frontend
+
+            frontend = make_frontend(cfg.audio)
+        self.frontend = frontend
+        if denoiser is None:
+            from disenttalk.model.denoiser import Denoiser
+
+            denoiser = load_into(Denoiser(cfg.denoiser, bundle.split, frontend.feature_dim),
+                                 bundle.denoiser_state, "denoiser.pt")
+        self.denoiser = denoiser.eval().to(self.device)
+        self.diffusion = GaussianDiffusion(cfg.diffusion).to(self.device)
+        look_ahead = getattr(cfg.denoiser, "look_ahead", 0)
+        self.plan = WindowPlan(hop=window - prefix, prefix=prefix, look_ahead=look_ahead,
+                               context=context, margin=margin)
+        self.mean = bundle.norm["mean"].astype(np.float32)
+        self.std = bundle.norm["std"].astype(np.float32)
+        self.default_guidance = float(bundle.meta.get("guidance", DEFAULT_GUIDANCE))
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, **kwargs: Any) -> Generator:
+        """Load a bundle directory and build its networks."""
+        return cls(load_bundle(path), **kwargs)
+
+    # -- motion -----------------------------------------------------------------------------
+    def open_stream(self, sample_rate: int = 16000, *, steps: int | None = None,
+                    sampler: str = "ddim", guidance: float | None = None, seed: int = 0,
+                    controls: Controls | None = None, eta: float = 0.0) -> MotionStream:
+        """A :class:`MotionStream` to ``push`` audio chunks into and ``flush`` at the end."""
+        controls = controls or Controls()
+        eyes = None
+        if not isinstance(controls.eyes, str):
+            ref = np.asarray(controls.eyes, dtype=np.float32)
+            if ref.shape[1] != self.split.num_dims:
+                raise ValueError(f"reference eyes: expected [T,{self.split.num_dims}], got {ref.shape}")
+            eyes = ((ref - self.mean) / self.std)[:, list(self.split.eye)]
+        return MotionStream(self, sample_rate, Settings(
+            sampler=make_sampler(self.diffusion, sampler, steps, eta),
+            guidance=self.default_guidance if guidance is None else float(guidance),
+            seed=int(seed), controls=controls, eyes_known=eyes))
+
+    def motion(self, audio: np.ndarray, sample_rate: int = 16000, **kwargs: Any) -> Motion:
+        """Motion for the whole audio (any length); keywords as in :meth:`open_stream`.
+
+        ``steps`` defaults to 25 for DDIM and all T for DDPM.
+        """
+        stream = self.open_stream(sample_rate, **kwargs)
+        chunks = stream.push(audio) + stream.flush()
+        if not chunks:
+            n = self.split.num_dims
+            return Motion(np.zeros((0, n), np.float32), np.zeros((0, 6), np.float32), self.fps)
+        return Motion.concat(chunks)
+
+    def stream(self, audio_chunks: Iterable[np.ndarray], sample_rate: int = 16000,
+               **kwargs: Any) -> Iterator[Motion]:
+        """Yield Motion chunks as soon as each hop of audio has arrived; flushes at the end."""
+        stream = self.open_stream(sample_rate, **kwargs)
+        for chunk in audio_chunks:
+            yield from stream.push(chunk)
+        yield from stream.flush()
+
+    # -- pieces the stream calls ------------------------------------------------------------
+    def features(self, audio: np.ndarray, sample_rate: int, num_frames: int) -> torch.Tensor:
+        """Audio features [num_frames, F] aligned to video frames from the slice's first sample."""
+        feats = self.frontend(audio, sample_rate, num_frames=num_frames)
+        return torch.as_tensor(np.asarray(feats, dtype=np.float32), device=self.device)
+
+    @torch.no_grad()
+    def window(self, index: int, feats: torch.Tensor, prefix: torch.Tensor | None, start: int,
+               settings: Settings) -> torch.Tensor:
+        """Sample one window [L,N] (normalised) given audio [L,F] and a known prefix [P,N]."""
+        L, n = feats.shape[0], self.split.num_dims
+        cond = torch.zeros(1, L, n, device=self.device)
+        mask = torch.zeros(1, L, n, device=self.device)
+        if prefix is not None and len(prefix):
+            cond[0, : len(prefix)], mask[0, : len(prefix)] = prefix, 1.0
+        if settings.eyes_known is not None:  # reference eyes: known on every frame
+            idx = pingpong(len(settings.eyes_known), np.arange(start, start + L))
+            eye = list(self.split.eye)
+            cond[0, :, eye] = torch.as_tensor(settings.eyes_known[idx], device=self.device)
+            mask[0, :, eye] = 1.0
+        audio = feats[None]
+
+        def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return cfg_eps(self.denoiser, x, t, audio, cond, mask, settings.guidance)
+
+        # noise of window i from (seed, i) alone: reproducible, and the same offline and streamed
+        state = np.random.SeedSequence([settings.seed, index]).generate_state(1, dtype=np.uint64)[0]
+        gen = torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+        x = sample(eps_fn, (1, L, n), settings.sampler, generator=gen, device=self.device,
+                   known=cond, known_mask=mask)
+        return torch.where(mask.bool(), cond, x)[0]  # known values exactly, not float round trips
+
+    def to_motion(self, x: torch.Tensor, start: int, settings: Settings) -> Motion:
+        """Normalised [T,N] → Motion: region scales on the deviations, then parameter units."""
+        scaled = x.float().cpu().numpy() * settings.controls.region_scales(self.split)
+        expression = (self.mean + self.std * scaled).astype(np.float32)
+        pose = settings.controls.pose_at(np.arange(start, start + len(x)))
+        return Motion(expression, pose.astype(np.float32), float(self.fps), start)
+
+    # -- frames and video -------------------------------------------------------------------
+    def render(self, motion: Motion, portrait: np.ndarray,
+               portrait_landmarks: np.ndarray | None = None) -> np.ndarray:
+        """Frames uint8 [T,H,W,3]: the portrait's identity and pose, the motion's expression."""
+        morphable = self.bundle.morphable
+        if morphable is None:
+            raise ValueError("this bundle has no morphable model, so it cannot render video")
+        portrait = np.asarray(portrait)
+        if portrait_landmarks is None:
+            from disenttalk.face.tracker import FaceTracker
+
+            with FaceTracker(static=True) as tracker:
+                portrait_landmarks = tracker.track_image(portrait)
+            if portrait_landmarks is None:
+                raise ValueError("no face found in the portrait")
+        portrait_landmarks = np.asarray(portrait_landmarks, dtype=np.float32)
+        _, pose0, identity = morphable.encode(portrait_landmarks[None])
+        # pose deviations are added to the portrait's pose (exact for translation, the usual
+        # small-angle composition for rotation)
+        pose = np.asarray(pose0, dtype=np.float32).reshape(1, -1) + motion.pose
+        landmarks = morphable.decode(motion.expression, pose, identity)
+        from disenttalk.render.renderer import WarpRenderer
+
+        renderer = WarpRenderer(portrait, portrait_landmarks, device=self.device)
+        return renderer.render(np.asarray(landmarks, dtype=np.float32))
+
+    def generate(self, audio: np.ndarray | str | Path, portrait: np.ndarray | str | Path,
+                 out_path: str | Path, sample_rate: int = 16000,
+                 portrait_landmarks: np.ndarray | None = None, **kwargs: Any) -> Motion:
+        """Write an mp4 of the portrait speaking the audio (with the audio); returns the motion."""
+        from disenttalk import media
+
+        if isinstance(audio, (str, Path)):
+            audio, sample_rate = media.read_audio(audio, sample_rate), sample_rate
+        if isinstance(portrait, (str, Path)):
+            from skimage import io
+
+            portrait = io.imread(str(portrait))[..., :3].astype(np.uint8)
+        motion = self.motion(np.asarray(audio, dtype=np.float32), sample_rate, **kwargs)
+        frames = self.render(motion, portrait, portrait_landmarks)
+        media.write_video(out_path, frames, motion.fps, audio=audio, sample_rate=sample_rate)
+        return motion

@@ -1,0 +1,110 @@
+"""What a generation produces (:class:`Motion`) and how a user steers it (:class:`Controls`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from disenttalk.face.regions import RegionSplit
+
+POSE_DIMS = 6  # rotation (3) + translation (3), as the morphable model encodes head pose
+
+
+@dataclass(frozen=True, eq=False)
+class Controls:
+    """Per-region intensity and where eyes and head pose come from.
+
+    ``*_scale`` multiplies the normalised deviation from the mean of that region's dims (0 = the
+    region rests at its training mean, 1 = as generated, >1 = exaggerated). ``eyes`` is
+    ``"generate"`` or a reference expression sequence [T_ref, N] whose eye dims are given to the
+    denoiser as known values on every frame. ``pose`` is ``"still"`` (the portrait's own pose)
+    or a reference pose sequence [T_ref, 6], applied as its change from the first frame.
+    References shorter than the audio are played forwards and backwards (no jumps).
+
+    There is no blink-rate knob: blinks come from the eye dims the model generates (or the
+    reference); nudging their rate would need a blink model the paper does not have.
+    """
+
+    lip_scale: float = 1.0
+    eye_scale: float = 1.0
+    global_scale: float = 1.0
+    eyes: Any = "generate"  # "generate" | np.ndarray [T_ref, N]
+    pose: Any = "still"  # "still" | np.ndarray [T_ref, 6]
+
+    def __post_init__(self) -> None:
+        for name in ("lip_scale", "eye_scale", "global_scale"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"Controls.{name} must be a finite number, got {value!r}")
+        if isinstance(self.eyes, str):
+            if self.eyes != "generate":
+                raise ValueError("Controls.eyes must be 'generate' or an expression array [T_ref, N]")
+        elif np.asarray(self.eyes).ndim != 2 or len(self.eyes) == 0:
+            raise ValueError("Controls.eyes reference must be a non-empty array [T_ref, N]")
+        if isinstance(self.pose, str):
+            if self.pose != "still":
+                raise ValueError("Controls.pose must be 'still' or a pose array [T_ref, 6]")
+        elif np.asarray(self.pose).ndim != 2 or np.asarray(self.pose).shape[1] != POSE_DIMS \
+                or len(self.pose) == 0:
+            raise ValueError("Controls.pose reference must be a non-empty array [T_ref, 6]")
+
+    def region_scales(self, split: RegionSplit) -> np.ndarray:
+        """Scale per expression dim [N]."""
+        scale = np.ones(split.num_dims, dtype=np.float32)
+        scale[list(split.lip)] = self.lip_scale
+        scale[list(split.eye)] = self.eye_scale
+        scale[list(split.global_)] = self.global_scale
+        return scale
+
+    def pose_at(self, frames: np.ndarray) -> np.ndarray:
+        """Pose deviation [len(frames), 6] at absolute frame indices."""
+        if isinstance(self.pose, str):
+            return np.zeros((len(frames), POSE_DIMS), dtype=np.float32)
+        ref = np.asarray(self.pose, dtype=np.float32)
+        return (ref - ref[0])[pingpong(len(ref), frames)]
+
+
+@dataclass
+class Motion:
+    """Generated face motion: expression [T,N] (parameter units), pose deviation [T,6]."""
+
+    expression: np.ndarray
+    pose: np.ndarray
+    fps: float = 25.0
+    start: int = 0  # index of the first frame in the whole sequence (streamed chunks)
+
+    def __post_init__(self) -> None:
+        if self.expression.ndim != 2 or self.pose.shape != (len(self.expression), POSE_DIMS):
+            raise ValueError(f"Motion: expression {self.expression.shape} and pose "
+                             f"{self.pose.shape} must be [T,N] and [T,{POSE_DIMS}]")
+
+    def __len__(self) -> int:
+        return len(self.expression)
+
+    @property
+    def duration(self) -> float:
+        """Seconds."""
+        return len(self) / self.fps
+
+    @classmethod
+    def concat(cls, chunks: list[Motion]) -> Motion:
+        """Join consecutive chunks (as yielded by ``Generator.stream``) into one Motion."""
+        if not chunks:
+            raise ValueError("Motion.concat needs at least one chunk")
+        for a, b in zip(chunks, chunks[1:], strict=False):
+            if b.start != a.start + len(a):
+                raise ValueError(f"chunks are not consecutive: {a.start}+{len(a)} then {b.start}")
+        return cls(np.concatenate([c.expression for c in chunks]),
+                   np.concatenate([c.pose for c in chunks]), chunks[0].fps, chunks[0].start)
+
+
+def pingpong(length: int, frames: np.ndarray) -> np.ndarray:
+    """Indices into a reference of ``length`` frames played forwards, backwards, forwards, …"""
+    frames = np.asarray(frames, dtype=np.int64)
+    if length == 1:
+        return np.zeros_like(frames)
+    k = frames % (2 * (length - 1))
+    return np.where(k < length, k, 2 * (length - 1) - k)
