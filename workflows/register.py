@@ -1,0 +1,195 @@
+"""Register stage: log a model bundle as an MLflow pyfunc model, register it, crown a champion.
+
+The bundle directory travels as the pyfunc's ``bundle`` artifact, so anything that loads
+``models:/disenttalk@champion`` (serving, ``disenttalk generate``) gets the exact bundle back
+with :func:`resolve_bundle`. A new version takes the ``champion`` alias when it beats the
+current champion on the chosen metric (or there is none); each version carries its evaluation
+metrics as tags, so the comparison needs no other run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from workflows import storage, tracking
+
+MODEL_NAME = "disenttalk"
+CHAMPION = "champion"
+METRIC_TAG_PREFIX = "metric."
+
+try:  # the pyfunc flavour needs mlflow at class-definition time; the core never imports it
+    import mlflow.pyfunc
+
+    _PythonModel = mlflow.pyfunc.PythonModel
+except ImportError:  # pragma: no cover - mlflow is a declared dependency
+    _PythonModel = object
+
+
+class DisentTalkPyfunc(_PythonModel):
+    """MLflow pyfunc: rows of ``audio`` (float samples) + ``sample_rate`` → expression/pose motion."""
+
+    def load_context(self, context: Any) -> None:
+        from disenttalk.generate import Generator
+
+        self.generator = Generator.from_bundle(context.artifacts["bundle"])
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> list[dict]:
+        import numpy as np
+        import pandas as pd
+
+        params = dict(params or {})
+        rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
+        out = []
+        for row in rows:
+            audio = np.asarray(row["audio"], dtype=np.float32)
+            motion = self.generator.motion(
+                audio,
+                int(row.get("sample_rate", 16000)),
+                steps=int(params.get("steps", 25)),
+                guidance=params.get("guidance"),
+                seed=int(params.get("seed", 0)),
+            )
+            out.append(
+                {
+                    "expression": motion.expression.tolist(),
+                    "pose": motion.pose.tolist(),
+                    "fps": float(motion.fps),
+                }
+            )
+        return out
+
+
+def better(candidate: float, incumbent: float | None, mode: str) -> bool:
+    """Whether ``candidate`` beats ``incumbent`` (None or NaN incumbent: always)."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
+    if incumbent is None or math.isnan(incumbent):
+        return not math.isnan(candidate)
+    return candidate < incumbent if mode == "min" else candidate > incumbent
+
+
+def flat_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """``{split: {metric: v}}`` → ``{"split/metric": v}`` (already-flat keys pass through)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            for sub, v in flat_metrics(value).items():
+                flat[f"{key}/{sub}"] = v
+        elif isinstance(value, (int, float)):
+            flat[key] = float(value)
+    return flat
+
+
+def champion_metric(client: Any, name: str, metric: str) -> tuple[str | None, float | None]:
+    """(version, metric value) of the current champion, or (None, None)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None, None
+    raw = version.tags.get(METRIC_TAG_PREFIX + metric)
+    return version.version, (float(raw) if raw is not None else None)
+
+
+def register(
+    bundle: str,
+    metrics: Mapping[str, Any] | None = None,
+    *,
+    metric: str = "test/lmd",
+    mode: str = "min",
+    name: str = MODEL_NAME,
+    experiment: str = "disenttalk",
+) -> dict[str, Any]:
+    """Log ``bundle`` as a pyfunc, register a version of ``name``, move ``champion`` if it wins."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    flat = flat_metrics(metrics or {})
+    with _local_bundle(bundle) as local, tracking.start_run(
+        tracking.MlflowConfig(experiment=experiment, run_name="register")
+    ) as tracker:
+        tracker.log_metrics({k.replace("/", "."): v for k, v in flat.items()})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=DisentTalkPyfunc(),
+            artifacts={"bundle": str(local)},
+            registered_model_name=name,
+        )
+        run_id = tracker.run_id
+    client = MlflowClient()
+    version = str(info.registered_model_version)
+    for key, value in flat.items():
+        client.set_model_version_tag(name, version, METRIC_TAG_PREFIX + key, str(value))
+    client.set_model_version_tag(name, version, "source_bundle", str(bundle))
+    previous, incumbent = champion_metric(client, name, metric)
+    candidate = flat.get(metric, math.nan)
+    crowned = previous is None or better(candidate, incumbent, mode)
+    if crowned:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return {
+        "model": name,
+        "version": version,
+        "run_id": run_id,
+        "model_uri": f"models:/{name}/{version}",
+        "champion": crowned,
+        "previous_champion": previous,
+        "metric": metric,
+        "value": candidate,
+        "incumbent": incumbent,
+    }
+
+
+@contextmanager
+def _local_bundle(uri: str) -> Iterator[Path]:
+    """The bundle as a local folder (a temporary download for s3://)."""
+    if not storage.is_s3(uri):
+        yield Path(uri)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield storage.download_dir(uri, Path(tmp) / "bundle")
+
+
+def resolve_bundle(model: str, cache: str | Path | None = None) -> Path:
+    """A local bundle directory for ``models:/name@alias``, ``models:/name/version``, a path or s3://."""
+    if model.startswith("models:/") or model.startswith("runs:/"):
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(cache) if cache else None))
+        found = [p.parent for p in root.rglob("config.json") if (p.parent / "denoiser.pt").exists()]
+        if not found:
+            raise FileNotFoundError(f"{model}: no model bundle inside the downloaded artifacts")
+        return found[0]
+    if storage.is_s3(model):
+        target = Path(cache) if cache else Path(tempfile.mkdtemp(prefix="disenttalk-bundle-"))
+        return storage.download_dir(model, target / Path(model.rstrip("/")).name)
+    path = Path(model)
+    if not path.exists():
+        raise FileNotFoundError(f"model bundle {model} does not exist")
+    return path
+
+
+def cli(
+    bundle: str = typer.Option(..., help="Bundle directory (local or s3://)."),
+    metrics: str | None = typer.Option(None, help="metrics.json from the evaluate stage."),
+    metric: str = typer.Option("test/lmd", help="Metric that decides the champion ('split/metric')."),
+    mode: str = typer.Option("min", help="'min' if lower is better, else 'max'."),
+    name: str = typer.Option(MODEL_NAME, help="Registered model name."),
+) -> None:
+    """Register a bundle in the MLflow registry; alias it 'champion' if it beats the current one."""
+    values = json.loads(storage.read_text(metrics)) if metrics else {}
+    result = register(bundle, values, metric=metric, mode=mode, name=name)
+    typer.echo(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":  # Ray job entrypoint: python -m workflows.register ...
+    typer.run(cli)
