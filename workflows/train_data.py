@@ -1,0 +1,117 @@
+"""Training data for ``disenttalk train``: clips as (expression, audio features) pairs, windows.
+
+A clip pairs the fit stage's expression array [T,N] with the preprocess stage's audio
+features [T,F] (aligned to the same 25 fps frames). Windows of W frames are drawn only where
+every frame is valid (face tracked, expression finite). Sampling is a pure function of a
+``np.random.Generator`` so a resumed run redraws exactly the batches of the lost one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from disenttalk.face.regions import RegionSplit
+from workflows import clipstore
+
+
+@dataclass
+class Clip:
+    """One training sequence: expression [T,N] and audio features [T,F], valid frames only."""
+
+    clip_id: str
+    expression: np.ndarray  # float32 [T,N]
+    audio: np.ndarray  # float32 [T,F]
+    valid: np.ndarray  # bool [T]
+
+    def window_starts(self, window: int) -> np.ndarray:
+        """Start frames s whose window [s, s+window) is entirely valid."""
+        if len(self.valid) < window:
+            return np.zeros(0, dtype=np.int64)
+        ok = np.concatenate([[0], np.cumsum(self.valid.astype(np.int64))])
+        counts = ok[window:] - ok[:-window]  # valid frames per window, [T-window+1]
+        return np.flatnonzero(counts == window)
+
+
+def read_split(fit: str) -> RegionSplit:
+    """The fitted lip / eye / global split (``<fit>/regions.json``)."""
+    from workflows import fit as fit_stage
+
+    return fit_stage.read_split(fit)
+
+
+def clip_rows(data: str, split: str) -> list[dict[str, Any]]:
+    """Index rows of one split of the clip store, in a stable order."""
+    return sorted(clipstore.read_index(data, split), key=lambda r: r["clip_id"])
+
+
+def load_clip(data: str, fit: str, row: dict[str, Any]) -> Clip:
+    """The clip of an index row: its features from the store, its expression from the fit."""
+    from workflows import fit as fit_stage
+
+    record = clipstore.read_record(data, row)
+    expression = np.asarray(fit_stage.read_expression(fit, row)[0], dtype=np.float32)
+    audio = np.asarray(record.features, dtype=np.float32)
+    t = min(len(expression), len(audio), len(record.valid))
+    expression, audio = expression[:t], audio[:t]
+    valid = record.valid[:t] & np.isfinite(expression).all(-1) & np.isfinite(audio).all(-1)
+    expression = np.where(valid[:, None], expression, 0.0).astype(np.float32)
+    return Clip(row["clip_id"], expression, audio, valid)
+
+
+def norm_stats(data: str, fit: str, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Mean and std per expression dim over every valid frame of ``rows`` (float64 sums)."""
+    count, total, squares = 0, None, None
+    for row in rows:
+        clip = load_clip(data, fit, row)
+        x = clip.expression[clip.valid].astype(np.float64)
+        total = x.sum(0) if total is None else total + x.sum(0)
+        squares = (x**2).sum(0) if squares is None else squares + (x**2).sum(0)
+        count += len(x)
+    if not count:
+        raise ValueError("no valid frames in the training split")
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    std = np.maximum(std, 1e-6 * max(float(std.max()), 1e-12))  # unused PCA dims: avoid /0
+    return {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+
+
+class WindowSampler:
+    """Uniform W-frame windows over a set of clips (every valid start equally likely)."""
+
+    def __init__(self, clips: list[Clip], window: int, norm: dict[str, np.ndarray]) -> None:
+        self.window = window
+        self.mean = np.asarray(norm["mean"], dtype=np.float32)
+        self.std = np.asarray(norm["std"], dtype=np.float32)
+        starts = [c.window_starts(window) for c in clips]
+        self.clips = [c for c, s in zip(clips, starts, strict=True) if len(s)]
+        self.starts = [s for s in starts if len(s)]
+        if not self.clips:
+            raise ValueError(f"no clip has {window} consecutive valid frames")
+        sizes = np.array([len(s) for s in self.starts], dtype=np.float64)
+        self.weights = sizes / sizes.sum()
+
+    @property
+    def num_windows(self) -> int:
+        """How many distinct windows there are."""
+        return int(sum(len(s) for s in self.starts))
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """A batch: ``expression`` [B,W,N] (normalised) and ``audio`` [B,W,F]."""
+        which = rng.choice(len(self.clips), size=batch_size, p=self.weights)
+        expression, audio = [], []
+        for i in which:
+            s = int(self.starts[i][rng.integers(len(self.starts[i]))])
+            clip = self.clips[i]
+            expression.append(clip.expression[s : s + self.window])
+            audio.append(clip.audio[s : s + self.window])
+        x = (np.stack(expression) - self.mean) / self.std
+        return {"expression": x.astype(np.float32), "audio": np.stack(audio).astype(np.float32)}
+
+
+def shard_rows(rows: list[dict[str, Any]], rank: int, world: int) -> list[dict[str, Any]]:
+    """This worker's clips (``rows[rank::world]``); every clip when there are fewer than workers."""
+    mine = rows[rank::world]
+    return mine if len(rows) >= world else list(rows)

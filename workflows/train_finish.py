@@ -1,0 +1,79 @@
+"""End of ``disenttalk train`` on rank 0: the model bundle, the loss plot, MLflow artifacts."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from workflows import storage
+
+if TYPE_CHECKING:
+    from workflows.train_loops import Loop
+
+BUNDLE = "bundle"
+LOSS_PLOT = "loss.png"
+
+
+def read_morphable(fit: str) -> Any | None:
+    """The fitted morphable model (``<fit>/morphable.npz``), or None if the fit has none."""
+    from disenttalk.face.morphable import MorphableModel
+
+    uri = storage.join(fit, "morphable.npz")
+    if not storage.exists(uri):
+        return None
+    with storage.local_copy(uri) as path:
+        return MorphableModel.load(path)
+
+
+def loss_figure(history: dict[str, list[list[float]]]):
+    """Training loss per phase against its step (one panel per phase)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.5), dpi=100)
+    axes = fig.subplots(1, len(history))
+    for ax, (phase, points) in zip(list(axes), history.items(), strict=True):
+        if points:
+            steps, losses = zip(*points, strict=True)
+            ax.plot(steps, losses, marker="o", markersize=3)
+        ax.set_title(f"{phase} loss")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def write_outputs(loop: Loop, run: Any | None) -> str:
+    """Write ``<out>/bundle`` (+ loss plot) and log both to the open MLflow run; returns the URI."""
+    from disenttalk.bundle import write_bundle
+    from workflows.train_loops import _plain
+
+    out = loop.config["out"]
+    target = storage.join(out, BUNDLE)
+    extra = {"train": {"sync_steps": loop.train.sync_steps,
+                       "denoiser_steps": loop.train.denoiser_steps,
+                       "mlflow_run_id": loop.progress.mlflow_run_id,
+                       "history": loop.progress.history}}
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp, BUNDLE) if storage.is_s3(out) else Path(target)
+        write_bundle(local, config=loop.model, morphable=read_morphable(loop.config["fit"]),
+                     split=loop.split, norm=loop.norm,
+                     expert_state=_plain(loop.nets.expert).state_dict(),
+                     denoiser_state=_plain(loop.nets.denoiser).state_dict(),
+                     extra=extra, overwrite=True)
+        if storage.is_s3(out):
+            storage.upload_dir(local, target)
+        fig = loss_figure(loop.progress.history)
+        plot = Path(tmp, LOSS_PLOT)
+        fig.savefig(plot)
+        storage.write_bytes(storage.join(out, LOSS_PLOT), plot.read_bytes())
+        if run is not None:
+            import mlflow
+
+            mlflow.log_artifacts(str(local), artifact_path=BUNDLE)
+            mlflow.log_artifact(str(plot))
+            mlflow.end_run()
+    return target

@@ -1,0 +1,314 @@
+"""The Ray Train worker loop of ``disenttalk train``: sync expert phase, then denoiser phase.
+
+Thin by design: build the networks, restore the latest checkpoint, then per step draw a batch
+from this worker's clips and call the pure step from :mod:`disenttalk.model.train`. Every
+``checkpoint_every`` steps (and at the end of each phase) all workers ``report``; rank 0
+attaches the checkpoint (networks, optimisers, phase, step, loss history, MLflow run id, and
+the stage config JSON beside them). Rank 0 alone talks to MLflow and writes the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from disenttalk.face.regions import RegionSplit
+from disenttalk.model.config import ModelConfig
+from workflows import train_data
+
+PHASES = ("sync", "denoiser")
+STATE_FILE = "state.pt"
+META_FILE = "train_state.json"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class Progress:
+    """Where training is: phase, step within it, and what to plot at the end."""
+
+    phase: str = "sync"
+    step: int = 0
+    mlflow_run_id: str | None = None
+    history: dict[str, list[list[float]]] = field(default_factory=lambda: {p: [] for p in PHASES})
+
+    def global_step(self, sync_steps: int) -> int:
+        """Steps done over both phases."""
+        return self.step + (sync_steps if self.phase == "denoiser" else 0)
+
+
+@dataclass
+class Nets:
+    """The networks and optimisers of one worker (``*_ddp`` are the prepared wrappers)."""
+
+    expert: torch.nn.Module
+    denoiser: torch.nn.Module
+    opt_expert: torch.optim.Optimizer
+    opt_denoiser: torch.optim.Optimizer
+
+    def state(self) -> dict[str, Any]:
+        """Everything a checkpoint needs to continue (plain modules, not DDP wrappers)."""
+        return {"expert": _plain(self.expert).state_dict(),
+                "denoiser": _plain(self.denoiser).state_dict(),
+                "opt_expert": self.opt_expert.state_dict(),
+                "opt_denoiser": self.opt_denoiser.state_dict()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state`."""
+        _plain(self.expert).load_state_dict(state["expert"])
+        _plain(self.denoiser).load_state_dict(state["denoiser"])
+        self.opt_expert.load_state_dict(state["opt_expert"])
+        self.opt_denoiser.load_state_dict(state["opt_denoiser"])
+
+
+def _plain(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return getattr(module, "module", module)
+
+
+def save_checkpoint(directory: Path, nets: Nets, progress: Progress, stage_json: str) -> None:
+    """Write a checkpoint directory: tensors, progress JSON, and the stage config JSON."""
+    torch.save(nets.state(), directory / STATE_FILE)
+    (directory / META_FILE).write_text(json.dumps(asdict(progress)))
+    (directory / CONFIG_FILE).write_text(stage_json)
+
+
+def load_checkpoint(directory: Path, nets: Nets) -> Progress:
+    """Restore networks/optimisers from a checkpoint directory; returns its progress."""
+    nets.load(torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True))
+    return Progress(**json.loads((directory / META_FILE).read_text()))
+
+
+def _step_seed(seed: int, rank: int, phase: str, step: int) -> int:
+    """A distinct, reproducible seed per (run seed, worker, phase, step)."""
+    return int(np.random.SeedSequence([seed, rank, PHASES.index(phase), step]).generate_state(1)[0])
+
+
+def _to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+
+
+class Loop:
+    """One worker's training run; see the module docstring."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        import ray.train
+        import ray.train.torch
+        from disenttalk.model.sync import SyncExpert
+
+        from disenttalk.model.denoiser import Denoiser
+        from disenttalk.model.diffusion import GaussianDiffusion
+        from workflows.train import TrainStageConfig
+
+        self.config = config
+        self.stage = TrainStageConfig.from_dict(config["stage"])
+        self.model = ModelConfig.from_dict(config["model"])
+        self.train = self.stage.train
+        self.split = RegionSplit.from_dict(config["split"])
+        self.norm = {k: np.asarray(v, dtype=np.float32) for k, v in config["norm"].items()}
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        torch.set_num_threads(max(1, int(self.stage.scaling.cpus_per_worker)))
+
+        rows = train_data.shard_rows(config["train_rows"], self.rank, self.world)
+        clips = [train_data.load_clip(config["data"], config["fit"], r) for r in rows]
+        self.sampler = train_data.WindowSampler(clips, self.train.window, self.norm)
+        self.val_sampler = None
+        if self.rank == 0 and config["val_rows"] and self.stage.run.val_batches:
+            val = [train_data.load_clip(config["data"], config["fit"], r) for r in config["val_rows"]]
+            try:
+                self.val_sampler = train_data.WindowSampler(val, self.train.window, self.norm)
+            except ValueError:  # validation clips shorter than a window: skip validation
+                self.val_sampler = None
+
+        f = int(config["feature_dim"])
+        expert = SyncExpert(self.model.sync, audio_dim=f, lip_dim=len(self.split.lip))
+        denoiser = Denoiser(self.model.denoiser, self.split, audio_dim=f)
+        self.nets = Nets(expert, denoiser,
+                         torch.optim.Adam(expert.parameters(), lr=self.train.sync_lr),
+                         torch.optim.Adam(denoiser.parameters(), lr=self.train.lr))
+        self.progress = Progress()
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                self.progress = load_checkpoint(Path(directory), self.nets)
+        self.resumed_from = self.progress.global_step(self.train.sync_steps)
+        self.diffusion = GaussianDiffusion(self.model.diffusion).to(self.device)
+        self.tracker = _Tracker(self) if self.rank == 0 else None
+
+    # -- phases ----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Both phases from wherever the checkpoint left off, then the bundle (rank 0)."""
+        import ray.train.torch
+
+        if self.progress.phase == "sync":
+            # DDP keeps the expert replicas identical; find_unused: the expert's two towers
+            # are used by different calls.
+            model = ray.train.torch.prepare_model(
+                self.nets.expert, parallel_strategy_kwargs={"find_unused_parameters": True})
+            self.nets.expert = model
+            self._phase("sync", self.train.sync_steps, self._sync_step, self._sync_eval)
+            self.nets.expert = _plain(model)
+            self.progress = Progress("denoiser", 0, self.progress.mlflow_run_id,
+                                     self.progress.history)
+        expert = _plain(self.nets.expert).to(self.device).eval()
+        expert.requires_grad_(False)  # frozen: only a critic of the denoiser's lip motion
+        self.frozen_expert = expert
+        # find_unused: the null-audio embedding is unused in steps where no sample is dropped.
+        self.nets.denoiser = ray.train.torch.prepare_model(
+            self.nets.denoiser, parallel_strategy_kwargs={"find_unused_parameters": True})
+        self._phase("denoiser", self.train.denoiser_steps, self._denoiser_step,
+                    self._denoiser_eval)
+        if self.rank == 0:
+            from workflows.train_finish import write_outputs
+
+            write_outputs(self, self.tracker.run if self.tracker else None)
+
+    def _phase(self, phase: str, steps: int, step_fn, eval_fn) -> None:
+        """Steps ``progress.step .. steps-1`` of one phase, reporting every checkpoint_every."""
+        import ray.train
+
+        every = self.stage.run.checkpoint_every
+        window_loss: list[float] = []
+        while self.progress.step < steps:
+            step = self.progress.step
+            rng = np.random.default_rng(_step_seed(self.train.seed, self.rank, phase, step))
+            gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**62)))
+            batch = _to_torch(self.sampler.sample(self.train.batch_size, rng), self.device)
+            metrics = step_fn(batch, gen)
+            self.progress.step = step + 1
+            window_loss.append(float(metrics["loss"]))
+            if self.tracker is not None and (step + 1) % self.stage.run.log_every == 0:
+                self.tracker.log({f"{phase}/{k}": v for k, v in metrics.items()}, step + 1, phase)
+            if (step + 1) % every and step + 1 != steps:
+                continue
+            val = eval_fn() if self.rank == 0 else {}
+            report = {"phase": phase, "step": step + 1,
+                      "global_step": self.progress.global_step(self.train.sync_steps),
+                      "resumed_from_step": self.resumed_from,
+                      "loss": float(np.mean(window_loss)),
+                      **{f"val_{k}": v for k, v in val.items()}}
+            window_loss = []
+            self.progress.history[phase].append([step + 1, report["loss"]])
+            if self.tracker is not None:
+                report["mlflow_run_id"] = self.progress.mlflow_run_id
+                self.tracker.log({f"{phase}/{k}": report[k] for k in report
+                                  if k.startswith("val_")}, step + 1, phase)
+                with tempfile.TemporaryDirectory() as directory:
+                    save_checkpoint(Path(directory), self.nets, self.progress, self.stage.to_json())
+                    ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory))
+                _maybe_fail_once()
+            else:
+                ray.train.report(report)
+
+    # -- steps (pure functions from the core) ------------------------------------------------
+    def _lip_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        lip = torch.as_tensor(self.split.lip, device=self.device)
+        return {"expression": batch["expression"].index_select(-1, lip), "audio": batch["audio"]}
+
+    def _sync_step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
+        from disenttalk.model.train import sync_train_step
+
+        return sync_train_step(self.nets.expert, self._lip_batch(batch), self.nets.opt_expert, gen)
+
+    def _denoiser_step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
+        from disenttalk.model.train import denoiser_train_step
+
+        return denoiser_train_step(
+            self.nets.denoiser, self.diffusion, batch, self.nets.opt_denoiser, split=self.split,
+            expert=self.frozen_expert, sync_weight=self.train.sync_weight,
+            audio_drop_prob=self.train.audio_drop_prob, generator=gen)
+
+    def _val_batches(self):
+        for i in range(self.stage.run.val_batches):
+            rng = np.random.default_rng([self.train.seed, 7919, i])  # the same windows every time
+            gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**62)))
+            yield _to_torch(self.val_sampler.sample(self.train.batch_size, rng), self.device), gen
+
+    def _sync_eval(self) -> dict[str, float]:
+        from disenttalk.model.train import sync_eval_step
+
+        if self.val_sampler is None:
+            return {}
+        out = [sync_eval_step(_plain(self.nets.expert), self._lip_batch(b), g)
+               for b, g in self._val_batches()]
+        return _mean_dicts(out)
+
+    def _denoiser_eval(self) -> dict[str, float]:
+        from disenttalk.model.train import denoiser_eval_step
+
+        if self.val_sampler is None:
+            return {}
+        out = [denoiser_eval_step(_plain(self.nets.denoiser), self.diffusion, b, split=self.split,
+                                  expert=self.frozen_expert, sync_weight=self.train.sync_weight,
+                                  generator=g) for b, g in self._val_batches()]
+        return _mean_dicts(out)
+
+
+def _mean_dicts(items: list[dict[str, float]]) -> dict[str, float]:
+    keys = [k for k in items[0] if isinstance(items[0][k], (int, float))] if items else []
+    return {k: float(np.mean([d[k] for d in items])) for k in keys}
+
+
+def _maybe_fail_once() -> None:
+    """The failure test hook (see ``workflows.train.FAIL_ONCE_ENV``)."""
+    import ray.train
+    from ray.train import CheckpointConsistencyMode
+
+    from workflows.train import FAIL_ONCE_ENV
+
+    marker = os.environ.get(FAIL_ONCE_ENV)
+    if not marker or Path(marker).exists():
+        return
+    # The controller registers reports asynchronously; wait until this checkpoint is
+    # committed, so the restart has something to resume from, then die without cleanup.
+    ray.train.get_all_reported_checkpoints(CheckpointConsistencyMode.COMMITTED, timeout_s=60)
+    Path(marker).write_text("failed once\n")
+    os._exit(1)
+
+
+class _Tracker:
+    """Rank 0's MLflow run: reopened by id after a restart, so one run covers the whole job."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.run = None
+        if not loop.stage.mlflow.enabled:
+            return
+        import mlflow
+
+        from workflows import tracking
+
+        tracking.setup(loop.stage.mlflow.experiment)
+        run_id = loop.progress.mlflow_run_id
+        self.run = mlflow.start_run(run_id=run_id, run_name=loop.stage.mlflow.run_name or loop.stage.run.name)
+        if run_id is None:
+            loop.progress.mlflow_run_id = self.run.info.run_id
+            mlflow.log_params(tracking.config_params(loop.stage))
+            mlflow.log_params({"data": loop.config["data"], "fit": loop.config["fit"],
+                               "out": loop.config["out"], "model.n_expression_fit": loop.split.num_dims})
+            mlflow.set_tags({"stage": "train"})
+        else:
+            mlflow.set_tag("resumed_from_step", str(loop.resumed_from))
+
+    def log(self, metrics: dict[str, Any], step: int, phase: str) -> None:
+        """Numeric metrics at the phase's global step."""
+        if self.run is None:
+            return
+        import mlflow
+
+        offset = self.loop.train.sync_steps if phase == "denoiser" else 0
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        mlflow.log_metrics(numeric, step=step + offset)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point of every worker."""
+    Loop(config).run()
