@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from disenttalk.config import StrictConfig
 from disenttalk.face import topology as topo
 from disenttalk.render.paint import paint_eyelid, paint_mouth
-from disenttalk.render.warp import ThinPlateField, border_anchors, ring_anchors
+from disenttalk.render.warp import ThinPlateField, still_anchors
 
 _INNER_UPPER, _INNER_LOWER = list(topo.LIPS_INNER_UPPER), list(topo.LIPS_INNER_LOWER)
 _EYES = (  # (upper lid, lower lid, eyebrow) per eye; lids share their corner points
@@ -30,7 +30,7 @@ class RenderConfig(StrictConfig):
     regularization: float = 1e-5  # TPS smoothing; keeps nearby conflicting points from folding
     inverse_iterations: int = 4  # fixed-point steps inverting the forward field
     anchor_ring_scale: float = 1.6  # still ring = face oval scaled about its centre
-    border_anchors_per_side: int = 8
+    anchor_lattice: int = 16  # still background points per side beyond the ring
     chunk_frames: int = 32  # frames rendered per batched call
     feather: float = 1.0  # anti-aliasing ramp of painted edges
     mouth_open_ramp: float = 0.06  # extra opening (× mouth width) that fully paints the cavity
@@ -66,12 +66,8 @@ class WarpRenderer:
         self.height, self.width = h, w = portrait.shape[:2]
         self.source = lm[:, :2].copy()  # [478,2] x, y pixels
         centres = self.source - 0.5  # pixel-index coordinates (pixel i's centre at i)
-        anchors = np.concatenate(
-            [
-                border_anchors(h, w, cfg.border_anchors_per_side),
-                ring_anchors(centres[list(topo.FACE_OVAL)], cfg.anchor_ring_scale, h, w),
-            ]
-        )
+        oval = centres[list(topo.FACE_OVAL)]
+        anchors = still_anchors(oval, cfg.anchor_ring_scale, h, w, cfg.anchor_lattice)
         self.field = ThinPlateField(
             centres, anchors, h, w, cfg.grid_size, cfg.regularization, self.device
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from skimage import measure
 
 
 def tps_kernel(r2: np.ndarray) -> np.ndarray:
@@ -19,25 +20,27 @@ def tps_kernel(r2: np.ndarray) -> np.ndarray:
         return np.where(r2 > 0, r2 * np.log(np.maximum(r2, 1e-30)), 0.0)
 
 
-def border_anchors(height: int, width: int, per_side: int = 8) -> np.ndarray:
-    """Fixed points evenly spaced on the image border, [4·per_side, 2] (x, y) pixels."""
-    t = np.linspace(0.0, 1.0, per_side, endpoint=False)
-    w, h = width - 1.0, height - 1.0
-    top = np.stack([t * w, np.zeros_like(t)], 1)
-    right = np.stack([np.full_like(t, w), t * h], 1)
-    bottom = np.stack([w - t * w, np.full_like(t, h)], 1)
-    left = np.stack([np.zeros_like(t), h - t * h], 1)
-    return np.concatenate([top, right, bottom, left])
+def still_anchors(
+    contour: np.ndarray, scale: float, height: int, width: int, lattice: int
+) -> np.ndarray:
+    """Points that never move, [A,2] pixels: a ring around the face and the background beyond it.
 
-
-def ring_anchors(contour: np.ndarray, scale: float, height: int, width: int) -> np.ndarray:
-    """The face contour [K,2] scaled about its centroid, kept inside the image: a still ring."""
+    The ring is the face contour [K,2] scaled about its centroid; the background is a
+    ``lattice``×``lattice`` grid over the whole image (its border included) minus the points
+    inside the ring. Without the lattice the spline, which only minimises bending, bulges the
+    background beyond a ring when the jaw drops.
+    """
     centre = contour.mean(0, keepdims=True)
     ring = centre + scale * (contour - centre)
-    inside = (
-        (ring[:, 0] > 0) & (ring[:, 0] < width - 1) & (ring[:, 1] > 0) & (ring[:, 1] < height - 1)
+    gy, gx = np.meshgrid(
+        np.linspace(0.0, height - 1.0, lattice),
+        np.linspace(0.0, width - 1.0, lattice),
+        indexing="ij",
     )
-    return ring[inside]
+    grid = np.stack([gx.ravel(), gy.ravel()], 1)
+    background = grid[~measure.points_in_poly(grid, ring)]
+    inside = (ring >= 0).all(1) & (ring[:, 0] <= width - 1) & (ring[:, 1] <= height - 1)
+    return np.concatenate([ring[inside], background])
 
 
 class ThinPlateField:
