@@ -11,11 +11,17 @@ LSE-C numbers; they compare systems scored by the same evaluator.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from pydantic import Field
+
+from disenttalk.config import StrictConfig
+from disenttalk.model.config import AudioConfig, SyncConfig
 
 MAX_OFFSET = 15  # frames, SyncNet's default sweep (±0.6 s at 25 fps)
 
@@ -89,3 +95,85 @@ def sync_sweep(
 def sync_conf(expert: Embedder, audio: np.ndarray, lip: np.ndarray, **kwargs) -> float:
     """Evaluator sync confidence (median − min distance over the offset sweep) of one clip."""
     return sync_sweep(expert, audio, lip, **kwargs).conf
+
+
+# -- the evaluator expert -------------------------------------------------------------------------
+
+
+class EvaluatorConfig(StrictConfig):
+    """The evaluator sync expert: its own audio frontend, network size, seed and training budget."""
+
+    audio: AudioConfig = AudioConfig()  # log-mel: no weights, independent of the model under test
+    sync: SyncConfig = SyncConfig(embed_dim=64, hidden=128)
+    steps: int = Field(300, ge=0)
+    batch_size: int = Field(16, gt=0)
+    seq_len: int = Field(50, gt=0)  # frames per training sequence (room for shifted negatives)
+    lr: float = Field(1e-3, gt=0)
+    seed: int = 7919  # its own seed: never the model's
+
+
+@dataclass
+class Evaluator:
+    """A trained evaluator: expert, its audio frontend, the parameter normalisation, window length."""
+
+    expert: Any
+    frontend: Any
+    norm: dict[str, np.ndarray]
+    window: int
+
+
+def _crops(seqs: list[tuple[np.ndarray, np.ndarray]], length: int, batch: int,
+           rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """A batch of aligned (lip, audio) crops [B,L,·] from random clips at random starts."""
+    lips, audios = [], []
+    for i in rng.integers(0, len(seqs), size=batch):
+        audio, lip = seqs[i]
+        start = int(rng.integers(0, len(lip) - length + 1))
+        lips.append(lip[start : start + length])
+        audios.append(audio[start : start + length])
+    return {"expression": torch.from_numpy(np.stack(lips)), "audio": torch.from_numpy(np.stack(audios))}
+
+
+def train_evaluator(seqs: list[tuple[np.ndarray, np.ndarray]], cfg: EvaluatorConfig) -> tuple[Any, list[dict]]:
+    """Train a SyncExpert on ground-truth (audio features [T,F], lip params [T,K]) pairs; returns it and its log."""
+    from disenttalk.model.sync import SyncExpert
+    from disenttalk.model.train import sync_train_step
+
+    length = min(cfg.seq_len, min(len(lip) for _, lip in seqs))
+    seqs = [(a, lip) for a, lip in seqs if len(lip) >= length]
+    torch_gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    with torch.random.fork_rng(devices=[]):  # parameter init from the evaluator's own seed only
+        torch.manual_seed(cfg.seed)
+        expert = SyncExpert(cfg.sync, audio_dim=seqs[0][0].shape[1], lip_dim=seqs[0][1].shape[1])
+    optimizer = torch.optim.Adam(expert.parameters(), lr=cfg.lr)
+    expert.train()
+    log = [sync_train_step(expert, _crops(seqs, length, cfg.batch_size, rng), optimizer, torch_gen)
+           for _ in range(cfg.steps)]
+    return expert.eval(), log
+
+
+def save_evaluator(path: str | Path, expert: Any, cfg: EvaluatorConfig, norm: dict[str, np.ndarray],
+                   info: dict) -> None:
+    """Write expert weights, config, normalisation and ``info`` (e.g. the cache key) to a folder."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(expert.state_dict(), path / "expert.pt")
+    np.savez(path / "norm.npz", **norm)
+    meta = {"config": cfg.to_dict(), "audio_dim": expert.audio_dim, "lip_dim": expert.lip_dim, **info}
+    (path / "evaluator.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def load_evaluator(path: str | Path) -> Evaluator:
+    """Read a folder written by :func:`save_evaluator`."""
+    from disenttalk.audio import make_frontend
+    from disenttalk.model.sync import SyncExpert
+
+    path = Path(path)
+    meta = json.loads((path / "evaluator.json").read_text())
+    cfg = EvaluatorConfig.from_dict(meta["config"])
+    expert = SyncExpert(cfg.sync, audio_dim=meta["audio_dim"], lip_dim=meta["lip_dim"])
+    expert.load_state_dict(torch.load(path / "expert.pt", map_location="cpu", weights_only=True))
+    with np.load(path / "norm.npz") as npz:
+        norm = {k: npz[k] for k in npz.files}
+    return Evaluator(expert.eval(), make_frontend(cfg.audio), norm, cfg.sync.window)

@@ -1,0 +1,373 @@
+"""``disenttalk evaluate``: score a model bundle on held-out clips, with baselines, on Ray.
+
+For each clip of ``val``, ``test`` (also per language, as ``test/<lang>``) and ``test_xling``
+(capped per split): generate motion from the clip's audio, render it onto the clip's first
+frame, re-track the rendered video and score it against the truth (``disenttalk.metrics``).
+A second generation with the source's own pose and eyes gives PSNR/SSIM. The truth itself,
+a still face and the truth delayed by 0.5 s are scored on the same clips. Lip sync is measured
+by an *evaluator* sync expert trained here on ground-truth training clips only (its own seed,
+never a training loss) and cached in the output folder.
+
+Outputs under ``--out``: ``metrics.json`` ({split: {metric: value}}), ``baselines.json``
+({baseline: {split: {metric: value}}}), ``clips.json`` (per clip), ``metrics.md``, plots
+(``plots/<split>_{ear,mouth,change}.png``) and ``evaluator/`` (the sync expert); all logged to
+MLflow (metrics as ``<split>/<metric>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import typer
+from pydantic import Field
+from tqdm import tqdm
+
+from disenttalk.config import StrictConfig
+from disenttalk.metrics.sync import EvaluatorConfig
+from workflows import clipstore, storage
+from workflows.raycluster import RayConfig
+from workflows.tracking import MlflowConfig
+
+SYSTEM = "model"
+REFERENCES = ("truth", "still", "shifted")  # scored like the model; "truth" is the upper bound
+
+
+class EvaluateConfig(StrictConfig):
+    """What to score and how: splits, clip caps, sampler settings, metric options, Ray, MLflow."""
+
+    splits: tuple[str, ...] = ("val", "test", "test_xling")
+    per_language: tuple[str, ...] = ("test",)  # these splits are also reported per language
+    max_clips_per_split: int = Field(8, gt=0)
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    steps: int = Field(25, gt=0)
+    guidance: float | None = None  # None: the bundle's tuned value
+    seed: int = 0
+    fidelity: bool = True  # also generate with the source's pose and eyes for PSNR/SSIM
+    shift_seconds: float = Field(0.5, gt=0)
+    max_offset: int = Field(15, gt=0)  # sync sweep ±frames
+    cpbd_stride: int = Field(5, gt=0)  # CPBD on every n-th frame
+    num_cpus_per_clip: float = Field(1.0, gt=0)
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    ray: RayConfig = RayConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+
+# -- inputs -----------------------------------------------------------------------------------
+
+
+def resolve_bundle(uri: str, workdir: Path) -> Path:
+    """A local bundle directory for a path, ``s3://`` URI or ``models:/name@alias`` URI."""
+    if uri.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        from workflows.tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri())
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(workdir)))
+    elif storage.is_s3(uri):
+        local = storage.download_dir(uri, workdir / "bundle")
+    else:
+        local = Path(uri)
+    # A registered model wraps the bundle; find the folder that holds its config and weights.
+    for candidate in [local, *sorted(p.parent for p in local.rglob("denoiser.pt"))]:
+        if (candidate / "config.json").is_file() and (candidate / "denoiser.pt").is_file():
+            return candidate
+    raise FileNotFoundError(f"no model bundle (config.json + denoiser.pt) under {uri}")
+
+
+def select_clips(index: list[dict], cfg: EvaluateConfig) -> dict[str, list[dict]]:
+    """Index rows per reported split (``test/<lang>`` included), the first ``max_clips_per_split`` by id."""
+    groups: dict[str, list[dict]] = {}
+    for split in cfg.splits:
+        rows = sorted((r for r in index if r["split"] == split), key=lambda r: r["clip_id"])
+        groups[split] = rows[: cfg.max_clips_per_split]
+    for split in cfg.per_language:
+        for lang in sorted({r["language"] for r in groups.get(split, [])}):
+            groups[f"{split}/{lang}"] = [r for r in groups[split] if r["language"] == lang]
+    return groups
+
+
+def truth_blink_rates(corpus: str | None) -> dict[str, float]:
+    """Blinks per second from the corpus truth files (``<clip_id>.npz`` with ``blinks``), by clip id."""
+    rates: dict[str, float] = {}
+    if not corpus:
+        return rates
+    for file in Path(corpus).rglob("*.npz"):
+        with np.load(file) as npz:
+            if "blinks" in npz.files and "landmarks" in npz.files:
+                seconds = len(npz["landmarks"]) / float(npz["fps"]) if "fps" in npz.files else None
+                if seconds:
+                    rates[file.stem] = len(npz["blinks"]) / seconds
+    return rates
+
+
+# -- one clip (a Ray task) ------------------------------------------------------------------------
+
+
+def fill_gaps(x: np.ndarray) -> np.ndarray:
+    """Rows with NaN (no face) replaced by the nearest earlier valid row (or the first valid one)."""
+    x = np.array(x, dtype=np.float32)
+    ok = np.isfinite(x.reshape(len(x), -1)).all(-1)
+    if not ok.any():
+        return np.zeros_like(x)
+    idx = np.maximum.accumulate(np.where(ok, np.arange(len(x)), -1))
+    idx[idx < 0] = np.flatnonzero(ok)[0]
+    return x[idx]
+
+
+def lip_params(landmarks: np.ndarray, morphable: Any, split: Any, norm: dict) -> np.ndarray:
+    """Normalised lip expression parameters [T,K_lip] of landmarks [T,478,3] (gaps filled)."""
+    expression, _, _ = morphable.encode(fill_gaps(landmarks))
+    lip = list(split.lip)
+    return ((expression[:, lip] - norm["mean"][lip]) / norm["std"][lip]).astype(np.float32)
+
+
+def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_json: str,
+                  truth_rate: float | None) -> dict:
+    """Generate, render, re-track and score one clip; returns per-system metrics and plot curves."""
+    from disenttalk import media
+    from disenttalk.face.tracker import FaceTracker
+    from disenttalk.generate.generator import Generator
+    from disenttalk.generate.motion import Controls
+    from disenttalk.metrics import baselines, clip
+    from disenttalk.metrics.sync import load_evaluator
+
+    cfg = EvaluateConfig.from_json(cfg_json)
+    rec = clipstore.read_record(data, row)
+    gen = Generator.from_bundle(bundle_dir)
+    bundle = gen.bundle
+    evaluator = load_evaluator(expert_dir)
+    with storage.local_copy(rec.source_uri) as path:
+        truth_frames = media.read_video(path, with_audio=False).frames
+    t = min(len(truth_frames), rec.num_frames)
+    truth_frames, truth_lm = truth_frames[:t], rec.landmarks[:t]
+    fps = float(rec.fps)
+    audio = rec.audio[: int(round(t / fps * rec.sample_rate))]
+    feats = evaluator.frontend(audio, rec.sample_rate, num_frames=t)
+    portrait, portrait_lm = truth_frames[0], truth_lm[0] if rec.valid[0] else None
+    kw = dict(steps=cfg.steps, sampler=cfg.sampler, guidance=cfg.guidance, seed=cfg.seed)
+
+    def render(controls: Controls) -> tuple[np.ndarray, np.ndarray]:
+        motion = gen.motion(audio, rec.sample_rate, controls=controls, **kw)
+        frames = gen.render(motion, portrait, portrait_lm)[:t]
+        return frames, FaceTracker().track(frames).landmarks
+
+    frames, lm = render(Controls())
+    fidelity = None
+    if cfg.fidelity:
+        expression, pose, _ = bundle.morphable.encode(fill_gaps(truth_lm))
+        f_frames, f_lm = render(Controls(eyes=expression, pose=pose))
+        fidelity = clip.Trace(landmarks=f_lm, frames=f_frames)
+
+    def lips(x: np.ndarray) -> np.ndarray:
+        return lip_params(x, bundle.morphable, bundle.split, evaluator.norm)
+
+    truth = clip.Trace(landmarks=truth_lm, lip=lips(truth_lm), frames=truth_frames)
+    systems = {SYSTEM: clip.Trace(landmarks=lm, lip=lips(lm), frames=frames), "truth": truth}
+    shift = baselines.shift_frames(fps, cfg.shift_seconds)
+    systems["still"] = clip.Trace(*(baselines.still(x) for x in (truth.landmarks, truth.lip, truth.frames)))
+    systems["shifted"] = clip.Trace(*(baselines.delayed(x, shift) for x in (truth.landmarks, truth.lip,
+                                                                             truth.frames)))
+    score_kw = dict(fps=fps, audio_features=feats, expert=evaluator.expert, truth_blink_rate=truth_rate,
+                    cpbd_stride=cfg.cpbd_stride, max_offset=cfg.max_offset, window=evaluator.window)
+    scores = {name: clip.score_clip(trace, truth, fidelity=fidelity if name == SYSTEM else None,
+                                    **score_kw)
+              for name, trace in systems.items()}
+    return {"clip_id": rec.clip_id, "language": rec.language, "split": rec.split, "scores": scores,
+            "curves": {name: {k: v.tolist() for k, v in clip.curves(systems[name]).items()}
+                       for name in (SYSTEM, "truth", "still", "shifted")}}
+
+
+# -- the evaluator sync expert ----------------------------------------------------------------------
+
+
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def evaluator_dir(data: str, out: str, bundle_dir: Path, cfg: EvaluateConfig, workdir: Path) -> Path:
+    """A local folder with the evaluator expert: reused from ``<out>/evaluator`` when its key matches."""
+    from disenttalk.audio import make_frontend
+    from disenttalk.bundle import load_bundle
+    from disenttalk.metrics.sync import save_evaluator, train_evaluator
+
+    train_rows = sorted(clipstore.read_index(data, "train"), key=lambda r: r["clip_id"])
+    pieces = [(bundle_dir / n).read_bytes() for n in ("morphable.npz", "regions.json", "norm.npz")]
+    key = _digest(cfg.evaluator.to_json(), *pieces, *(r["content_hash"] for r in train_rows))
+    cached = storage.join(out, "evaluator")
+    local = workdir / "evaluator"
+    meta_uri = storage.join(cached, "evaluator.json")
+    if storage.exists(meta_uri) and json.loads(storage.read_text(meta_uri)).get("key") == key:
+        return storage.download_dir(cached, local)
+    if not train_rows:
+        raise ValueError(f"{data}: no train clips to fit the evaluator sync expert on")
+    bundle = load_bundle(bundle_dir)
+    frontend = make_frontend(cfg.evaluator.audio)
+    seqs = []
+    for row in tqdm(train_rows, desc="evaluator data"):
+        rec = clipstore.read_record(data, row)
+        lip = lip_params(rec.landmarks, bundle.morphable, bundle.split, bundle.norm)
+        seqs.append((frontend(rec.audio, rec.sample_rate, num_frames=len(lip)), lip))
+    expert, log = train_evaluator(seqs, cfg.evaluator)
+    save_evaluator(local, expert, cfg.evaluator, bundle.norm,
+                   {"key": key, "train_clips": len(seqs), "final": log[-1] if log else {}})
+    storage.upload_dir(local, cached)
+    return local
+
+
+# -- tables and plots ---------------------------------------------------------------------------------
+
+
+def aggregate(results: list[dict], groups: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{system: {split: {metric: mean over the split's clips, n_clips}}} (NaN-aware means)."""
+    from disenttalk.metrics.clip import METRICS
+
+    by_id = {r["clip_id"]: r for r in results}
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for system in (SYSTEM, *REFERENCES):
+        table[system] = {}
+        for split, rows in groups.items():
+            scored = [by_id[r["clip_id"]]["scores"][system] for r in rows if r["clip_id"] in by_id]
+            entry = {"n_clips": float(len(scored))}
+            for m in METRICS:
+                values = np.array([s[m] for s in scored], dtype=float)
+                entry[m] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+            table[system][split] = entry
+    return table
+
+
+def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One markdown table: rows (split, system), columns the metrics."""
+    from disenttalk.metrics.clip import METRICS
+
+    lines = ["| split | system | n | " + " | ".join(METRICS) + " |",
+             "|---|---|---|" + "---|" * len(METRICS)]
+    for split in table[SYSTEM]:
+        for system, splits in table.items():
+            row = splits[split]
+            cells = " | ".join("–" if math.isnan(row[m]) else f"{row[m]:.4g}" for m in METRICS)
+            lines.append(f"| {split} | {system} | {int(row['n_clips'])} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_split(result: dict, split: str, folder: Path) -> list[Path]:
+    """EAR over time, mouth opening and frame-to-frame change of one clip: model vs truth (and baselines)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = result["curves"]
+    specs = {"ear": ("eye aspect ratio", (SYSTEM, "truth")),
+             "mouth": ("mouth opening (× inter-ocular)", (SYSTEM, "truth", "shifted")),
+             "change": ("landmark change per frame (× inter-ocular)", (SYSTEM, "truth", "still"))}
+    files = []
+    for key, (label, systems) in specs.items():
+        fig, ax = plt.subplots(figsize=(8, 3))
+        for system in systems:
+            y = np.asarray(curves[system][key], dtype=float)
+            ax.plot(np.arange(len(y)) / 25.0, y, label=system, lw=1.2)
+        ax.set(xlabel="time (s)", ylabel=label, title=f"{split}: {result['clip_id']}")
+        ax.legend(loc="upper right")
+        fig.tight_layout()
+        file = folder / f"{split.replace('/', '_')}_{key}.png"
+        fig.savefig(file, dpi=100)
+        plt.close(fig)
+        files.append(file)
+    return files
+
+
+# -- the stage ------------------------------------------------------------------------------------------
+
+
+def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | None = None) -> dict:
+    """Evaluate ``bundle`` on the clip store ``data``; writes tables and plots to ``out``; returns the tables."""
+    import ray
+
+    from workflows.common import format_summary
+    from workflows.raycluster import init_ray, shutdown_if_started
+    from workflows.tracking import start_run
+
+    started = init_ray(cfg.ray)
+    tic = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory() as tmp, start_run(
+            cfg.mlflow, params=cfg, tags={"stage": "evaluate", "bundle": bundle, "data": data}
+        ) as tracker:
+            work = Path(tmp)
+            bundle_dir = resolve_bundle(bundle, work)
+            groups = select_clips(clipstore.read_index(data), cfg)
+            expert_dir = evaluator_dir(data, out, bundle_dir, cfg, work)
+            rates = truth_blink_rates(corpus)
+            rows = {r["clip_id"]: r for split in cfg.splits for r in groups.get(split, [])}
+            task = ray.remote(num_cpus=cfg.num_cpus_per_clip)(evaluate_clip)
+            # Bundle and evaluator travel as local paths: same machine here; on a cluster the
+            # data and output URIs are shared storage and each worker resolves its own copy.
+            refs = [task.remote(row, data, str(bundle_dir), str(expert_dir), cfg.to_json(),
+                                rates.get(cid)) for cid, row in rows.items()]
+            results = []
+            with tqdm(total=len(refs), desc="evaluate clips") as bar:
+                pending = refs
+                while pending:
+                    done, pending = ray.wait(pending, num_returns=1)
+                    results.extend(ray.get(done))
+                    bar.update(len(done))
+            table = aggregate(results, groups)
+            metrics = table[SYSTEM]
+            base = {name: table[name] for name in REFERENCES}
+            plots = work / "plots"
+            plots.mkdir()
+            by_id = {r["clip_id"]: r for r in results}
+            for split, split_rows in groups.items():
+                if split_rows and split_rows[0]["clip_id"] in by_id:
+                    plot_split(by_id[split_rows[0]["clip_id"]], split, plots)
+            files = {
+                "metrics.json": json.dumps(metrics, indent=2, sort_keys=True),
+                "baselines.json": json.dumps(base, indent=2, sort_keys=True),
+                "clips.json": json.dumps([{k: r[k] for k in ("clip_id", "split", "language", "scores")}
+                                          for r in results], indent=2, sort_keys=True),
+                "metrics.md": markdown(table),
+            }
+            for name, text in files.items():
+                storage.write_text(storage.join(out, name), text)
+                tracker.log_bytes(name, text.encode(), artifact_path="evaluation")
+            storage.upload_dir(plots, storage.join(out, "plots"))
+            tracker.log_artifact(plots, artifact_path="evaluation/plots")
+            tracker.log_metrics({f"{split}/{m}": v for split, row in metrics.items()
+                                 for m, v in row.items() if math.isfinite(v)})
+            tracker.log_metrics({f"baseline/{name}/{split}/{m}": v for name, splits in base.items()
+                                 for split, row in splits.items() for m, v in row.items()
+                                 if math.isfinite(v)})
+            summary = {split: {m: row[m] for m in ("n_clips", "sync_conf", "lmd", "blink_rate", "cpbd", "psnr")}
+                       for split, row in metrics.items()}
+            summary["seconds"] = round(time.perf_counter() - tic, 1)
+            summary["mlflow_run"] = tracker.run_id or "disabled"
+            typer.echo(format_summary(f"evaluate → {out}", summary))
+            return {"metrics": metrics, "baselines": base, "run_id": tracker.run_id}
+    finally:
+        shutdown_if_started(started)
+
+
+def evaluate(
+    bundle: str = typer.Option(..., "--bundle", help="bundle folder, s3:// URI or models:/name@alias"),
+    data: str = typer.Option(..., "--data", help="preprocessed clip store (folder or s3:// URI)"),
+    out: str = typer.Option(..., "--out", help="where tables, plots and the evaluator go"),
+    corpus: str | None = typer.Option(None, "--corpus", help="demo corpus folder with truth .npz files"),
+    config: Path | None = typer.Option(None, "--config", help="YAML (default configs/evaluate.yaml)"),
+    overrides: list[str] = typer.Option([], "--set", help="section.key=value, repeatable"),
+) -> None:
+    """Score a model bundle on val/test/test_xling clips with baselines; log everything to MLflow."""
+    from workflows.common import load_config
+
+    run(load_config(EvaluateConfig, "evaluate", config, overrides), bundle, data, out, corpus)
