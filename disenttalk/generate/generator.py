@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from disenttalk.bundle import Bundle, load_bundle, load_into
-from disenttalk.generate.motion import Controls, Motion, pingpong
+from disenttalk.generate.motion import Controls, Motion, compose_pose, pingpong
 from disenttalk.generate.stream import MotionStream, WindowPlan
 from disenttalk.model.diffusion import GaussianDiffusion, Sampler, cfg_eps, make_sampler, sample
 
@@ -160,9 +160,7 @@ class Generator:
                 raise ValueError("no face found in the portrait")
         portrait_landmarks = np.asarray(portrait_landmarks, dtype=np.float32)
         _, pose0, identity = morphable.encode(portrait_landmarks[None])
-        # pose deviations are added to the portrait's pose (exact for translation, the usual
-        # small-angle composition for rotation)
-        pose = np.asarray(pose0, dtype=np.float32).reshape(1, -1) + motion.pose
+        pose = compose_pose(np.asarray(pose0).reshape(-1), motion.pose)  # [T,6]
         landmarks = morphable.decode(motion.expression, pose, identity)
         from disenttalk.render.renderer import WarpRenderer
 

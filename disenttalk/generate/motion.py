@@ -60,16 +60,19 @@ class Controls:
         return scale
 
     def pose_at(self, frames: np.ndarray) -> np.ndarray:
-        """Pose deviation [len(frames), 6] at absolute frame indices."""
+        """Pose deviation [len(frames), 6] at absolute frame indices (see :func:`pose_deviation`)."""
         if isinstance(self.pose, str):
             return np.zeros((len(frames), POSE_DIMS), dtype=np.float32)
-        ref = np.asarray(self.pose, dtype=np.float32)
-        return (ref - ref[0])[pingpong(len(ref), frames)]
+        dev = pose_deviation(np.asarray(self.pose, dtype=np.float64))
+        return dev[pingpong(len(dev), frames)].astype(np.float32)
 
 
 @dataclass
 class Motion:
-    """Generated face motion: expression [T,N] (parameter units), pose deviation [T,6]."""
+    """Generated face motion: expression [T,N] (parameter units), pose deviation [T,6].
+
+    The pose is relative (see :func:`pose_deviation`): zeros keep the portrait's own pose.
+    """
 
     expression: np.ndarray
     pose: np.ndarray
@@ -99,6 +102,30 @@ class Motion:
                 raise ValueError(f"chunks are not consecutive: {a.start}+{len(a)} then {b.start}")
         return cls(np.concatenate([c.expression for c in chunks]),
                    np.concatenate([c.pose for c in chunks]), chunks[0].fps, chunks[0].start)
+
+
+def pose_deviation(pose: np.ndarray) -> np.ndarray:
+    """Poses [T,6] (rotation vector, tx, ty, log s) → change since frame 0, free of image units.
+
+    Rotation: R_t·R_0⁻¹ as a rotation vector; translation: pixels divided by frame 0's scale
+    (face-size units); scale: log s_t - log s_0. :func:`compose_pose` applies it to another face.
+    """
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_rotvec(pose[:, :3]) * Rotation.from_rotvec(pose[0, :3]).inv()
+    shift = (pose[:, 3:5] - pose[0, 3:5]) / np.exp(pose[0, 5])
+    return np.concatenate([rot.as_rotvec(), shift, pose[:, 5:6] - pose[0, 5]], axis=1)
+
+
+def compose_pose(base: np.ndarray, deviation: np.ndarray) -> np.ndarray:
+    """A base pose [6] moved by deviations [T,6] (the inverse of :func:`pose_deviation`)."""
+    from scipy.spatial.transform import Rotation
+
+    base = np.asarray(base, dtype=np.float64)
+    dev = np.asarray(deviation, dtype=np.float64)
+    rot = Rotation.from_rotvec(dev[:, :3]) * Rotation.from_rotvec(base[:3])
+    shift = base[3:5] + dev[:, 3:5] * np.exp(base[5])
+    return np.concatenate([rot.as_rotvec(), shift, base[5] + dev[:, 5:6]], axis=1)
 
 
 def pingpong(length: int, frames: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from torch import nn
 from disenttalk.bundle import Bundle
 from disenttalk.face.regions import RegionSplit
 from disenttalk.generate import Controls, Generator, Motion
+from disenttalk.generate.motion import compose_pose, pose_deviation
 from disenttalk.model.config import DenoiserConfig, ModelConfig
 from disenttalk.model.diffusion import GaussianDiffusion
 
@@ -169,13 +170,15 @@ def test_reference_eyes_and_pose_are_reproduced(bundle):
     gen = make_gen(bundle, window=30, prefix=8)
     rng = np.random.default_rng(2)
     ref_expr = gen.mean + gen.std * rng.standard_normal((40, N)).astype(np.float32)
-    ref_pose = rng.standard_normal((40, 6)).astype(np.float32)
+    ref_pose = (0.3 * rng.standard_normal((40, 6))).astype(np.float32)
     audio = speech_like(2.0)  # 50 frames: the 40-frame references play forwards then back
     m = gen.motion(audio, SR, steps=3, seed=1, controls=Controls(eyes=ref_expr, pose=ref_pose))
     idx = np.r_[np.arange(40), np.arange(38, 28, -1)]
     eye = list(SPLIT.eye)
     assert np.allclose(m.expression[:, eye], ref_expr[idx][:, eye], atol=1e-5)
-    assert np.allclose(m.pose, (ref_pose - ref_pose[0])[idx], atol=1e-6)
+    # the pose follows the reference as a change from its first frame, applied to frame 0's pose
+    assert np.allclose(compose_pose(ref_pose[0], m.pose), ref_pose[idx], atol=1e-4)
+    assert np.allclose(m.pose[0], 0, atol=1e-6) and not np.allclose(m.pose[1], 0)
     assert np.all(gen.motion(audio, SR, steps=3, controls=Controls()).pose == 0)
 
 
@@ -186,3 +189,17 @@ def test_controls_validate():
         Controls(pose=np.zeros((5, 3)))
     with pytest.raises(ValueError):
         Controls(lip_scale=float("nan"))
+
+
+def test_pose_deviation_is_portable():
+    """A deviation moves another face the same way: same relative rotation, scaled translation."""
+    rng = np.random.default_rng(4)
+    ref = np.c_[0.4 * rng.standard_normal((6, 3)), 100 + 20 * rng.standard_normal((6, 2)),
+                np.log(80) + 0.1 * rng.standard_normal((6, 1))]
+    dev = pose_deviation(ref)
+    assert np.allclose(compose_pose(ref[0], dev), ref, atol=1e-9)
+    other = np.array([0.1, -0.2, 0.05, 300.0, 200.0, np.log(160)])
+    moved = compose_pose(other, dev)
+    assert np.allclose(pose_deviation(np.r_[other[None], moved[1:]]), dev, atol=1e-9)
+    ratio = 160.0 / np.exp(ref[0, 5])  # the other face is this much larger in its image
+    assert np.allclose(moved[:, 3:5] - other[3:5], ratio * (ref[:, 3:5] - ref[0, 3:5]))
