@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from workflows import bench
+from workflows import bench, preprocess
 
 app = typer.Typer(
     name="disenttalk",
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(bench.app, name="bench")
 
 # Stage commands are registered below, one line each.
+app.command("preprocess")(preprocess.cli)
 
 
 def main() -> None:  # pragma: no cover - console entry

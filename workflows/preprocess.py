@@ -1,0 +1,146 @@
+"""``disenttalk preprocess``: a manifest of talking-head clips → the preprocessed-clip store.
+
+Ray Data runs :class:`workflows.clipworker.ClipProcessor` actors over the manifest rows
+(``compute=ActorPoolStrategy(min_size, max_size)``); each actor writes its clips' records
+straight to the output URI and returns a small status row. The driver then rewrites the
+index and rejects tables (see :mod:`workflows.clipstore`) and prints a summary. Clips whose
+content hash is already in the store are skipped, so re-running is cheap and idempotent.
+
+Also a Ray job entrypoint: ``python -m workflows.preprocess --manifest URI --out URI``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from workflows import clipstore, storage
+from workflows.common import format_summary, load_config
+
+if TYPE_CHECKING:
+    from workflows.clipworker import PreprocessConfig
+
+MANIFEST_FIELDS = ("clip_id", "path", "language", "speaker", "sentence", "duration_s", "split")
+
+
+def read_manifest(uri: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Manifest rows with ``uri`` resolved (relative paths are relative to the manifest), and
+    rejects for lines that are not valid rows."""
+    base = storage.parent(uri)
+    rows, bad = [], []
+    for n, line in enumerate(storage.read_text(uri).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            if not isinstance(item, dict) or not item.get("clip_id") or not item.get("path"):
+                raise ValueError("needs clip_id and path")
+        except ValueError as exc:
+            bad.append(
+                {"clip_id": f"manifest:{n}", "source_uri": uri, "content_hash": "",
+                 "reason": "unreadable", "detail": f"manifest line {n}: {exc}"}
+            )  # fmt: skip
+            continue
+        row = {k: "" if item.get(k) is None else str(item[k]) for k in MANIFEST_FIELDS}
+        row["split"] = row["split"] or "train"
+        row["uri"] = storage.resolve(row["path"], base)
+        rows.append(row)
+    return rows, bad
+
+
+def _merge(old: list[dict], new: list[dict], replaced: set[str]) -> list[dict]:
+    """Old rows of clips not processed again in this run, then this run's rows."""
+    return [r for r in old if r["clip_id"] not in replaced] + new
+
+
+def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
+    """Preprocess every clip of ``manifest`` into the store at ``out``; returns the summary."""
+    import ray
+
+    from workflows import tracking
+    from workflows.clipworker import ClipProcessor
+    from workflows.raycluster import init_ray, shutdown_if_started
+
+    start = time.perf_counter()
+    rows, bad_lines = read_manifest(manifest)
+    storage.makedirs(out)
+    old_index, old_rejects = clipstore.read_index(out), clipstore.read_rejects(out)
+    done = frozenset(r["content_hash"] for r in old_index + old_rejects if r["content_hash"])
+
+    started = init_ray(cfg.ray)
+    try:
+        results: list[dict[str, Any]] = []
+        if rows:
+            pool = cfg.actors
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+                ClipProcessor,
+                fn_constructor_kwargs={"config_json": cfg.to_json(), "out": out, "done_hashes": done},
+                compute=ray.data.ActorPoolStrategy(
+                    min_size=pool.min_size, max_size=min(pool.max_size, len(rows))
+                ),
+                batch_size=pool.batch_size,
+                batch_format="pandas",
+                num_cpus=pool.num_cpus,
+                num_gpus=pool.num_gpus or None,
+            )
+            results = ds.take_all()
+    finally:
+        shutdown_if_started(started)
+
+    ok = [json.loads(r["row"]) for r in results if r["status"] == "ok"]
+    rejected = [json.loads(r["row"]) for r in results if r["status"] == "rejected"] + bad_lines
+    replaced = {r["clip_id"] for r in ok + rejected}
+    index = _merge(old_index, ok, replaced)
+    rejects = _merge(old_rejects, rejected, replaced)
+    clipstore.write_table(storage.join(out, clipstore.INDEX), index, clipstore.INDEX_SCHEMA)
+    clipstore.write_rejects(out, rejects)
+
+    summary = {
+        "clips": len(rows) + len(bad_lines),
+        "ok": len(ok),
+        "skipped": sum(r["status"] == "skipped" for r in results),
+        "rejected": len(rejected),
+        "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
+        "frames": sum(r["num_frames"] for r in ok),
+        "hours": sum(r["duration_s"] for r in ok) / 3600.0,
+        "store_clips": len(index),
+        "store_rejects": len(rejects),
+        "seconds": time.perf_counter() - start,
+        "clip_seconds_mean": (
+            sum(r["seconds"] for r in results if r["status"] == "ok") / len(ok) if ok else 0.0
+        ),
+    }
+    storage.write_text(storage.join(out, clipstore.SUMMARY), json.dumps(summary, indent=2))
+    with tracking.start_run(cfg.mlflow, cfg, tags={"stage": "preprocess"}) as run_log:
+        run_log.log_params({"manifest": manifest, "out": out})
+        flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+        flat.update({f"rejected.{k}": v for k, v in summary["rejected_by_reason"].items()})
+        run_log.log_metrics(flat)
+        run_log.log_dict(summary, "summary.json")
+        if rejects:
+            run_log.log_bytes(clipstore.REJECTS_JSONL, storage.read_bytes(
+                storage.join(out, clipstore.REJECTS_JSONL)))  # fmt: skip
+    return summary
+
+
+def cli(
+    manifest: str = typer.Option(..., help="manifest.jsonl: local path or s3:// URI"),
+    out: str = typer.Option(..., help="output store: local folder or s3:// prefix"),
+    config: Path | None = typer.Option(None, help="YAML config (default configs/preprocess.yaml)"),
+    set_: list[str] = typer.Option([], "--set", help="override, e.g. actors.max_size=4"),
+) -> None:
+    """Decode, track and featurise every clip of a manifest with Ray Data; write records + rejects."""
+    from workflows.clipworker import PreprocessConfig
+
+    cfg = load_config(PreprocessConfig, "preprocess", config, set_)
+    summary = run(manifest, out, cfg)
+    typer.echo(format_summary("preprocess", summary))
+
+
+if __name__ == "__main__":  # Ray job entrypoint
+    typer.run(cli)
