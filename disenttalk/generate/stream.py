@@ -112,7 +112,8 @@ class MotionStream:
         a0, a1 = plan.audio_frames(i, total)
         lo, hi = self._sample(a0) - self._offset, self._sample(a1) - self._offset
         audio = self._audio[lo:hi] if total is None else self._audio[lo:]
-        feats = self.gen.features(audio, self.sample_rate, gen_end - a0)[span_start - a0:]
+        # the margin frames are computed and dropped: they keep the STFT's end padding away
+        feats = self.gen.features(audio, self.sample_rate, a1 - a0)[span_start - a0:gen_end - a0]
         prefix = None if self._tail is None else self._tail[len(self._tail) - (new_start - span_start):]
         x = self.gen.window(i, feats, prefix, span_start, self.settings)  # [gen_end-span_start, N]
         kept = x[new_start - span_start:new_end - span_start]

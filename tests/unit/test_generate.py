@@ -203,3 +203,23 @@ def test_pose_deviation_is_portable():
     assert np.allclose(pose_deviation(np.r_[other[None], moved[1:]]), dev, atol=1e-9)
     ratio = 160.0 / np.exp(ref[0, 5])  # the other face is this much larger in its image
     assert np.allclose(moved[:, 3:5] - other[3:5], ratio * (ref[:, 3:5] - ref[0, 3:5]))
+
+
+def test_window_features_match_whole_clip_features():
+    """With the plan's context and margin, log-mel features of a window's audio slice equal
+    those of the whole clip on the window's frames (so windows and streams see what training saw)."""
+    from disenttalk.audio import make_frontend
+    from disenttalk.generate.stream import WindowPlan
+    from disenttalk.model.config import AudioConfig
+
+    frontend = make_frontend(AudioConfig(n_mels=20))
+    audio = speech_like(4.0, seed=2)
+    whole = frontend(audio, SR)
+    plan = WindowPlan(hop=22, prefix=8, look_ahead=1, context=25, margin=2)
+    spf = SR // FPS
+    for i in range(4):
+        span_start, _, _, gen_end = plan.frames(i)
+        a0, a1 = plan.audio_frames(i)
+        part = frontend(audio[a0 * spf:a1 * spf], SR, num_frames=a1 - a0)
+        np.testing.assert_allclose(part[span_start - a0:gen_end - a0], whole[span_start:gen_end],
+                                   atol=1e-4)
