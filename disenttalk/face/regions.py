@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from disenttalk.face.morphable import MorphableModel
 
 REGIONS = ("lip", "eye", "global")
 
@@ -74,3 +81,61 @@ class RegionSplit:
             eye=tuple(range(k_lip, k_lip + k_eye)),
             global_=tuple(range(k_lip + k_eye, num_dims)),
         )
+
+
+def _edit_response(model: MorphableModel, clips: Sequence[np.ndarray], edit) -> np.ndarray:
+    """Mean |Δ_i| [N] over all valid frames: expression of ``edit(clip)`` minus that of the clip."""
+    total, frames = np.zeros(model.n_expression), 0
+    for clip in clips:
+        expression, _, identity = model.encode(clip)
+        # Same identity for the edit, so what the edit changes lands in the expression (Eq. 1).
+        edited, _, _ = model.encode(edit(np.asarray(clip, dtype=np.float64)), identity=identity)
+        delta = np.abs(edited - expression)
+        ok = np.isfinite(delta).all(-1)
+        total += delta[ok].sum(0)
+        frames += int(ok.sum())
+    if frames == 0:
+        raise ValueError("select_regions: no valid frames in the clips")
+    return total / frames
+
+
+def select_regions(
+    model: MorphableModel, clips: Sequence[np.ndarray], k_lip: int = 13, k_eye: int = 8
+) -> RegionSplit:
+    """Lip / eye / global dimensions by |Δ_r^i| / σ_i (paper Eq. 1–2) over landmark clips [T,478,3].
+
+    Δ_lip (Δ_eye) is the change of the expression code when the clip's lips (eyes) are closed
+    by the geometric editors, aggregated as the mean of |Δ| over frames and clips; σ_i is the
+    std of expression dimension i over the same clips. Each region takes its top-K dims; a dim
+    wanted by both goes to the region where its score is larger and the other region takes its
+    next-best dim instead (a greedy pass over all (score, region, dim) in descending order).
+    """
+    from disenttalk.face.editors import close_eyes, close_lips
+
+    n = model.n_expression
+    if k_lip + k_eye > n:
+        raise ValueError(f"k_lip + k_eye = {k_lip + k_eye} exceeds the {n} expression dims")
+    codes = np.concatenate([model.encode(c)[0] for c in clips])
+    sigma = np.nanstd(codes, axis=0)  # [N]
+    # Dims that (numerically) never vary must not win by a division by ~0: floor σ relative to
+    # the largest, and give zero-padded dims (σ = 0) a score of 0.
+    floor = 1e-4 * max(float(sigma.max()), 1e-12)
+    scores = {}
+    for region, edit in (("lip", close_lips), ("eye", close_eyes)):
+        delta = _edit_response(model, clips, edit)
+        scores[region] = np.where(sigma > 0, delta / np.maximum(sigma, floor), 0.0)  # Eq. 1
+
+    want = {"lip": k_lip, "eye": k_eye}
+    chosen: dict[str, list[int]] = {"lip": [], "eye": []}
+    taken: set[int] = set()
+    candidates = [(-scores[r][i], r != "lip", i, r) for r in chosen for i in range(n)]
+    for _, _, dim, region in sorted(candidates):  # ties: lip first, then lower index
+        if dim not in taken and len(chosen[region]) < want[region]:
+            chosen[region].append(dim)
+            taken.add(dim)
+    return RegionSplit(
+        lip=tuple(sorted(chosen["lip"])),
+        eye=tuple(sorted(chosen["eye"])),
+        global_=tuple(i for i in range(n) if i not in taken),
+        scores={r: tuple(float(x) for x in s) for r, s in scores.items()},
+    )
