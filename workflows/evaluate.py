@@ -95,16 +95,18 @@ def select_clips(index: list[dict], cfg: EvaluateConfig) -> dict[str, list[dict]
 
 
 def truth_blink_rates(corpus: str | None) -> dict[str, float]:
-    """Blinks per second from the corpus truth files (``<clip_id>.npz`` with ``blinks``), by clip id."""
+    """Blinks per second by clip id from the corpus truth (manifest ``truth`` files with ``blinks`` [K,2])."""
     rates: dict[str, float] = {}
-    if not corpus:
+    manifest = Path(corpus or "", "manifest.jsonl")
+    if not corpus or not manifest.is_file():
         return rates
-    for file in Path(corpus).rglob("*.npz"):
-        with np.load(file) as npz:
-            if "blinks" in npz.files and "landmarks" in npz.files:
-                seconds = len(npz["landmarks"]) / float(npz["fps"]) if "fps" in npz.files else None
-                if seconds:
-                    rates[file.stem] = len(npz["blinks"]) / seconds
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line.strip() else {}
+        truth = Path(corpus, row.get("truth") or "")
+        if row.get("truth") and truth.is_file() and row.get("duration_s"):
+            with np.load(truth) as npz:
+                if "blinks" in npz.files:
+                    rates[row["clip_id"]] = len(npz["blinks"]) / float(row["duration_s"])
     return rates
 
 
@@ -122,8 +124,10 @@ def fill_gaps(x: np.ndarray) -> np.ndarray:
     return x[idx]
 
 
-def lip_params(landmarks: np.ndarray, morphable: Any, split: Any, norm: dict) -> np.ndarray:
-    """Normalised lip expression parameters [T,K_lip] of landmarks [T,478,3] (gaps filled)."""
+def lip_params(landmarks: np.ndarray, morphable: Any, split: Any, norm: dict) -> np.ndarray | None:
+    """Normalised lip expression parameters [T,K_lip] of landmarks [T,478,3] (gaps filled); None without a face."""
+    if not np.isfinite(landmarks).all(axis=(1, 2)).any():
+        return None  # the face was lost in every frame: no lip sync to measure
     expression, _, _ = morphable.encode(fill_gaps(landmarks))
     lip = list(split.lip)
     return ((expression[:, lip] - norm["mean"][lip]) / norm["std"][lip]).astype(np.float32)
@@ -172,7 +176,7 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     truth = clip.Trace(landmarks=truth_lm, lip=lips(truth_lm), frames=truth_frames)
     systems = {SYSTEM: clip.Trace(landmarks=lm, lip=lips(lm), frames=frames), "truth": truth}
     shift = baselines.shift_frames(fps, cfg.shift_seconds)
-    systems["still"] = clip.Trace(*(baselines.still(x) for x in (truth.landmarks, truth.lip, truth.frames)))
+    systems["still"] = clip.Trace(*(baselines.still(x) for x in (truth.landmarks, truth.lip, truth.frames)))  # noqa: E501
     systems["shifted"] = clip.Trace(*(baselines.delayed(x, shift) for x in (truth.landmarks, truth.lip,
                                                                              truth.frames)))
     score_kw = dict(fps=fps, audio_features=feats, expert=evaluator.expert, truth_blink_rate=truth_rate,

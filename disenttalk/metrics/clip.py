@@ -14,7 +14,7 @@ from disenttalk.metrics.sync import MAX_OFFSET, Embedder, sync_sweep
 # Metric names, in table order; lower is better for lmd, blink_rate_error, sync_dist.
 METRICS = (
     "sync_conf", "sync_dist", "sync_offset", "lmd", "blink_rate", "blink_rate_error",
-    "cpbd", "psnr", "ssim", "landmark_change", "pixel_change",
+    "cpbd", "psnr", "ssim", "landmark_change", "pixel_change", "face_found",
 )
 
 
@@ -47,12 +47,17 @@ def score_clip(
     """
     t = min(len(test.landmarks), len(truth.landmarks))
     out = dict.fromkeys(METRICS, math.nan)
+    found = np.isfinite(test.landmarks[:t]).all(axis=(1, 2))
+    out["face_found"] = float(found.mean())  # share of frames where re-tracking found a face
+    if not found.any():
+        return out  # nothing to measure on: every landmark metric stays NaN
     out["lmd"] = landmarks.lmd(test.landmarks[:t], truth.landmarks[:t])
     out["blink_rate"] = landmarks.landmark_blink_rate(test.landmarks[:t], fps)
     if truth_blink_rate is None:
         truth_blink_rate = landmarks.landmark_blink_rate(truth.landmarks[:t], fps)
     out["blink_rate_error"] = landmarks.blink_rate_error(out["blink_rate"], truth_blink_rate)
-    out["landmark_change"] = float(np.nanmean(landmarks.landmark_change(test.landmarks[:t])))
+    change = landmarks.landmark_change(test.landmarks[:t])
+    out["landmark_change"] = float(np.nanmean(change)) if np.isfinite(change).any() else math.nan
     if expert is not None and audio_features is not None and test.lip is not None:
         score = sync_sweep(expert, audio_features, test.lip, window=window, max_offset=max_offset)
         out.update(sync_conf=score.conf, sync_dist=score.dist, sync_offset=float(score.offset))
