@@ -2,9 +2,13 @@
 
 espeak-ng is initialised in synchronous mode with phoneme events in IPA, so the synthesis
 callback receives both the 22.05 kHz samples and one ``espeakEVENT_PHONEME`` per phoneme with
-its audio position; audio is resampled to 16 kHz mono. The library holds process-global state,
-hence one loaded instance per process behind a lock, with the voice and prosody set on every
-call so calls never leak settings into each other.
+its audio position; audio is resampled to 16 kHz mono. The library's state is process-global,
+so calls are serialised by a lock. It also keeps state that ``espeak_Terminate`` does not reset
+(a function-static pitch-flutter phase and gain control in its wave generator), which made the
+same sentence come out a few samples different depending on what was spoken before; every call
+therefore loads the library afresh (``dlopen``), seeds its noise (``espeak_ng_SetRandSeed``),
+speaks, and unloads it again (``dlclose``, ~25 ms), so the audio and phoneme times depend only
+on (text, voice, rate, pitch, range).
 
 Voices: English ``en-us``; Spanish ``es``; Mandarin ``cmn``. In the shipped espeak-ng 1.52 both
 ``cmn`` and ``cmn-latn-pinyin`` load the same ``cmn`` dictionary and read Chinese characters as
@@ -82,7 +86,7 @@ class Speech:
 
 
 class _Engine:
-    """One initialised libespeak-ng per process (its state is global)."""
+    """A freshly loaded and initialised libespeak-ng (one at a time: its state is global)."""
 
     def __init__(self) -> None:
         import espeakng_loader
@@ -92,6 +96,7 @@ class _Engine:
         self.lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
             ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
@@ -118,7 +123,7 @@ class _Engine:
             i += 1
         return 0  # keep synthesising
 
-    def synth(self, text: str, voice: str, rate_wpm: int, pitch: int, pitch_range: int):
+    def synth(self, text: str, voice: str, rate_wpm: int, pitch: int, pitch_range: int, seed: int = 0):
         """Raw 22.05 kHz int16 samples and the (type, ms, name) events of one utterance."""
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ValueError(f"espeak-ng has no voice {voice!r}")
@@ -126,6 +131,9 @@ class _Engine:
                              (_PARAM_RANGE, pitch_range), (_PARAM_VOLUME, 100)):
             self.lib.espeak_SetParameter(param, int(value), 0)
         self._chunks, self._events = [], []
+        # espeak-ng draws random noise and timing jitter; a fixed seed per call makes the
+        # audio a function of (text, voice, prosody) alone, whatever was spoken before.
+        self.lib.espeak_ng_SetRandSeed(seed)
         data = text.encode("utf-8") + b"\0"
         err = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         if err != 0:
@@ -135,15 +143,15 @@ class _Engine:
         return samples, list(self._events)
 
 
+    def close(self) -> None:
+        """Terminate and unload the library, so the next load starts from clean static state."""
+        import _ctypes
+
+        self.lib.espeak_Terminate()
+        _ctypes.dlclose(self.lib._handle)
+
+
 _LOCK = threading.Lock()
-_ENGINE: _Engine | None = None
-
-
-def _engine() -> _Engine:
-    global _ENGINE
-    if _ENGINE is None:
-        _ENGINE = _Engine()
-    return _ENGINE
 
 
 def synthesize(
@@ -152,7 +160,11 @@ def synthesize(
     """Speak ``text`` in ``language`` (ISO 639-1 key of VOICES, or an espeak-ng voice name)."""
     voice = VOICES.get(language, language)
     with _LOCK:
-        raw, events = _engine().synth(text, voice, rate_wpm, pitch, pitch_range)
+        engine = _Engine()
+        try:
+            raw, events = engine.synth(text, voice, rate_wpm, pitch, pitch_range)
+        finally:
+            engine.close()
     audio = resample_poly(raw.astype(np.float32) / 32768.0, 320, 441).astype(np.float32)  # 22050→16000
     duration = len(audio) / SAMPLE_RATE
     # A phoneme lasts until the next phoneme (or the end of the message).
