@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from workflows import bench, demo_data, preprocess
+from workflows import bench, demo_data, fit, preprocess
 
 app = typer.Typer(
     name="disenttalk",
@@ -21,6 +21,7 @@ app.add_typer(bench.app, name="bench")
 
 # Stage commands are registered below, one line each.
 app.command("preprocess")(preprocess.cli)
+app.command("fit")(fit.cli)
 app.command("demo-data")(demo_data.demo_data)
 
 
