@@ -1,0 +1,145 @@
+"""Storage URIs (local and s3:// on a moto server), the clip record format, stage config loading."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from disenttalk.config import ConfigError
+from workflows import clipstore, storage
+from workflows.common import format_summary, load_config
+from workflows.tracking import MlflowConfig, config_params, tracking_uri
+
+
+@pytest.fixture(scope="module")
+def s3(monkeypatch_module):
+    """A moto S3 server on a free loopback port with a bucket ``unit``."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    monkeypatch_module.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch_module.setenv(key, "testing")
+    monkeypatch_module.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    storage.ensure_bucket("s3://unit")
+    yield "s3://unit"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_uri_helpers():
+    assert storage.is_s3("s3://b/k") and not storage.is_s3("/tmp/x")
+    assert storage.join("s3://b/data", "clips", "a.npz") == "s3://b/data/clips/a.npz"
+    assert storage.resolve("clips/a.mp4", "s3://b/corpus") == "s3://b/corpus/clips/a.mp4"
+    assert storage.resolve("/abs/a.mp4", "s3://b/corpus") == "/abs/a.mp4"
+    assert storage.resolve("s3://c/a.mp4", "/local") == "s3://c/a.mp4"
+    assert storage.parent("s3://b/corpus/manifest.jsonl") == "s3://b/corpus"
+
+
+def _round_trip(root: str, tmp_path) -> None:
+    storage.write_bytes(storage.join(root, "a/b/x.bin"), b"\x00\x01")
+    storage.write_text(storage.join(root, "a/y.txt"), "hé")
+    assert storage.read_bytes(storage.join(root, "a/b/x.bin")) == b"\x00\x01"
+    assert storage.read_text(storage.join(root, "a/y.txt")) == "hé"
+    assert storage.exists(storage.join(root, "a/y.txt"))
+    assert not storage.exists(storage.join(root, "a/none.txt"))
+    assert storage.list_files(root) == [storage.join(root, "a/b/x.bin"), storage.join(root, "a/y.txt")]
+    assert storage.list_files(root, ".txt") == [storage.join(root, "a/y.txt")]
+    local = storage.download_dir(root, tmp_path / "down")
+    assert (local / "a/b/x.bin").read_bytes() == b"\x00\x01"
+    copy = storage.join(root, "copy")
+    storage.upload_dir(local, copy)
+    assert storage.read_text(storage.join(copy, "a/y.txt")) == "hé"
+    with storage.local_copy(storage.join(root, "a/y.txt")) as path:
+        assert path.read_text() == "hé"
+    storage.delete(storage.join(root, "a/y.txt"))
+    assert not storage.exists(storage.join(root, "a/y.txt"))
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(storage.join(root, "missing.bin"))
+
+
+def test_local_round_trip(tmp_path):
+    _round_trip(str(tmp_path / "store"), tmp_path)
+    assert not [p for p in (tmp_path / "store").rglob("*.tmp")]  # no temp files left behind
+
+
+def test_s3_round_trip(s3, tmp_path):
+    _round_trip(f"{s3}/rt", tmp_path)
+
+
+def _record() -> clipstore.ClipRecord:
+    rng = np.random.default_rng(0)
+    return clipstore.ClipRecord(
+        clip_id="c1", speaker="s", language="zh", split="val", fps=25.0,
+        landmarks=rng.normal(size=(4, 478, 3)).astype(np.float32), valid=np.array([1, 1, 0, 1], bool),
+        audio=rng.normal(size=2560).astype(np.float32), sample_rate=16000,
+        features=rng.normal(size=(4, 8)).astype(np.float32), source_uri="s3://b/c1.mp4",
+        content_hash="ab" * 32, sentence="你好", extra={"crop": np.eye(3)},
+    )  # fmt: skip
+
+
+def test_clip_record_round_trip_and_tables(s3):
+    rec = _record()
+    name = clipstore.write_record(s3, rec)
+    back = clipstore.read_record(s3, name)
+    assert (back.clip_id, back.sentence, back.split, back.sample_rate) == ("c1", "你好", "val", 16000)
+    np.testing.assert_array_equal(back.landmarks, rec.landmarks)
+    np.testing.assert_array_equal(back.valid, rec.valid)
+    np.testing.assert_array_equal(back.extra["crop"], np.eye(3))
+    row = rec.index_row(name)
+    assert row["valid_fraction"] == 0.75 and row["feature_dim"] == 8 and row["duration_s"] == 0.16
+    clipstore.write_table(storage.join(s3, clipstore.INDEX), [row], clipstore.INDEX_SCHEMA)
+    assert clipstore.read_index(s3) == [row] and clipstore.read_index(s3, "train") == []
+    assert clipstore.read_rejects(storage.join(s3, "nowhere")) == []
+
+
+def test_load_config_yaml_overrides_and_strictness(tmp_path):
+    from workflows.fit import FitConfig
+
+    cfg = load_config(FitConfig, "fit", None, ["k_lip=10", "mlflow.experiment=x"])
+    assert (cfg.k_lip, cfg.k_eye, cfg.mlflow.experiment) == (10, 8, "x")
+    assert config_params(cfg)["mlflow.enabled"] == "True"
+    with pytest.raises(ConfigError):
+        load_config(FitConfig, "fit", None, ["k_lips=10"])  # unknown key
+    with pytest.raises(ConfigError):
+        load_config(FitConfig, "fit", None, ["k_lip=many"])  # wrong type
+    with pytest.raises(ConfigError):
+        load_config(FitConfig, "fit", None, ["k_lip=60"])  # k_lip + k_eye > N
+    yaml_file = tmp_path / "fit.yaml"
+    yaml_file.write_text("n_expression: 32\nk_eye: 4\n")
+    assert load_config(FitConfig, "fit", yaml_file).n_expression == 32
+
+
+def test_shipped_stage_configs_validate():
+    from workflows.clipworker import PreprocessConfig
+    from workflows.fit import FitConfig
+
+    pre = load_config(PreprocessConfig, "preprocess")
+    assert pre.face.crop_size == 256 and pre.actors.max_size >= pre.actors.min_size
+    assert load_config(FitConfig, "fit").n_expression == 64
+
+
+def test_tracking_uri_default_and_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DISENTTALK_HOME", str(tmp_path))
+    assert tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri() == "http://127.0.0.1:5000"
+    assert MlflowConfig().enabled and os.environ["MLFLOW_TRACKING_URI"].startswith("http")
+
+
+def test_format_summary_is_aligned():
+    text = format_summary("x", {"ok": 2, "hours": 0.5, "by": {"silent": 1}})
+    assert text.splitlines() == ["== x ==", "  ok     2", "  hours  0.500", "  by:", "    silent  1"]
