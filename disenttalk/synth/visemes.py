@@ -4,8 +4,8 @@ Each phoneme maps to one viseme (a diphthong to one per vowel, splitting its tim
 to targets for three mouth parameters: ``open`` (jaw/lip opening, 0 closed … 1 wide), ``spread``
 (lip corners pulled apart, 0 … 1) and ``round`` (corners drawn in and lips protruded, 0 … 1).
 Coarticulation follows Cohen & Massaro's dominance model: segment i pulls parameter p towards its
-target with dominance D_ip(t) = α_ip on the segment and α_ip·exp(-|τ|/θ) at distance τ outside it
-(θ = 60 ms anticipating, 40 ms carrying over), and
+target with dominance D_ip(t) = α_ip on the segment and α_ip·exp(-(τ/θ)²) at distance τ outside
+it (θ = 70 ms anticipating, 50 ms carrying over; the exponent c = 2 of their model), and
 
     p(t) = Σ_i D_ip(t)·T_ip / Σ_i D_ip(t).
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 PARAMS = ("open", "spread", "round")
-ANTICIPATION_S = 0.06  # θ before a segment
-CARRYOVER_S = 0.04  # θ after it
+ANTICIPATION_S = 0.07  # θ before a segment
+CARRYOVER_S = 0.05  # θ after it
 SUPPORT_S = 0.25  # dominance is zero further away
 
 
@@ -39,8 +39,8 @@ class Viseme:
 
 
 VISEMES: dict[str, Viseme] = {v.name: v for v in (
-    Viseme("rest", (0.0, 0.0, 0.0), (2.0, 2.0, 2.0)),
-    Viseme("closed", (0.0, 0.0, 0.1), (8.0, 0.5, 0.5)),  # p b m: lips shut
+    Viseme("rest", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    Viseme("closed", (0.0, 0.0, 0.1), (10.0, 0.5, 0.5)),  # p b m: lips shut
     Viseme("labiodental", (0.08, 0.15, 0.0), (5.0, 1.0, 1.0)),  # f v: lower lip to teeth
     Viseme("dental", (0.2, 0.2, 0.0), (2.0, 0.5, 0.5)),  # θ ð: tongue between teeth
     Viseme("alveolar", (0.2, 0.25, 0.0), (1.0, 0.3, 0.3)),  # t d n l s z r
@@ -127,7 +127,7 @@ def mouth_targets(
     # Distance outside each segment: positive before (anticipation), after (carry-over).
     before = np.clip(start - t, 0.0, None)
     after = np.clip(t - end, 0.0, None)
-    shape = np.exp(-before / ANTICIPATION_S - after / CARRYOVER_S)
+    shape = np.exp(-((before / ANTICIPATION_S) ** 2) - (after / CARRYOVER_S) ** 2)
     shape[(before > SUPPORT_S) | (after > SUPPORT_S)] = 0.0  # [N,T]
     alpha = np.array([VISEMES[n].alpha for _, _, n in segs])  # [N,3]
     target = np.array([VISEMES[n].target for _, _, n in segs])  # [N,3]
