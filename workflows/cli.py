@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from workflows import bench, demo_data, evaluate, fit, preprocess
+from workflows import bench, demo_data, evaluate, fit, inspect, preprocess
 
 app = typer.Typer(
     name="disenttalk",
@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(bench.app, name="bench")
 
 # Stage commands are registered below, one line each.
+app.command("inspect")(inspect.inspect)
 app.command("preprocess")(preprocess.cli)
 app.command("fit")(fit.cli)
 app.command("demo-data")(demo_data.demo_data)
