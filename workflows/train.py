@@ -92,15 +92,19 @@ def load_stage_config(path: str | Path | None = None, overrides: Iterable[str] =
     return TrainStageConfig.from_dict(apply_overrides(data, overrides))
 
 
-def _fit_model_config(cfg: ModelConfig, split: Any, feature_dim: int) -> ModelConfig:
-    """The model config with N, K_lip and K_eye taken from the fitted region split."""
-    changed = cfg.with_overrides(
-        [f"n_expression={split.num_dims}", f"k_lip={len(split.lip)}", f"k_eye={len(split.eye)}"]
-    )
+def model_config_for(cfg: ModelConfig, split: Any, feature_dim: int) -> ModelConfig:
+    """The model config with N, K_lip, K_eye from the fitted split, checked against the features."""
     if feature_dim <= 0:
-        raise ValueError("the clip store has no audio features (feature_dim 0); run preprocess "
-                         "with an audio frontend")
-    return changed
+        raise ValueError("the clip store has no audio features; run preprocess with a frontend")
+    if cfg.audio.frontend == "mel":  # cheap to build; HuBERT would load its weights
+        from disenttalk.audio import make_frontend
+
+        expected = make_frontend(cfg.audio).feature_dim
+        if expected != feature_dim:
+            raise ValueError(f"model.audio gives {expected}-d features but the clip store holds "
+                             f"{feature_dim}-d ones: use the preprocess stage's audio settings")
+    return cfg.with_overrides(
+        [f"n_expression={split.num_dims}", f"k_lip={len(split.lip)}", f"k_eye={len(split.eye)}"])
 
 
 def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
@@ -108,18 +112,19 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from workflows import fit as fit_stage
     from workflows import tracking, train_data
     from workflows.raycluster import forwarded_env, init_ray, shutdown_if_started
     from workflows.train_loops import train_loop_per_worker
 
     start = time.perf_counter()
-    split = train_data.read_split(fit)
-    train_rows = train_data.clip_rows(data, "train")
+    split = fit_stage.read_split(fit)
+    train_rows = train_data.clip_rows(data, fit, "train")
     if not train_rows:
         raise ValueError(f"{data}: no clips in the train split")
-    val_rows = train_data.clip_rows(data, "val")
+    val_rows = train_data.clip_rows(data, fit, "val")
     feature_dim = int(train_rows[0]["feature_dim"])
-    model_cfg = _fit_model_config(cfg.model, split, feature_dim)
+    model_cfg = model_config_for(cfg.model, split, feature_dim)
     norm = train_data.norm_stats(data, fit, train_rows)
     storage.makedirs(out)
     storage.write_text(storage.join(out, "norm.json"),

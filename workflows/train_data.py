@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from disenttalk.face.regions import RegionSplit
-from workflows import clipstore
+from workflows import clipstore, storage
 
 
 @dataclass
@@ -35,16 +34,12 @@ class Clip:
         return np.flatnonzero(counts == window)
 
 
-def read_split(fit: str) -> RegionSplit:
-    """The fitted lip / eye / global split (``<fit>/regions.json``)."""
+def clip_rows(data: str, fit: str, split: str) -> list[dict[str, Any]]:
+    """Index rows of one split that the fit encoded (clips with a tracked face), stably ordered."""
     from workflows import fit as fit_stage
 
-    return fit_stage.read_split(fit)
-
-
-def clip_rows(data: str, split: str) -> list[dict[str, Any]]:
-    """Index rows of one split of the clip store, in a stable order."""
-    return sorted(clipstore.read_index(data, split), key=lambda r: r["clip_id"])
+    rows = sorted(clipstore.read_index(data, split), key=lambda r: r["clip_id"])
+    return [r for r in rows if storage.exists(storage.join(fit, fit_stage.motion_name(r)))]
 
 
 def load_clip(data: str, fit: str, row: dict[str, Any]) -> Clip:

@@ -16,14 +16,12 @@ LOSS_PLOT = "loss.png"
 
 
 def read_morphable(fit: str) -> Any | None:
-    """The fitted morphable model (``<fit>/morphable.npz``), or None if the fit has none."""
-    from disenttalk.face.morphable import MorphableModel
+    """The fitted morphable model, or None for a fit without one (motion-only bundles)."""
+    from workflows import fit as fit_stage
 
-    uri = storage.join(fit, "morphable.npz")
-    if not storage.exists(uri):
+    if not storage.exists(storage.join(fit, fit_stage.MORPHABLE)):
         return None
-    with storage.local_copy(uri) as path:
-        return MorphableModel.load(path)
+    return fit_stage.read_morphable(fit)
 
 
 def loss_figure(history: dict[str, list[list[float]]]):

@@ -100,10 +100,10 @@ class Loop:
     def __init__(self, config: dict[str, Any]) -> None:
         import ray.train
         import ray.train.torch
-        from disenttalk.model.sync import SyncExpert
 
         from disenttalk.model.denoiser import Denoiser
         from disenttalk.model.diffusion import GaussianDiffusion
+        from disenttalk.model.sync import SyncExpert
         from workflows.train import TrainStageConfig
 
         self.config = config
@@ -129,8 +129,9 @@ class Loop:
                 self.val_sampler = None
 
         f = int(config["feature_dim"])
-        expert = SyncExpert(self.model.sync, audio_dim=f, lip_dim=len(self.split.lip))
-        denoiser = Denoiser(self.model.denoiser, self.split, audio_dim=f)
+        # on the device before the optimisers exist, so restored Adam state lands beside them
+        expert = SyncExpert(self.model.sync, audio_dim=f, lip_dim=len(self.split.lip)).to(self.device)
+        denoiser = Denoiser(self.model.denoiser, self.split, audio_dim=f).to(self.device)
         self.nets = Nets(expert, denoiser,
                          torch.optim.Adam(expert.parameters(), lr=self.train.sync_lr),
                          torch.optim.Adam(denoiser.parameters(), lr=self.train.lr))
@@ -149,13 +150,12 @@ class Loop:
         import ray.train.torch
 
         if self.progress.phase == "sync":
-            # DDP keeps the expert replicas identical; find_unused: the expert's two towers
-            # are used by different calls.
-            model = ray.train.torch.prepare_model(
-                self.nets.expert, parallel_strategy_kwargs={"find_unused_parameters": True})
-            self.nets.expert = model
+            # The expert's step calls embed_audio / embed_lip rather than forward, which is
+            # where DDP hooks in, so its replicas average gradients themselves.
+            expert = ray.train.torch.prepare_model(self.nets.expert, parallel_strategy=None)
+            handle = average_gradients(expert)
             self._phase("sync", self.train.sync_steps, self._sync_step, self._sync_eval)
-            self.nets.expert = _plain(model)
+            handle.remove()
             self.progress = Progress("denoiser", 0, self.progress.mlflow_run_id,
                                      self.progress.history)
         expert = _plain(self.nets.expert).to(self.device).eval()
@@ -203,20 +203,18 @@ class Loop:
                                   if k.startswith("val_")}, step + 1, phase)
                 with tempfile.TemporaryDirectory() as directory:
                     save_checkpoint(Path(directory), self.nets, self.progress, self.stage.to_json())
-                    ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory))
+                    ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                                     checkpoint_dir_name=f"{phase}-{step + 1:07d}")
                 _maybe_fail_once()
             else:
                 ray.train.report(report)
 
     # -- steps (pure functions from the core) ------------------------------------------------
-    def _lip_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        lip = torch.as_tensor(self.split.lip, device=self.device)
-        return {"expression": batch["expression"].index_select(-1, lip), "audio": batch["audio"]}
-
     def _sync_step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
         from disenttalk.model.train import sync_train_step
 
-        return sync_train_step(self.nets.expert, self._lip_batch(batch), self.nets.opt_expert, gen)
+        return sync_train_step(self.nets.expert, batch, self.nets.opt_expert, gen, split=self.split,
+                               grad_clip=self.train.grad_clip)
 
     def _denoiser_step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
         from disenttalk.model.train import denoiser_train_step
@@ -224,7 +222,9 @@ class Loop:
         return denoiser_train_step(
             self.nets.denoiser, self.diffusion, batch, self.nets.opt_denoiser, split=self.split,
             expert=self.frozen_expert, sync_weight=self.train.sync_weight,
-            audio_drop_prob=self.train.audio_drop_prob, generator=gen)
+            audio_drop_prob=self.train.audio_drop_prob, generator=gen,
+            prefix_prob=self.train.prefix_prob, max_prefix=self.train.max_prefix,
+            region_prob=self.train.region_prob, grad_clip=self.train.grad_clip)
 
     def _val_batches(self):
         for i in range(self.stage.run.val_batches):
@@ -237,7 +237,7 @@ class Loop:
 
         if self.val_sampler is None:
             return {}
-        out = [sync_eval_step(_plain(self.nets.expert), self._lip_batch(b), g)
+        out = [sync_eval_step(_plain(self.nets.expert), b, g, split=self.split)
                for b, g in self._val_batches()]
         return _mean_dicts(out)
 
@@ -250,6 +250,48 @@ class Loop:
                                   expert=self.frozen_expert, sync_weight=self.train.sync_weight,
                                   generator=g) for b, g in self._val_batches()]
         return _mean_dicts(out)
+
+
+class _Averaging:
+    """Gradient averaging across workers for a module trained through methods, not forward."""
+
+    def __init__(self, params: list[torch.nn.Parameter], world: int) -> None:
+        self.params, self.world, self.ready = params, world, 0
+        self.handles = [p.register_post_accumulate_grad_hook(self._hook) for p in params]
+
+    def _hook(self, _: torch.Tensor) -> None:
+        # One all-reduce once every gradient of this backward exists: no reliance on the
+        # order in which autograd finishes them (every parameter gets a gradient each step).
+        self.ready += 1
+        if self.ready < len(self.params):
+            return
+        import torch.distributed as dist
+
+        self.ready = 0
+        flat = torch.cat([p.grad.reshape(-1) for p in self.params])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p in self.params:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+
+    def remove(self) -> None:
+        """Detach the hooks."""
+        for handle in self.handles:
+            handle.remove()
+
+
+def average_gradients(module: torch.nn.Module) -> _Averaging:
+    """Make every worker's replica start equal and step on the mean gradient (what DDP does)."""
+    import torch.distributed as dist
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if world > 1:
+        for p in module.parameters():
+            dist.broadcast(p.data, src=0)
+    return _Averaging(params if world > 1 else [], world)
 
 
 def _mean_dicts(items: list[dict[str, float]]) -> dict[str, float]:
