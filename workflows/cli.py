@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from workflows import bench, demo_data, evaluate, fit, inspect, preprocess
+from workflows import bench, demo_data, evaluate, fit, inspect, preprocess, train
 
 app = typer.Typer(
     name="disenttalk",
@@ -23,6 +23,7 @@ app.add_typer(bench.app, name="bench")
 app.command("inspect")(inspect.inspect)
 app.command("preprocess")(preprocess.cli)
 app.command("fit")(fit.cli)
+app.command("train")(train.cli)
 app.command("demo-data")(demo_data.demo_data)
 app.command("evaluate")(evaluate.evaluate)
 
