@@ -53,6 +53,8 @@ class FaceConfig(StrictConfig):
     """Tracking and the aligned crop the landmarks are expressed in."""
 
     crop_size: int = Field(256, gt=0)  # the paper's 256×256 crops
+    crop_margin: float = Field(0.3, ge=0)  # box side = landmark extent × (1 + 2·margin)
+    crop_smooth: float = Field(4.0, ge=0)  # Gaussian σ in frames for box centre and side
     min_confidence: float = Field(0.5, ge=0, le=1)
 
 
@@ -203,6 +205,23 @@ class ClipProcessor:
         )
 
     def track_aligned(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Landmarks [T,478,3] in the aligned ``crop_size``² crop, validity [T], crop data."""
+        """Landmarks [T,478,3] in the aligned ``crop_size``² crop, validity [T], crop boxes.
+
+        Tracking runs on the source frames and the landmarks are then mapped into the smoothed
+        crop (the same boxes the renderer's paste-back uses), which equals tracking the crops
+        without resampling every frame twice.
+        """
+        from disenttalk.face.crop import crop_boxes
+
         tracks = self.tracker.track(frames)
-        return tracks.landmarks, tracks.valid, {}
+        if not tracks.valid.any():
+            return tracks.landmarks, tracks.valid, {}
+        face = self.cfg.face
+        box = crop_boxes(tracks.landmarks, frames.shape[1:3], size=face.crop_size,
+                         margin=face.crop_margin, smooth=face.crop_smooth)  # fmt: skip
+        extra = {
+            "crop_centres": box.centres.astype(np.float32),  # [T,2] source pixels
+            "crop_sides": box.sides.astype(np.float32),  # [T]
+            "frame_shape": np.asarray(box.frame_shape, np.int64),  # (H, W)
+        }
+        return box.apply(tracks.landmarks), tracks.valid, extra

@@ -54,7 +54,12 @@ def test_records_follow_the_contract(local_store, corpus):
     assert t == row["num_frames"] == 30 and rec.fps == pytest.approx(25.0)
     assert rec.landmarks.shape == (t, 478, 3) and rec.valid.shape == (t,)
     assert rec.valid.mean() > 0.9 and np.isfinite(rec.landmarks[rec.valid]).all()
-    assert rec.features.shape[0] == t
+    assert rec.features.shape[0] == t and rec.features.shape[1] == row["feature_dim"] > 0
+    assert np.isfinite(rec.features).all()
+    # landmarks live in the 256² aligned crop; the crop boxes come along to map them back
+    pts = rec.landmarks[rec.valid]
+    assert pts[..., :2].min() > -32 and pts[..., :2].max() < 256 + 32
+    assert rec.extra["crop_centres"].shape == (t, 2) and rec.extra["crop_sides"].shape == (t,)
     assert len(rec.audio) == round(t / rec.fps * rec.sample_rate)
     import hashlib
 
