@@ -1,0 +1,1 @@
+"""Data tests: schemas, ranges and split leakage of generated corpora."""

@@ -1,0 +1,100 @@
+"""Demo-corpus planning: split sizes, no speaker/sentence leakage, test_xling, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from disenttalk.synth.corpus import (
+    SPLITS,
+    XLING_SPLIT,
+    partition,
+    phoneme_table,
+    plan_corpus,
+    save_npz,
+    summarize,
+)
+from disenttalk.synth.sentences import SENTENCES
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"), [(20, [12, 4, 4]), (10, [6, 2, 2]), (3, [1, 1, 1]), (2, [1, 1, 0]), (1, [1, 0, 0])]
+)
+def test_partition_sizes(count, expected):
+    sizes = partition(count, (0.6, 0.2, 0.2))
+    assert sizes == expected and sum(sizes) == count
+
+
+def test_sentence_lists_are_long_and_distinct():
+    for language in ("en", "zh", "es"):
+        assert len(SENTENCES[language]) >= 40
+        assert len(set(SENTENCES[language])) == len(SENTENCES[language])
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return plan_corpus(["en", "zh"], 20, seed=3)
+
+
+def test_every_split_present_with_expected_counts(plan):
+    _, plans = plan
+    for language in ("en", "zh"):
+        counts = {s: sum(p.language == language and p.split == s for p in plans) for s in SPLITS}
+        assert counts == {"train": 12, "val": 4, "test": 4}
+    assert sum(p.split == XLING_SPLIT for p in plans) == 10
+    assert len({p.clip_id for p in plans}) == len(plans)
+
+
+def test_no_speaker_or_sentence_leaks_out_of_train(plan):
+    _, plans = plan
+    by_split = {s: [p for p in plans if p.split == s] for s in (*SPLITS, XLING_SPLIT)}
+    train_speakers = {p.speaker_id for p in by_split["train"]}
+    train_sentences = {s for p in by_split["train"] for s in p.sentences}
+    for split in ("val", "test", XLING_SPLIT):
+        assert not {p.speaker_id for p in by_split[split]} & train_speakers
+        assert not {s for p in by_split[split] for s in p.sentences} & train_sentences
+    assert not {p.speaker_id for p in by_split["val"]} & {p.speaker_id for p in by_split["test"]}
+    # Within train, clips do not repeat sentences when the pool is large enough.
+    assert len(train_sentences) == 2 * len(by_split["train"])
+
+
+def test_xling_language_is_unused_elsewhere(plan):
+    _, plans = plan
+    xling = {p.language for p in plans if p.split == XLING_SPLIT}
+    assert xling == {"es"}
+    assert all(p.language in ("en", "zh") for p in plans if p.split != XLING_SPLIT)
+    with pytest.raises(ValueError):
+        plan_corpus(["en", "es"], 5, seed=0, xling_language="es")
+
+
+def test_same_seed_same_plan_other_seed_other_plan(plan):
+    speakers, plans = plan
+    again_speakers, again = plan_corpus(["en", "zh"], 20, seed=3)
+    assert again == plans and again_speakers == speakers
+    _, other = plan_corpus(["en", "zh"], 20, seed=4)
+    assert [p.sentences for p in other] != [p.sentences for p in plans]
+
+
+def test_speakers_differ(plan):
+    speakers, _ = plan
+    assert len({(s.rate_wpm, s.pitch) for s in speakers}) == len(speakers)
+    assert len({s.speaker_id for s in speakers}) == len(speakers)
+
+
+def test_npz_writer_is_byte_stable(tmp_path):
+    arrays = {"landmarks": np.arange(24, dtype=np.float32).reshape(2, 4, 3),
+              "phonemes": phoneme_table([(0.1, 0.2, "ˈɑː"), (0.2, 0.3, "tɕh")])}
+    save_npz(tmp_path / "a.npz", **arrays)
+    save_npz(tmp_path / "b.npz", **arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    loaded = np.load(tmp_path / "a.npz")  # no pickle needed
+    assert loaded["phonemes"]["symbol"].tolist() == ["ˈɑː", "tɕh"]
+    np.testing.assert_array_equal(loaded["landmarks"], arrays["landmarks"])
+
+
+def test_summary_counts_clips_and_hours():
+    rows = [{"split": "train", "language": "en", "duration_s": 3600.0, "speaker": "a"},
+            {"split": "test", "language": "zh", "duration_s": 1800.0, "speaker": "b"}]
+    s = summarize(rows)
+    assert s["clips"] == 2 and s["hours"] == pytest.approx(1.5) and s["speakers"] == 2
+    assert s["splits"]["test"]["zh"] == {"clips": 1, "hours": pytest.approx(0.5)}
