@@ -195,8 +195,8 @@ def cfg_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int, audio: t
             scale: float = 1.0) -> torch.Tensor:
     """Eq. 9: ε* = s·ε(x_t, t, A) + (1-s)·ε(x_t, t, ∅), both halves in one batched forward."""
     B = x_t.shape[0]
-    t = torch.as_tensor(t, device=x_t.device).long().expand(B) if not torch.is_tensor(t) or t.dim() == 0 \
-        else t.to(x_t.device).long()
+    t = torch.as_tensor(t, device=x_t.device).long()
+    t = t.expand(B) if t.dim() == 0 else t  # a scalar timestep applies to the whole batch
     if scale == 1.0 or audio is None:  # s = 1 is exactly the conditional prediction
         return model(x_t, t, audio, cond=cond, cond_mask=cond_mask)
 
