@@ -121,10 +121,10 @@ def trained(ray_cluster, mlflow_uri, tmp_path_factory, monkeypatch_module):
     marker = root / "worker_killed"
     monkeypatch_module.setenv(train.FAIL_ONCE_ENV, str(marker))
     cfg = train.load_stage_config(None, [*TINY, "mlflow.experiment=test-train"])
-    out = str(root / "out")
+    out = "s3://disenttalk-train/out"  # checkpoints and bundle through the S3 protocol (moto)
+    storage.ensure_bucket(out)
     summary = train.run(data, fit, out, cfg)
-    return {"summary": summary, "cfg": cfg, "out": Path(out), "marker": marker, "data": data,
-            "fit": fit}
+    return {"summary": summary, "cfg": cfg, "out": out, "marker": marker, "root": root}
 
 
 @pytest.fixture(scope="module")
@@ -149,15 +149,17 @@ def test_checkpoints_hold_state_and_config(trained):
     from workflows.train import TrainStageConfig
     from workflows.train_loops import META_FILE, STATE_FILE
 
-    run_dir = trained["out"] / "ray" / trained["cfg"].run.name
-    kept = sorted(p.name for p in run_dir.iterdir() if p.is_dir())
+    run_dir = storage.join(trained["out"], "ray", trained["cfg"].run.name)
+    files = [f[len(run_dir) + 1 :] for f in storage.list_files(run_dir)]
+    kept = sorted({f.split("/")[0] for f in files if "/" in f})
     assert kept == ["denoiser-0000002", "denoiser-0000004"]  # num_to_keep=2: older ones pruned
-    latest = run_dir / "denoiser-0000004"
-    progress = json.loads((latest / META_FILE).read_text())
+    latest = storage.join(run_dir, "denoiser-0000004")
+    progress = json.loads(storage.read_text(storage.join(latest, META_FILE)))
     assert progress["phase"] == "denoiser" and progress["step"] == DENOISER_STEPS
     assert progress["mlflow_run_id"] == trained["summary"]["mlflow_run_id"]
-    assert TrainStageConfig.load(latest / "config.json") == trained["cfg"]
-    assert (latest / STATE_FILE).stat().st_size > 0
+    config = TrainStageConfig.from_json(storage.read_text(storage.join(latest, "config.json")))
+    assert config == trained["cfg"]
+    assert len(storage.read_bytes(storage.join(latest, STATE_FILE))) > 0
 
 
 @pytest.mark.ray
@@ -165,11 +167,12 @@ def test_bundle_generates_motion(trained):
     from disenttalk import bundle as bundle_mod
     from disenttalk.generate.generator import Generator
 
-    b = bundle_mod.load_bundle(trained["out"] / "bundle")
-    norm = json.loads((trained["out"] / "norm.json").read_text())
+    local = storage.download_dir(storage.join(trained["out"], "bundle"), trained["root"] / "bundle")
+    b = bundle_mod.load_bundle(local)
+    norm = json.loads(storage.read_text(storage.join(trained["out"], "norm.json")))
     np.testing.assert_allclose(b.norm["mean"], norm["mean"], rtol=1e-6)
     assert b.config.n_expression == N and b.morphable is not None
-    gen = Generator.from_bundle(trained["out"] / "bundle", window=16, prefix=4)
+    gen = Generator.from_bundle(local, window=16, prefix=4)
     t = np.arange(16000) / 16000
     motion = gen.motion((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), steps=4)
     assert motion.expression.shape == (25, N) and np.isfinite(motion.expression).all()
