@@ -100,7 +100,11 @@ def _edit_response(model: MorphableModel, clips: Sequence[np.ndarray], edit) -> 
 
 
 def select_regions(
-    model: MorphableModel, clips: Sequence[np.ndarray], k_lip: int = 13, k_eye: int = 8
+    model: MorphableModel,
+    clips: Sequence[np.ndarray],
+    k_lip: int = 13,
+    k_eye: int = 8,
+    normalise: str = "sigma",
 ) -> RegionSplit:
     """Lip / eye / global dimensions by |Δ_r^i| / σ_i (paper Eq. 1–2) over landmark clips [T,478,3].
 
@@ -109,7 +113,15 @@ def select_regions(
     std of expression dimension i over the same clips. Each region takes its top-K dims; a dim
     wanted by both goes to the region where its score is larger and the other region takes its
     next-best dim instead (a greedy pass over all (score, region, dim) in descending order).
+
+    ``normalise="none"`` scores by |Δ_i| alone. The expression basis is orthonormal, so |Δ_i| is
+    the edit's displacement along dim i in shape units and dims are comparable without σ. Eq. 1
+    assumes an editor whose output stays on the data manifold; a geometric editor's closed lips
+    and eyes differ from tracked ones, and dividing by σ then favours low-variance (noise) dims
+    over the dims that carry the talking and blinking (seen on re-tracked rendered clips).
     """
+    if normalise not in ("sigma", "none"):
+        raise ValueError(f"normalise must be 'sigma' or 'none', got {normalise!r}")
     from disenttalk.face.editors import close_eyes, close_lips
 
     n = model.n_expression
@@ -123,7 +135,10 @@ def select_regions(
     scores = {}
     for region, edit in (("lip", close_lips), ("eye", close_eyes)):
         delta = _edit_response(model, clips, edit)
-        scores[region] = np.where(sigma > 0, delta / np.maximum(sigma, floor), 0.0)  # Eq. 1
+        if normalise == "sigma":
+            scores[region] = np.where(sigma > 0, delta / np.maximum(sigma, floor), 0.0)  # Eq. 1
+        else:
+            scores[region] = np.where(sigma > 0, delta, 0.0)
 
     want = {"lip": k_lip, "eye": k_eye}
     chosen: dict[str, list[int]] = {"lip": [], "eye": []}

@@ -134,3 +134,5 @@ def test_select_regions_separates_mouth_and_eyes(model, corpus):
     assert lip.argmax() != eye.argmax()
     with pytest.raises(ValueError):
         select_regions(model, corpus, k_lip=10, k_eye=10)
+    with pytest.raises(ValueError, match="normalise"):
+        select_regions(model, corpus, normalise="zscore")
