@@ -23,7 +23,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import typer
@@ -47,6 +47,9 @@ class FitConfig(StrictConfig):
     n_identity: int | None = Field(None, ge=0)  # None: one per training clip minus one
     k_lip: int = Field(13, gt=0)  # K_lip (Eq. 1)
     k_eye: int = Field(8, gt=0)  # K_eye (Eq. 1)
+    # "sigma": the paper's |Δ|/σ (Eq. 1). "none": |Δ| alone, comparable across dims because the
+    # expression basis is orthonormal; see select_regions for when that is the better choice.
+    region_score: Literal["sigma", "none"] = "sigma"
     train_split: str = "train"
     io_threads: int = Field(8, gt=0)  # parallel record reads / motion writes
     mlflow: MlflowConfig = MlflowConfig(experiment="disenttalk-fit")
@@ -148,7 +151,7 @@ def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
         all_landmarks = dict(zip([r["clip_id"] for r in rows], pool.map(landmarks, rows), strict=True))
     train = [all_landmarks[r["clip_id"]] for r in train_rows]
     model = MorphableModel.fit(train, n_expression=cfg.n_expression, n_identity=cfg.n_identity)
-    split = select_regions(model, train, k_lip=cfg.k_lip, k_eye=cfg.k_eye)
+    split = select_regions(model, train, k_lip=cfg.k_lip, k_eye=cfg.k_eye, normalise=cfg.region_score)
 
     storage.makedirs(out)
     storage.write_bytes(storage.join(out, MORPHABLE), _npz_bytes(
