@@ -106,19 +106,33 @@ def _bench_face_tracker(size: int, frames: int, repeats: int) -> dict:
             "clip_start_ms": round(1000 * statistics.median(starts), 2)}
 
 
+def _bench_face_renderer(size: int, frames: int, repeats: int) -> dict:
+    """WarpRenderer on the tracked astronaut: frames/s for talking (warp + painting) and still targets."""
+    from disenttalk.face.tracker import FaceTracker
+    from disenttalk.render.benchmark import measure_renderer
+
+    portrait = _face_frames(size, 1)[0]
+    with FaceTracker(static=True) as tracker:
+        landmarks = tracker.track_image(portrait)
+    if landmarks is None:
+        raise typer.BadParameter(f"no face found in the {size}² benchmark portrait")
+    return {"component": "face_renderer", "repeats": repeats, "statistic": "best",
+            **measure_renderer(portrait, landmarks, frames=frames, repeats=repeats)}
+
+
 # Components of ``bench face``; each takes (size, frames, repeats) and returns one JSON record.
-FACE_COMPONENTS = {"tracker": _bench_face_tracker}
+FACE_COMPONENTS = {"tracker": _bench_face_tracker, "renderer": _bench_face_renderer}
 
 
 @app.command("face")
 def face(
-    component: list[str] = typer.Option(["tracker"], "--component",
+    component: list[str] = typer.Option(["tracker", "renderer"], "--component",
                                         help="What to time (repeatable): " + ", ".join(FACE_COMPONENTS)),
     size: int = typer.Option(256, help="Square frame size in pixels."),
     frames: int = typer.Option(100, help="Frames per timed clip."),
     repeats: int = typer.Option(3, help="Timed runs per component (medians are reported)."),
 ) -> None:
-    """Face pipeline speed: one JSON line per component (tracker frames/s at 256² in video mode)."""
+    """Face pipeline speed: one JSON line per component (tracker in video mode, warp renderer)."""
     import json
 
     for name in component:

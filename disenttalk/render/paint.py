@@ -1,8 +1,10 @@
 """Painting what a warp cannot show: a mouth cavity with teeth, eyelid skin over a closing eye.
 
-Everything is batched over frames and evaluated on a small pixel box (region of interest) shared
-by a chunk of frames. Polygons are rasterised as soft coverage from a signed distance, so edges
-are anti-aliased and a polygon that does not move paints exactly what it painted before.
+Both regions are openings between two contours that run corner to corner across the face (the
+inner lips, the eyelids), so each is painted as the band between two curves y = top(x) and
+y = bottom(x) sampled once per pixel column. Coverage is soft (a linear ramp over ``feather``
+pixels), so edges are anti-aliased, and everything is batched over the frames of a chunk and
+evaluated only on a small pixel box shared by the chunk.
 """
 
 from __future__ import annotations
@@ -10,42 +12,44 @@ from __future__ import annotations
 import torch
 
 
-def segment_distance(points: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Distance from pixels [P,2] to segments a→b [B,E,2], → [B,P,E]."""
-    ab = (b - a)[:, None]  # [B,1,E,2]
-    ap = points[None, :, None] - a[:, None]  # [B,P,E,2]
-    t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-8)).clamp(0.0, 1.0)
-    return (ap - t[..., None] * ab).norm(dim=-1)
+def curve_at(xs: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear y(x) of curves [B,V,2] at columns xs [w] (held flat past the ends), → [B,w]."""
+    order = curve[..., 0].argsort(-1)  # a contour may bend back near a corner; sort by x
+    cx = curve[..., 0].gather(-1, order).contiguous()  # [B,V]
+    cy = curve[..., 1].gather(-1, order)
+    x = xs.expand(curve.shape[0], -1).contiguous()  # [B,w]
+    hi = torch.searchsorted(cx, x).clamp(1, cx.shape[-1] - 1)
+    x0, x1 = cx.gather(-1, hi - 1), cx.gather(-1, hi)
+    y0, y1 = cy.gather(-1, hi - 1), cy.gather(-1, hi)
+    t = ((x - x0) / (x1 - x0).clamp_min(1e-6)).clamp(0.0, 1.0)
+    return y0 + t * (y1 - y0)
 
 
-def polyline_distance(points: torch.Tensor, line: torch.Tensor) -> torch.Tensor:
-    """Distance from pixels [P,2] to an open polyline [B,V,2], → [B,P]."""
-    return segment_distance(points, line[:, :-1], line[:, 1:]).amin(-1)
+def ramp(distance: torch.Tensor, feather: float) -> torch.Tensor:
+    """Soft step: 0 outside, 1 inside, 0.5 on the edge; ``distance`` > 0 means inside."""
+    return (0.5 + distance / feather).clamp(0.0, 1.0)
 
 
-def polygon_coverage(
-    points: torch.Tensor, polygon: torch.Tensor, feather: float, grow: torch.Tensor | float = 0.0
+def band_coverage(
+    xs: torch.Tensor,  # [w] pixel-centre columns
+    ys: torch.Tensor,  # [h] pixel-centre rows
+    top: torch.Tensor,  # [B,w] upper curve
+    bottom: torch.Tensor,  # [B,w] lower curve
+    ends: tuple[torch.Tensor, torch.Tensor],  # ([B], [B]) x of the left and right corners
+    feather: float,
 ) -> torch.Tensor:
-    """Soft inside-ness of pixels [P,2] for closed polygons [B,V,2], in [0,1], → [B,P].
-
-    Crossing-number test for the sign, distance to the nearest edge for the magnitude;
-    the edge ramps linearly over ``feather`` pixels (0.5 on the outline moved out by ``grow``,
-    a float or [B,1] pixels).
-    """
-    a, b = polygon, polygon.roll(-1, dims=1)  # edges a→b, [B,V,2]
-    dist = segment_distance(points, a, b).amin(-1)  # [B,P]
-    px, py = points[None, :, None, 0], points[None, :, None, 1]  # [1,P,1]
-    ax, ay, bx, by = (c[:, None] for c in (a[..., 0], a[..., 1], b[..., 0], b[..., 1]))  # [B,1,V]
-    straddles = (ay > py) != (by > py)
-    x_cross = ax + (py - ay) * (bx - ax) / torch.where(by == ay, torch.ones_like(by), by - ay)
-    inside = ((straddles & (px < x_cross)).sum(-1) % 2).bool()  # [B,P]
-    signed = torch.where(inside, dist, -dist)
-    return (0.5 + (signed + grow) / feather).clamp(0.0, 1.0)
+    """Soft coverage [B,h,w] of the region between two curves and between the corners."""
+    y = ys[None, :, None]
+    vertical = ramp(y - top[:, None], feather) * ramp(bottom[:, None] - y, feather)  # [B,h,w]
+    left, right = ends
+    horizontal = ramp(xs[None] - left[:, None], feather) * ramp(right[:, None] - xs[None], feather)
+    return vertical * horizontal[:, None]  # [B,h,w]
 
 
 def paint_mouth(
-    roi: torch.Tensor,  # [B,3,h,w] float, warped frames cropped to the mouth box
-    points: torch.Tensor,  # [h·w,2] pixel centres of the box, image coordinates
+    roi: torch.Tensor,  # [B,3,h,w] warped frames cropped to the mouth box
+    xs: torch.Tensor,  # [w] pixel-centre columns of the box (image coordinates)
+    ys: torch.Tensor,  # [h] pixel-centre rows
     upper: torch.Tensor,  # [B,V,2] target inner upper lip, corner to corner
     lower: torch.Tensor,  # [B,V,2] target inner lower lip, same corners
     strength: torch.Tensor,  # [B] 0 = leave the warp alone, 1 = fully painted
@@ -54,61 +58,63 @@ def paint_mouth(
     teeth_fraction: float,
     feather: float,
 ) -> torch.Tensor:
-    """Dark cavity inside the inner-lip polygon, a light band of upper teeth under the upper lip."""
-    polygon = torch.cat([upper, lower.flip(1)], 1)  # [B,2V,2]
-    alpha = polygon_coverage(points, polygon, feather) * strength[:, None]  # [B,P]
-    axis = upper[:, -1] - upper[:, 0]  # [B,2] corner to corner
-    width = axis.norm(dim=-1, keepdim=True)  # [B,1] mouth width
-    down = torch.stack([-axis[:, 1], axis[:, 0]], -1) / width.clamp_min(1e-3)  # [B,2] ⟂ axis
-    gap = (lower - upper).norm(dim=-1)  # [B,V] local opening, 0 at the corners
-    # The teeth hang from the upper lip: a band that never fills the opening, so the dark
-    # cavity always shows below it, and that narrows into the corners with the opening.
-    band = torch.minimum(teeth_fraction * width, 0.5 * gap)  # [B,V]
-    edge = upper + band[..., None] * down[:, None]  # [B,V,2] lower edge of the teeth
-    teeth_polygon = torch.cat([upper, edge.flip(1)], 1)
-    is_teeth = polygon_coverage(points, teeth_polygon, feather)  # [B,P]
-    # Shading: the cavity darkens away from the lips, the teeth towards their lower edge.
-    d_upper = polyline_distance(points, upper)  # [B,P]
-    d_lower = polyline_distance(points, lower)
-    depth = (d_lower / (d_upper + d_lower).clamp_min(1e-3)).clamp(0.0, 1.0)
-    shade_cavity = 1.0 - 0.5 * (1.0 - (2.0 * depth - 1.0).abs())
-    shade_teeth = 1.0 - 0.3 * (polyline_distance(points, edge) < 1.0).float()
+    """Dark cavity between the inner lips, a light band of upper teeth hanging from the upper lip."""
+    top, bottom = curve_at(xs, upper), curve_at(xs, lower)  # [B,w]
+    corners = (upper[:, 0, 0].minimum(upper[:, -1, 0]), upper[:, 0, 0].maximum(upper[:, -1, 0]))
+    alpha = band_coverage(xs, ys, top, bottom, corners, feather) * strength[:, None, None]
+    width = (upper[:, -1] - upper[:, 0]).norm(dim=-1)  # [B] mouth width
+    gap = (bottom - top).clamp_min(0.0)  # [B,w] opening per column, 0 at the corners
+    # The teeth never fill the opening (the dark cavity always shows below them) and narrow
+    # into the corners with it.
+    teeth_edge = top + torch.minimum(teeth_fraction * width[:, None], 0.5 * gap)  # [B,w]
+    is_teeth = ramp(teeth_edge[:, None] - ys[None, :, None], feather)  # [B,h,w]
+    # Shading: the cavity is darkest half way down, the teeth darken towards their edge.
+    depth = ((ys[None, :, None] - top[:, None]) / gap[:, None].clamp_min(1e-3)).clamp(0.0, 1.0)
+    shade_cavity = 0.5 + (2.0 * depth - 1.0).abs() * 0.5
+    shade_teeth = 1.0 - 0.3 * (1.0 - (teeth_edge[:, None] - ys[None, :, None]).abs()).clamp(0, 1)
     colour = (
-        is_teeth[:, None] * teeth[None, :, None] * shade_teeth[:, None]
-        + (1.0 - is_teeth[:, None]) * cavity[None, :, None] * shade_cavity[:, None]
-    )  # [B,3,P]
+        is_teeth[:, None] * shade_teeth[:, None] * teeth[:, None, None]
+        + (1.0 - is_teeth[:, None]) * shade_cavity[:, None] * cavity[:, None, None]
+    )  # [B,3,h,w]
     return blend(roi, colour, alpha)
 
 
 def paint_eyelid(
-    roi: torch.Tensor,  # [B,3,h,w] float, warped frames cropped to the eye box
-    points: torch.Tensor,  # [h·w,2] pixel centres of the box, image coordinates
-    open_polygon: torch.Tensor,  # [B,2V,2] the portrait's eye opening carried to the target eye
-    target_polygon: torch.Tensor,  # [B,2V,2] the target eye opening (upper lid then lower lid)
-    target_upper: torch.Tensor,  # [B,V,2] the target upper lid (the new lid edge)
+    roi: torch.Tensor,  # [B,3,h,w] warped frames cropped to the eye box
+    xs: torch.Tensor,  # [w] pixel-centre columns of the box (image coordinates)
+    ys: torch.Tensor,  # [h] pixel-centre rows
+    open_upper: torch.Tensor,  # [B,V,2] the portrait's open upper lid carried to the target eye
+    upper: torch.Tensor,  # [B,V,2] the target upper lid (the new lid edge)
+    lower: torch.Tensor,  # [B,V,2] the target lower lid
     strength: torch.Tensor,  # [B] 0..1, how far the lid came down
     skin: torch.Tensor,  # [3] lid skin colour sampled from the portrait
     lash: torch.Tensor,  # [3] lash-line colour
     lash_width: torch.Tensor,  # [B] pixels
-    grow: torch.Tensor,  # [B] pixels the covered area reaches past the lids (lash and lid rims)
+    grow: torch.Tensor,  # [B] pixels the skin reaches past the eye outline (lashes, lid rims)
     feather: float,
 ) -> torch.Tensor:
-    """Eyelid skin over the part of the eye opening that the lowered lid now covers, lash on its edge."""
-    grow = grow[:, None] * strength[:, None]  # [B,1] none at all while the lid has not moved
-    covered = (
-        polygon_coverage(points, open_polygon, feather, grow)
-        - polygon_coverage(points, target_polygon, feather, -grow)
-    ).clamp(0.0, 1.0)  # [B,P]
-    d_lid = polyline_distance(points, target_upper)  # [B,P]
-    lash_alpha = (1.0 - d_lid / lash_width[:, None]).clamp(0.0, 1.0)
-    lash_alpha = lash_alpha * polygon_coverage(points, open_polygon, 2.0 * feather)
-    roi = blend(roi, skin[None, :, None].expand(roi.shape[0], 3, points.shape[0]), covered)
-    lash_colour = lash[None, :, None].expand(roi.shape[0], 3, points.shape[0])
-    return blend(roi, lash_colour, lash_alpha * strength[:, None])
+    """Eyelid skin over the part of the eye opening the lowered lid now covers, lash on its edge."""
+    g = (grow * strength)[:, None]  # [B,1]: nothing grows while the lid has not moved
+    open_top, top, bottom = curve_at(xs, open_upper), curve_at(xs, upper), curve_at(xs, lower)
+    left, right = upper[:, 0, 0].minimum(upper[:, -1, 0]), upper[:, 0, 0].maximum(upper[:, -1, 0])
+    # Covered = the portrait's opening (grown) minus the target's opening (shrunk).
+    was_open = band_coverage(
+        xs, ys, open_top - g, bottom + g, (left - g[:, 0], right + g[:, 0]), feather
+    )
+    still_open = band_coverage(
+        xs, ys, top + g, bottom - g, (left + g[:, 0], right - g[:, 0]), feather
+    )
+    covered = (was_open - still_open).clamp(0.0, 1.0)  # [B,h,w]
+    on_lid = (1.0 - (ys[None, :, None] - top[:, None]).abs() / lash_width[:, None, None]).clamp(
+        0, 1
+    )
+    along = ramp(xs[None] - left[:, None], feather) * ramp(right[:, None] - xs[None], feather)
+    lash_alpha = on_lid * along[:, None]  # [B,h,w]
+    roi = blend(roi, skin[:, None, None], covered)
+    return blend(roi, lash[:, None, None], lash_alpha * strength[:, None, None])
 
 
 def blend(roi: torch.Tensor, colour: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Alpha-composite flat colours [B,3,P] over a box [B,3,h,w] with coverage [B,P]."""
-    b, c, h, w = roi.shape
-    a = alpha.view(b, 1, h, w)
-    return roi * (1.0 - a) + colour.view(b, c, h, w) * a
+    """Alpha-composite colour ([B,3,h,w] or [3,1,1]) over a box [B,3,h,w] with coverage [B,h,w]."""
+    a = alpha[:, None]
+    return roi + a * (colour - roi)

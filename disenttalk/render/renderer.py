@@ -76,6 +76,8 @@ class WarpRenderer:
         self._cavity = torch.tensor(cfg.cavity_rgb, dtype=torch.float32, device=self.device)
         self._teeth = torch.tensor(cfg.teeth_rgb, dtype=torch.float32, device=self.device)
         self._skin = [self._lid_skin(portrait, up, br) for up, _, br in _EYES]
+        src = self._source_t
+        self._mouth_opening = (src[_INNER_LOWER] - src[_INNER_UPPER]).norm(dim=-1).amax()
 
     # -- portrait-only quantities ------------------------------------------------------------
     def _lid_skin(self, portrait: np.ndarray, upper: list[int], brow: list[int]) -> torch.Tensor:
@@ -100,10 +102,10 @@ class WarpRenderer:
         with torch.inference_mode():
             for start in range(0, target.shape[0], self.config.chunk_frames):
                 chunk = target[start : start + self.config.chunk_frames, :, :2].to(self.device)
-                frames = self.render_tensor(chunk)  # [B,3,H,W] float
-                out[start : start + len(chunk)] = (
-                    frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-                )
+                # Bilinear sampling and alpha blending are convex, so frames stay within 0..255:
+                # no clamp needed. The cast truncates, so +0.5 rounds to nearest.
+                frames = self.render_tensor(chunk).add_(0.5)  # [B,3,H,W]
+                torch.from_numpy(out[start : start + len(chunk)]).copy_(frames.permute(0, 2, 3, 1))
         return out[0] if single else out
 
     def render_tensor(self, target: torch.Tensor) -> torch.Tensor:
@@ -113,101 +115,65 @@ class WarpRenderer:
         frames = F.grid_sample(
             image, grid, mode="bilinear", padding_mode="border", align_corners=True
         )
-        frames = self._paint_mouth(frames, target)
+        self._paint_mouth(frames, target)
         for (upper, lower, _), skin in zip(_EYES, self._skin, strict=True):
-            frames = self._paint_eye(frames, target, upper, lower, skin)
+            self._paint_eye(frames, target, upper, lower, skin)
         return frames
 
-    def _paint_mouth(self, frames: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Cavity and teeth where the target mouth opens beyond the portrait's."""
+    def _paint_mouth(self, frames: torch.Tensor, target: torch.Tensor) -> None:
+        """Cavity and teeth, in place, where the target mouth opens beyond the portrait's."""
         cfg = self.config
         upper, lower = target[:, _INNER_UPPER], target[:, _INNER_LOWER]  # [B,V,2]
         width = (upper[:, -1] - upper[:, 0]).norm(dim=-1)  # [B]
         opening = (lower - upper).norm(dim=-1).amax(-1)  # [B]
-        src = self._source_t
-        src_opening = (src[_INNER_LOWER] - src[_INNER_UPPER]).norm(dim=-1).amax()
-        strength = ((opening - src_opening) / (cfg.mouth_open_ramp * width)).clamp(0.0, 1.0)
-        if not bool((strength > 0).any()):
-            return frames
-        box = self._box(torch.cat([upper, lower], 1))
-        return self._paint_box(
-            frames,
-            box,
-            lambda roi, pts: paint_mouth(
-                roi,
-                pts,
-                upper,
-                lower,
-                strength,
-                self._cavity,
-                self._teeth,
-                cfg.teeth_fraction,
-                cfg.feather,
-            ),
-        )
+        strength = ((opening - self._mouth_opening) / (cfg.mouth_open_ramp * width)).clamp(0, 1)
+        if bool((strength > 0).any()):
+            box = self._box(torch.cat([upper, lower], 1), margin=2.0 + cfg.feather)
+            roi, xs, ys = self._crop(frames, box)
+            roi[:] = paint_mouth(
+                roi, xs, ys, upper, lower, strength, self._cavity, self._teeth,
+                cfg.teeth_fraction, cfg.feather,
+            )  # fmt: skip
 
     def _paint_eye(
-        self,
-        frames: torch.Tensor,
-        target: torch.Tensor,
-        upper: list[int],
-        lower: list[int],
+        self, frames: torch.Tensor, target: torch.Tensor, upper: list[int], lower: list[int],
         skin: torch.Tensor,
-    ) -> torch.Tensor:
-        """Lid skin over the eye opening the target's lowered lid now covers."""
+    ) -> None:  # fmt: skip
+        """Lid skin, in place, over the eye opening the target's lowered lid now covers."""
         cfg = self.config
         up_t, low_t = target[:, upper], target[:, lower]  # [B,V,2]
         # The portrait's open upper lid carried to the target eye by the similarity that maps the
-        # portrait's eye corners onto the target's (complex numbers: z ↦ c0 + (z − s0)·k).
+        # portrait's eye corners onto the target's (complex numbers: z ↦ t0 + (z − s0)·k).
         src_up = torch.view_as_complex(self._source_t[upper].contiguous())  # [V]
         t_up = torch.view_as_complex(up_t.contiguous())  # [B,V]
         k = (t_up[:, -1] - t_up[:, 0]) / (src_up[-1] - src_up[0])  # [B]
         open_up = torch.view_as_real(t_up[:, :1] + (src_up[None] - src_up[0]) * k[:, None])
-        open_polygon = torch.cat([open_up, low_t.flip(1)], 1)
-        target_polygon = torch.cat([up_t, low_t.flip(1)], 1)
         eye_width = (up_t[:, -1] - up_t[:, 0]).norm(dim=-1)  # [B]
         open_height = (open_up - low_t).norm(dim=-1).amax(-1)
         height = (up_t - low_t).norm(dim=-1).amax(-1)
-        strength = ((open_height - height) / (0.3 * open_height.clamp_min(1e-3))).clamp(0.0, 1.0)
-        if not bool((strength > 0).any()):
-            return frames
-        box = self._box(torch.cat([open_up, low_t], 1), margin=2.0 + float(eye_width.max()) * 0.1)
-        return self._paint_box(
-            frames,
-            box,
-            lambda roi, pts: paint_eyelid(
-                roi,
-                pts,
-                open_polygon,
-                target_polygon,
-                up_t,
-                strength,
-                skin,
-                skin * cfg.lash_darkness,
-                (cfg.lash_width * eye_width).clamp_min(0.75),
-                cfg.lid_grow * eye_width,
-                cfg.feather,
-            ),
-        )
+        strength = ((open_height - height) / (0.3 * open_height.clamp_min(1e-3))).clamp(0, 1)
+        if bool((strength > 0).any()):
+            grow = cfg.lid_grow * eye_width
+            margin = 2.0 + cfg.feather + float(grow.max())
+            roi, xs, ys = self._crop(frames, self._box(torch.cat([open_up, low_t], 1), margin))
+            roi[:] = paint_eyelid(
+                roi, xs, ys, open_up, up_t, low_t, strength, skin, skin * cfg.lash_darkness,
+                (cfg.lash_width * eye_width).clamp_min(0.75), grow, cfg.feather,
+            )  # fmt: skip
 
-    def _box(self, points: torch.Tensor, margin: float = 2.0) -> tuple[int, int, int, int]:
+    def _box(self, points: torch.Tensor, margin: float) -> tuple[int, int, int, int]:
         """Integer pixel box (x0, y0, x1, y1) around points [B,V,2] of a whole chunk, clipped."""
         lo = (points.reshape(-1, 2).amin(0) - margin).floor().long().tolist()
         hi = (points.reshape(-1, 2).amax(0) + margin).ceil().long().tolist()
-        x0, y0 = max(lo[0], 0), max(lo[1], 0)
-        return x0, y0, max(min(hi[0] + 1, self.width), x0), max(min(hi[1] + 1, self.height), y0)
+        x0, y0 = min(max(lo[0], 0), self.width), min(max(lo[1], 0), self.height)
+        return x0, y0, max(min(hi[0], self.width), x0), max(min(hi[1], self.height), y0)
 
-    def _paint_box(
-        self, frames: torch.Tensor, box: tuple[int, int, int, int], painter
-    ) -> torch.Tensor:
-        """Apply ``painter(roi [B,3,h,w], pixel centres [h·w,2])`` to one box of every frame."""
+    def _crop(
+        self, frames: torch.Tensor, box: tuple[int, int, int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A view [B,3,h,w] of one box of every frame and its pixel-centre columns [w], rows [h]."""
         x0, y0, x1, y1 = box
-        if x1 <= x0 or y1 <= y0:
-            return frames
         # Landmarks are normalised coordinates × size, so pixel i's centre sits at i + 0.5.
-        ys = torch.arange(y0, y1, device=frames.device, dtype=torch.float32) + 0.5
         xs = torch.arange(x0, x1, device=frames.device, dtype=torch.float32) + 0.5
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        points = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)  # [h·w,2]
-        frames[:, :, y0:y1, x0:x1] = painter(frames[:, :, y0:y1, x0:x1], points)
-        return frames
+        ys = torch.arange(y0, y1, device=frames.device, dtype=torch.float32) + 0.5
+        return frames[:, :, y0:y1, x0:x1], xs, ys

@@ -84,8 +84,10 @@ class ThinPlateField:
 
     def forward_field(self, displacement: torch.Tensor) -> torch.Tensor:
         """Control displacements [B,N,2] pixels → forward field u [B,2,G,G] in normalised units."""
-        u = torch.matmul(self.matrix, displacement * self.to_norm)  # [B,G²,2]
-        return u.transpose(1, 2).reshape(-1, 2, self.grid_size, self.grid_size)
+        b, n, _ = displacement.shape
+        v = (displacement * self.to_norm).permute(1, 0, 2).reshape(n, b * 2)  # [N,B·2]
+        u = self.matrix @ v  # [G²,B·2]: one GEMM for the whole chunk
+        return u.view(self.grid_size, self.grid_size, b, 2).permute(2, 3, 0, 1).contiguous()
 
     def backward_grid(self, displacement: torch.Tensor, iterations: int = 4) -> torch.Tensor:
         """Sampling grid [B,H,W,2] for grid_sample: output pixel x reads the portrait at s(x).
@@ -99,21 +101,8 @@ class ThinPlateField:
         for _ in range(iterations):
             s = x + back.permute(0, 2, 3, 1)
             back = -F.grid_sample(u, s, mode="bilinear", padding_mode="border", align_corners=True)
-        back = F.interpolate(
-            back, size=(self.height, self.width), mode="bilinear", align_corners=True
-        )  # [B,2,H,W]
-        return back.permute(0, 2, 3, 1) + pixel_grid(self.height, self.width, back.device)
-
-
-_PIXEL_GRIDS: dict[tuple[int, int, str], torch.Tensor] = {}
-
-
-def pixel_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
-    """Identity sampling grid [1,H,W,2] at pixel centres (align_corners=True), cached."""
-    key = (height, width, str(device))
-    if key not in _PIXEL_GRIDS:
-        ys = torch.linspace(-1.0, 1.0, height, device=device)
-        xs = torch.linspace(-1.0, 1.0, width, device=device)
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        _PIXEL_GRIDS[key] = torch.stack([gx, gy], -1)[None]
-    return _PIXEL_GRIDS[key]
+        # Bilinear upsampling reproduces the affine identity grid exactly, so upsampling the
+        # sampling positions s = x + back equals upsampling back and adding the pixel grid.
+        s = x.permute(0, 3, 1, 2) + back  # [B,2,G,G]
+        grid = F.interpolate(s, size=(self.height, self.width), mode="bilinear", align_corners=True)
+        return grid.permute(0, 2, 3, 1).contiguous()  # [B,H,W,2]

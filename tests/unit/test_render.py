@@ -11,8 +11,8 @@ from disenttalk.face.editors import close_eyes, open_mouth
 from disenttalk.face.measures import eye_aspect_ratio, face_size, mouth_opening
 from disenttalk.face.tracker import FaceTracker
 from disenttalk.render import RenderConfig, WarpRenderer
-from disenttalk.render.paint import polygon_coverage
-from disenttalk.render.warp import ThinPlateField, pixel_grid
+from disenttalk.render.paint import band_coverage
+from disenttalk.render.warp import ThinPlateField
 
 MOUTH_AMOUNTS = (0.0, 0.1, 0.2, 0.3)
 
@@ -135,15 +135,17 @@ def test_thin_plate_field_reproduces_a_translation():
     field = ThinPlateField(controls, np.zeros((0, 2)), 64, 64, grid_size=16, regularization=0.0)
     shift = torch.tensor([3.0, -2.0])
     grid = field.backward_grid(shift.expand(1, 40, 2))  # [1,64,64,2]
-    expected = pixel_grid(64, 64, grid.device) - shift * 2.0 / 63.0
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    expected = torch.stack([xs, ys], -1)[None] - shift * 2.0 / 63.0  # identity grid, shifted
     torch.testing.assert_close(grid, expected, atol=1e-4, rtol=0)
 
 
-def test_polygon_coverage_integrates_to_the_area():
-    ys, xs = torch.meshgrid(torch.arange(32.0) + 0.5, torch.arange(32.0) + 0.5, indexing="ij")
-    points = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1)
-    square = torch.tensor([[[4.0, 6.0], [20.0, 6.0], [20.0, 16.0], [4.0, 16.0]]])  # 16 × 10
-    cover = polygon_coverage(points, square, feather=1.0)
-    assert cover.shape == (1, 32 * 32)
-    assert abs(float(cover.sum()) - 160.0) < 1.0
-    assert float(cover.max()) == 1.0 and float(cover.min()) == 0.0
+def test_band_coverage_integrates_to_the_area():
+    xs, ys = torch.arange(32.0) + 0.5, torch.arange(24.0) + 0.5
+    top, bottom = torch.full((2, 32), 6.0), torch.full((2, 32), 16.0)
+    bottom[1] = 6.0  # a closed band covers nothing
+    ends = (torch.tensor([4.0, 4.0]), torch.tensor([20.0, 20.0]))
+    cover = band_coverage(xs, ys, top, bottom, ends, feather=1.0)
+    assert cover.shape == (2, 24, 32)
+    assert abs(float(cover[0].sum()) - 16.0 * 10.0) < 1e-3
+    assert float(cover[0].max()) == 1.0 and float(cover[1].max()) <= 0.25
