@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from workflows import bench, demo_data, evaluate, fit, inspect, preprocess, train
+from workflows import (
+    bench,
+    demo_data,
+    evaluate,
+    fit,
+    generate,
+    inspect,
+    preprocess,
+    register,
+    train,
+)
 
 app = typer.Typer(
     name="disenttalk",
@@ -26,6 +36,8 @@ app.command("fit")(fit.cli)
 app.command("train")(train.cli)
 app.command("demo-data")(demo_data.demo_data)
 app.command("evaluate")(evaluate.evaluate)
+app.command("register")(register.cli)
+app.command("generate")(generate.cli)
 
 
 def main() -> None:  # pragma: no cover - console entry
