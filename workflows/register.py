@@ -25,48 +25,6 @@ MODEL_NAME = "disenttalk"
 CHAMPION = "champion"
 METRIC_TAG_PREFIX = "metric."
 
-try:  # the pyfunc flavour needs mlflow at class-definition time; the core never imports it
-    import mlflow.pyfunc
-
-    _PythonModel = mlflow.pyfunc.PythonModel
-except ImportError:  # pragma: no cover - mlflow is a declared dependency
-    _PythonModel = object
-
-
-class DisentTalkPyfunc(_PythonModel):
-    """MLflow pyfunc: rows of ``audio`` (float samples) + ``sample_rate`` → expression/pose motion."""
-
-    def load_context(self, context: Any) -> None:
-        from disenttalk.generate import Generator
-
-        self.generator = Generator.from_bundle(context.artifacts["bundle"])
-
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> list[dict]:
-        import numpy as np
-        import pandas as pd
-
-        params = dict(params or {})
-        rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
-        out = []
-        for row in rows:
-            audio = np.asarray(row["audio"], dtype=np.float32)
-            motion = self.generator.motion(
-                audio,
-                int(row.get("sample_rate", 16000)),
-                steps=int(params.get("steps", 25)),
-                guidance=params.get("guidance"),
-                seed=int(params.get("seed", 0)),
-            )
-            out.append(
-                {
-                    "expression": motion.expression.tolist(),
-                    "pose": motion.pose.tolist(),
-                    "fps": float(motion.fps),
-                }
-            )
-        return out
-
-
 def better(candidate: float, incumbent: float | None, mode: str) -> bool:
     """Whether ``candidate`` beats ``incumbent`` (None or NaN incumbent: always)."""
     if mode not in ("min", "max"):
@@ -112,6 +70,8 @@ def register(
     """Log ``bundle`` as a pyfunc, register a version of ``name``, move ``champion`` if it wins."""
     import mlflow
     from mlflow import MlflowClient
+
+    from workflows.pyfunc_model import DisentTalkPyfunc
 
     flat = flat_metrics(metrics or {})
     with _local_bundle(bundle) as local, tracking.start_run(

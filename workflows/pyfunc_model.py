@@ -1,0 +1,39 @@
+"""The MLflow pyfunc flavour of a DisentTalk bundle (kept apart so the CLI does not import mlflow)."""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+
+
+class DisentTalkPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc: rows of ``audio`` (float samples) + ``sample_rate`` → expression/pose motion."""
+
+    def load_context(self, context):
+        from disenttalk.generate import Generator
+
+        self.generator = Generator.from_bundle(context.artifacts["bundle"])
+
+    def predict(self, context, model_input, params=None):
+        import numpy as np
+        import pandas as pd
+
+        params = dict(params or {})
+        rows = model_input.to_dict("records") if isinstance(model_input, pd.DataFrame) else list(model_input)
+        out = []
+        for row in rows:
+            audio = np.asarray(row["audio"], dtype=np.float32)
+            motion = self.generator.motion(
+                audio,
+                int(row.get("sample_rate", 16000)),
+                steps=int(params.get("steps", 25)),
+                guidance=params.get("guidance"),
+                seed=int(params.get("seed", 0)),
+            )
+            out.append(
+                {
+                    "expression": motion.expression.tolist(),
+                    "pose": motion.pose.tolist(),
+                    "fps": float(motion.fps),
+                }
+            )
+        return out
