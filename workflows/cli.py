@@ -16,6 +16,7 @@ from workflows import (
     generate,
     inspect,
     preprocess,
+    quickstart,
     register,
     train,
 )
@@ -38,6 +39,7 @@ app.command("demo-data")(demo_data.demo_data)
 app.command("evaluate")(evaluate.evaluate)
 app.command("register")(register.cli)
 app.command("generate")(generate.cli)
+app.command("quickstart")(quickstart.cli)
 
 
 def main() -> None:  # pragma: no cover - console entry
