@@ -33,6 +33,7 @@ from disenttalk.config import StrictConfig
 from disenttalk.metrics.sync import EvaluatorConfig
 from workflows import clipstore, storage
 from workflows.raycluster import RayConfig
+from workflows.register import resolve_bundle
 from workflows.tracking import MlflowConfig
 
 SYSTEM = "model"
@@ -60,26 +61,6 @@ class EvaluateConfig(StrictConfig):
 
 
 # -- inputs -----------------------------------------------------------------------------------
-
-
-def resolve_bundle(uri: str, workdir: Path) -> Path:
-    """A local bundle directory for a path, ``s3://`` URI or ``models:/name@alias`` URI."""
-    if uri.startswith(("models:/", "runs:/")):
-        import mlflow
-
-        from workflows.tracking import tracking_uri
-
-        mlflow.set_tracking_uri(tracking_uri())
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(workdir)))
-    elif storage.is_s3(uri):
-        local = storage.download_dir(uri, workdir / "bundle")
-    else:
-        local = Path(uri)
-    # A registered model wraps the bundle; find the folder that holds its config and weights.
-    for candidate in [local, *sorted(p.parent for p in local.rglob("denoiser.pt"))]:
-        if (candidate / "config.json").is_file() and (candidate / "denoiser.pt").is_file():
-            return candidate
-    raise FileNotFoundError(f"no model bundle (config.json + denoiser.pt) under {uri}")
 
 
 def select_clips(index: list[dict], cfg: EvaluateConfig) -> dict[str, list[dict]]:

@@ -118,24 +118,27 @@ def _local_bundle(uri: str) -> Iterator[Path]:
         yield storage.download_dir(uri, Path(tmp) / "bundle")
 
 
-def resolve_bundle(model: str, cache: str | Path | None = None) -> Path:
-    """A local bundle directory for ``models:/name@alias``, ``models:/name/version``, a path or s3://."""
-    if model.startswith("models:/") or model.startswith("runs:/"):
+def resolve_bundle(uri: str, workdir: str | Path | None = None) -> Path:
+    """A local bundle directory for a path, ``s3://`` URI, ``models:/name@alias`` or ``runs:/`` URI.
+
+    Remote bundles are downloaded under ``workdir`` (a new temporary folder if None).
+    """
+    if uri.startswith(("models:/", "runs:/", "s3://")):
+        workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="disenttalk-bundle-"))
+    if uri.startswith(("models:/", "runs:/")):
         import mlflow
 
         mlflow.set_tracking_uri(tracking.tracking_uri())
-        root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(cache) if cache else None))
-        found = [p.parent for p in root.rglob("config.json") if (p.parent / "denoiser.pt").exists()]
-        if not found:
-            raise FileNotFoundError(f"{model}: no model bundle inside the downloaded artifacts")
-        return found[0]
-    if storage.is_s3(model):
-        target = Path(cache) if cache else Path(tempfile.mkdtemp(prefix="disenttalk-bundle-"))
-        return storage.download_dir(model, target / Path(model.rstrip("/")).name)
-    path = Path(model)
-    if not path.exists():
-        raise FileNotFoundError(f"model bundle {model} does not exist")
-    return path
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(workdir)))
+    elif storage.is_s3(uri):
+        local = storage.download_dir(uri, Path(workdir) / "bundle")
+    else:
+        local = Path(uri)
+    # A registered model wraps the bundle; find the folder that holds its config and weights.
+    for candidate in [local, *sorted(p.parent for p in local.rglob("denoiser.pt"))]:
+        if (candidate / "config.json").is_file() and (candidate / "denoiser.pt").is_file():
+            return candidate
+    raise FileNotFoundError(f"no model bundle (config.json + denoiser.pt) under {uri}")
 
 
 def cli(
