@@ -1,0 +1,1 @@
+"""The demo corpus: espeak-ng speech, visemes, blinks and head sway rendered onto portraits, with truth."""
