@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,9 @@ def write_outputs(loop: Loop, run: Any | None) -> str:
         plot = Path(tmp, LOSS_PLOT)
         fig.savefig(plot)
         storage.write_bytes(storage.join(out, LOSS_PLOT), plot.read_bytes())
+        # the statistics the networks were trained with (a resumed run keeps its checkpoint's)
+        storage.write_text(storage.join(out, "norm.json"),
+                           json.dumps({k: v.tolist() for k, v in loop.norm.items()}))
         if run is not None:
             import mlflow
 

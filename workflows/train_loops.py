@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class Progress:
     phase: str = "sync"
     step: int = 0
     mlflow_run_id: str | None = None
+    norm: dict[str, list[float]] | None = None  # expression mean/std per dim
     history: dict[str, list[list[float]]] = field(default_factory=lambda: {p: [] for p in PHASES})
 
     def global_step(self, sync_steps: int) -> int:
@@ -117,17 +118,6 @@ class Loop:
         self.device = ray.train.torch.get_device()
         torch.set_num_threads(max(1, int(self.stage.scaling.cpus_per_worker)))
 
-        rows = train_data.shard_rows(config["train_rows"], self.rank, self.world)
-        clips = [train_data.load_clip(config["data"], config["fit"], r) for r in rows]
-        self.sampler = train_data.WindowSampler(clips, self.train.window, self.norm)
-        self.val_sampler = None
-        if self.rank == 0 and config["val_rows"] and self.stage.run.val_batches:
-            val = [train_data.load_clip(config["data"], config["fit"], r) for r in config["val_rows"]]
-            try:
-                self.val_sampler = train_data.WindowSampler(val, self.train.window, self.norm)
-            except ValueError:  # validation clips shorter than a window: skip validation
-                self.val_sampler = None
-
         f = int(config["feature_dim"])
         # on the device before the optimisers exist, so restored Adam state lands beside them
         expert = SyncExpert(self.model.sync, audio_dim=f, lip_dim=len(self.split.lip)).to(self.device)
@@ -141,8 +131,27 @@ class Loop:
             with checkpoint.as_directory() as directory:
                 self.progress = load_checkpoint(Path(directory), self.nets)
         self.resumed_from = self.progress.global_step(self.train.sync_steps)
+        if self.progress.norm:  # a resumed network keeps the statistics it was trained with
+            self.norm = {k: np.asarray(v, dtype=np.float32) for k, v in self.progress.norm.items()}
+        self.progress.norm = {k: v.tolist() for k, v in self.norm.items()}
+        self.sampler, self.val_sampler = self._samplers()
         self.diffusion = GaussianDiffusion(self.model.diffusion).to(self.device)
         self.tracker = _Tracker(self) if self.rank == 0 else None
+
+
+    def _samplers(self) -> tuple[train_data.WindowSampler, train_data.WindowSampler | None]:
+        """Windows over this worker's share of the training clips; rank 0 also validation."""
+        data, fit = self.config["data"], self.config["fit"]
+        rows = train_data.shard_rows(self.config["train_rows"], self.rank, self.world)
+        clips = [train_data.load_clip(data, fit, r) for r in rows]
+        sampler = train_data.WindowSampler(clips, self.train.window, self.norm)
+        if self.rank != 0 or not self.config["val_rows"] or not self.stage.run.val_batches:
+            return sampler, None
+        val = [train_data.load_clip(data, fit, r) for r in self.config["val_rows"]]
+        try:
+            return sampler, train_data.WindowSampler(val, self.train.window, self.norm)
+        except ValueError:  # validation clips shorter than a window: no validation
+            return sampler, None
 
     # -- phases ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -156,8 +165,7 @@ class Loop:
             handle = average_gradients(expert)
             self._phase("sync", self.train.sync_steps, self._sync_step, self._sync_eval)
             handle.remove()
-            self.progress = Progress("denoiser", 0, self.progress.mlflow_run_id,
-                                     self.progress.history)
+            self.progress = replace(self.progress, phase="denoiser", step=0)
         expert = _plain(self.nets.expert).to(self.device).eval()
         expert.requires_grad_(False)  # frozen: only a critic of the denoiser's lip motion
         self.frozen_expert = expert

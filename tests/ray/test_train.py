@@ -197,3 +197,25 @@ def test_mlflow_run_has_params_metrics_and_artifacts(trained, mlflow_uri):
     assert {"bundle", "loss.png"} <= artifacts
     files = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
     assert {"bundle/denoiser.pt", "bundle/sync_expert.pt", "bundle/config.json"} <= files
+
+
+@pytest.mark.ray
+def test_rerun_with_same_name_resumes_and_extends(trained, mlflow_uri, monkeypatch_module):
+    """Starting the job again (same run name + storage) continues from the latest checkpoint:
+    here with a longer denoiser budget, so only the extra steps run (on one worker)."""
+    import mlflow
+
+    from workflows import train
+
+    monkeypatch_module.delenv(train.FAIL_ONCE_ENV)
+    cfg = train.load_stage_config(
+        None, [*TINY, "mlflow.experiment=test-train", "scaling.num_workers=1",
+               f"train.denoiser_steps={DENOISER_STEPS + EVERY}"])
+    summary = train.run(str(trained["root"] / "data"), str(trained["root"] / "fit"),
+                        trained["out"], cfg)
+    assert summary["resumed_from_step"] == SYNC_STEPS + DENOISER_STEPS
+    assert summary["final"]["global_step"] == SYNC_STEPS + DENOISER_STEPS + EVERY
+    assert summary["mlflow_run_id"] == trained["summary"]["mlflow_run_id"]  # one run, continued
+    history = mlflow.MlflowClient(mlflow_uri).get_metric_history(summary["mlflow_run_id"],
+                                                                 "denoiser/loss")
+    assert max(m.step for m in history) == SYNC_STEPS + DENOISER_STEPS + EVERY
