@@ -124,15 +124,36 @@ class MorphableModel:
         expression = residual @ self.expression_basis.T
         return expression, pose, np.asarray(identity, dtype=np.float64)
 
-    def decode(self, expression: np.ndarray, pose: np.ndarray, identity: np.ndarray) -> np.ndarray:
-        """Expression [T,N], pose [T,6], identity [K] → landmarks [T,478,3] in image pixels."""
+    def decode(
+        self,
+        expression: np.ndarray,
+        pose: np.ndarray,
+        identity: np.ndarray,
+        detail: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Expression [T,N], pose [T,6], identity [K] → landmarks [T,478,3] in image pixels.
+
+        ``detail`` [478,3] (from :meth:`detail`) adds back what the bases cannot represent of
+        one particular face, so a portrait keeps its exact shape under new expressions.
+        """
         expression = np.asarray(expression, dtype=np.float64)
         flat = (
             self.mean.reshape(-1)
             + np.asarray(identity, dtype=np.float64) @ self.identity_basis
             + expression @ self.expression_basis
         )
+        if detail is not None:
+            flat = flat + np.asarray(detail, dtype=np.float64).reshape(-1)
         return apply_pose(flat.reshape(*expression.shape[:-1], -1, 3), pose)
+
+    def detail(self, landmarks: np.ndarray) -> np.ndarray:
+        """The pose-normalised part [478,3] of one face [478,3] that identity + expression miss."""
+        expression, pose, identity = self.encode(np.asarray(landmarks)[None])
+        shape, _ = normalise(np.asarray(landmarks)[None], self.mean)
+        modelled = (
+            self.mean.reshape(-1) + identity @ self.identity_basis + expression[0] @ self.expression_basis
+        )
+        return (shape[0].reshape(-1) - modelled).reshape(-1, 3)
 
     def save(self, path: str | Path) -> None:
         """Write the arrays to an ``.npz`` file."""

@@ -161,7 +161,10 @@ class Generator:
         portrait_landmarks = np.asarray(portrait_landmarks, dtype=np.float32)
         _, pose0, identity = morphable.encode(portrait_landmarks[None])
         pose = compose_pose(np.asarray(pose0).reshape(-1), motion.pose)  # [T,6]
-        landmarks = morphable.decode(motion.expression, pose, identity)
+        # The identity basis only approximates a new face; carrying the portrait's unmodelled
+        # detail keeps its exact shape, so only the generated expression and pose move it.
+        detail = morphable.detail(portrait_landmarks)
+        landmarks = morphable.decode(motion.expression, pose, identity, detail)
         from disenttalk.render.renderer import WarpRenderer
 
         renderer = WarpRenderer(portrait, portrait_landmarks, device=self.device)

@@ -136,3 +136,17 @@ def test_select_regions_separates_mouth_and_eyes(model, corpus):
         select_regions(model, corpus, k_lip=10, k_eye=10)
     with pytest.raises(ValueError, match="normalise"):
         select_regions(model, corpus, normalise="zscore")
+
+
+def test_detail_keeps_an_unseen_face_exact_under_its_own_expression():
+    """decode(encode(face), detail(face)) reproduces a face the identity basis cannot represent."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(478, 3)) * 40 + 128
+    clips = [base + rng.normal(size=(20, 478, 3)) * s for s in (0.5, 1.0, 1.5)]
+    model = MorphableModel.fit(clips, n_expression=8)
+    unseen = base + rng.normal(size=(478, 3)) * 3.0  # a different face
+    expression, pose, identity = model.encode(unseen[None])
+    plain = model.decode(expression, pose, identity)[0]
+    exact = model.decode(expression, pose, identity, model.detail(unseen))[0]
+    assert np.abs(plain[:, :2] - unseen[:, :2]).max() > 0.5  # the bases alone miss it
+    np.testing.assert_allclose(exact[:, :2], unseen[:, :2], atol=1e-6)
