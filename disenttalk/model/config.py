@@ -49,6 +49,7 @@ class DenoiserConfig(StrictConfig):
     dim: int = Field(128, gt=0)
     num_blocks: int = Field(4, gt=0)
     heads: int = Field(4, gt=0)
+    region_dim: int = Field(64, gt=0)  # width of each region's attention branch (Eq. 4)
     local_kernel: int = Field(5, gt=0)  # Eq. 6, k = 5 in the paper
     temporal_kernel: int = Field(3, gt=0)  # Eq. 5, per depth-wise branch
     dilations: tuple[int, ...] = (1, 2, 4)  # Eq. 5, 2^i for i = 0..2
@@ -57,8 +58,8 @@ class DenoiserConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _check(self) -> DenoiserConfig:
-        if self.dim % self.heads:
-            raise ValueError("dim must be divisible by heads")
+        if self.dim % self.heads or self.region_dim % self.heads:
+            raise ValueError("dim and region_dim must be divisible by heads")
         if not self.dilations or min(self.dilations) < 1:
             raise ValueError("dilations must be non-empty positive integers")
         return self

@@ -34,7 +34,8 @@ class Denoiser(nn.Module):
         self.blocks = nn.ModuleList(
             DenoiserBlock(d, cfg.heads, split, IN_CHANNELS, local_kernel=cfg.local_kernel,
                           temporal_kernel=cfg.temporal_kernel, dilations=cfg.dilations,
-                          look_ahead=cfg.look_ahead, dropout=cfg.dropout)
+                          look_ahead=cfg.look_ahead, dropout=cfg.dropout,
+                          region_dim=cfg.region_dim)
             for _ in range(cfg.num_blocks)
         )
         # hourglass: block i of the second half receives the output of its mirror in the first
