@@ -46,7 +46,7 @@ class Progress:
 
 @dataclass
 class Nets:
-    """The networks and optimisers of one worker (``*_ddp`` are the prepared wrappers)."""
+    """The networks and optimisers of one worker (a network may be wrapped by prepare_model)."""
 
     expert: torch.nn.Module
     denoiser: torch.nn.Module
@@ -110,6 +110,8 @@ class Loop:
         self.config = config
         self.stage = TrainStageConfig.from_dict(config["stage"])
         self.model = ModelConfig.from_dict(config["model"])
+        # what actually trains: the stage config with N, K_lip, K_eye taken from the fit
+        self.effective = self.stage.model_copy(update={"model": self.model})
         self.train = self.stage.train
         self.split = RegionSplit.from_dict(config["split"])
         self.norm = {k: np.asarray(v, dtype=np.float32) for k, v in config["norm"].items()}
@@ -201,7 +203,7 @@ class Loop:
             report = {"phase": phase, "step": step + 1,
                       "global_step": self.progress.global_step(self.train.sync_steps),
                       "resumed_from_step": self.resumed_from,
-                      "loss": float(np.mean(window_loss)),
+                      "loss": _world_mean(float(np.mean(window_loss)), self.device),
                       **{f"val_{k}": v for k, v in val.items()}}
             window_loss = []
             self.progress.history[phase].append([step + 1, report["loss"]])
@@ -210,7 +212,8 @@ class Loop:
                 self.tracker.log({f"{phase}/{k}": report[k] for k in report
                                   if k.startswith("val_")}, step + 1, phase)
                 with tempfile.TemporaryDirectory() as directory:
-                    save_checkpoint(Path(directory), self.nets, self.progress, self.stage.to_json())
+                    save_checkpoint(Path(directory), self.nets, self.progress,
+                                    self.effective.to_json())
                     ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory),
                                      checkpoint_dir_name=f"{phase}-{step + 1:07d}")
                 _maybe_fail_once()
@@ -302,6 +305,17 @@ def average_gradients(module: torch.nn.Module) -> _Averaging:
     return _Averaging(params if world > 1 else [], world)
 
 
+def _world_mean(value: float, device: torch.device) -> float:
+    """Mean of ``value`` over all workers (the value itself when training alone)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return float(total) / dist.get_world_size()
+
+
 def _mean_dicts(items: list[dict[str, float]]) -> dict[str, float]:
     keys = [k for k in items[0] if isinstance(items[0][k], (int, float))] if items else []
     return {k: float(np.mean([d[k] for d in items])) for k in keys}
@@ -338,12 +352,12 @@ class _Tracker:
 
         tracking.setup(loop.stage.mlflow.experiment)
         run_id = loop.progress.mlflow_run_id
-        self.run = mlflow.start_run(run_id=run_id, run_name=loop.stage.mlflow.run_name or loop.stage.run.name)
+        name = loop.stage.mlflow.run_name or loop.stage.run.name
+        self.run = mlflow.start_run(run_id=run_id, run_name=None if run_id else name)
         if run_id is None:
             loop.progress.mlflow_run_id = self.run.info.run_id
-            mlflow.log_params(tracking.config_params(loop.stage))
-            mlflow.log_params({"data": loop.config["data"], "fit": loop.config["fit"],
-                               "out": loop.config["out"], "model.n_expression_fit": loop.split.num_dims})
+            mlflow.log_params(tracking.config_params(loop.effective))
+            mlflow.log_params({k: loop.config[k] for k in ("data", "fit", "out")})
             mlflow.set_tags({"stage": "train"})
         else:
             mlflow.set_tag("resumed_from_step", str(loop.resumed_from))
@@ -361,4 +375,12 @@ class _Tracker:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point of every worker."""
-    Loop(config).run()
+    loop = Loop(config)
+    try:
+        loop.run()
+    except BaseException:
+        if loop.tracker is not None and loop.tracker.run is not None:
+            import mlflow
+
+            mlflow.end_run("FAILED")  # a retry reopens it by id from the checkpoint
+        raise

@@ -158,7 +158,8 @@ def test_checkpoints_hold_state_and_config(trained):
     assert progress["phase"] == "denoiser" and progress["step"] == DENOISER_STEPS
     assert progress["mlflow_run_id"] == trained["summary"]["mlflow_run_id"]
     config = TrainStageConfig.from_json(storage.read_text(storage.join(latest, "config.json")))
-    assert config == trained["cfg"]
+    assert (config.model.n_expression, config.model.k_lip, config.model.k_eye) == (N, K_LIP, K_EYE)
+    assert config == trained["cfg"].model_copy(update={"model": config.model})  # N etc. from the fit
     assert len(storage.read_bytes(storage.join(latest, STATE_FILE))) > 0
 
 
@@ -187,6 +188,7 @@ def test_mlflow_run_has_params_metrics_and_artifacts(trained, mlflow_uri):
     assert run.info.status == "FINISHED"
     assert run.data.params["train.sync_weight"] == "0.01"
     assert run.data.params["scaling.num_workers"] == "2"
+    assert run.data.params["model.n_expression"] == str(N)  # the fitted N, not the default 64
     assert run.data.tags["resumed_from_step"] == str(EVERY)
     sync = client.get_metric_history(run.info.run_id, "sync/loss")
     denoiser = client.get_metric_history(run.info.run_id, "denoiser/loss")
