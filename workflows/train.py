@@ -20,7 +20,6 @@ Also a Ray job entrypoint: ``python -m workflows.train --data URI --fit URI --ou
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable
@@ -118,6 +117,9 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
     from workflows.train_loops import train_loop_per_worker
 
     start = time.perf_counter()
+    # workers do not share the driver's working directory: hand them absolute locations
+    data, fit, out = (u if storage.is_s3(u) else str(Path(u).expanduser().resolve())
+                      for u in (data, fit, out))
     split = fit_stage.read_split(fit)
     train_rows = train_data.clip_rows(data, fit, "train")
     if not train_rows:
@@ -127,8 +129,6 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
     model_cfg = model_config_for(cfg.model, split, feature_dim)
     norm = train_data.norm_stats(data, fit, train_rows)
     storage.makedirs(out)
-    storage.write_text(storage.join(out, "norm.json"),
-                       json.dumps({k: v.tolist() for k, v in norm.items()}))
     storage_path = cfg.run.storage_path or storage.join(out, "ray")
 
     env = forwarded_env()
