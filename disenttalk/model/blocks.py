@@ -91,30 +91,45 @@ class RegionAwareSpatialAttention(nn.Module):
         d = self.fuse.in_features // regions  # branch width
         # region tokens: hidden state plus that region's own parameters, [B,T,R,d]
         e_r = F.linear(e, self.embed.weight * self.embed_mask, self.embed.bias)
-        q, k, v = (self.qkv(h).view(b, t, 3, regions, d)
-                   + e_r.view(b, t, 1, regions, d)).unbind(2)
-        # [B,T,R,d] → [B·R, H, T, d/H]: one causal attention over time per region, batched
-        q, k, v = (x.permute(0, 2, 1, 3).reshape(b * regions, t, self.heads, -1).transpose(1, 2)
-                   for x in (q, k, v))
+        qkv = self.qkv(h).view(b, t, 3, regions, d) + e_r.view(b, t, 1, regions, d)
+        # [B,T,3,R,d] → 3 × [B·R, H, T, d/H]: one causal attention over time per region, batched
+        q, k, v = (qkv.view(b, t, 3, regions, self.heads, -1).permute(2, 0, 3, 4, 1, 5)
+                   .reshape(3, b * regions, self.heads, t, -1))
         if bias is None:
             bias = attention_bias(t, t, self.slopes).to(h.dtype)
-        out = attend(q, k, v, bias, self.dropout if self.training else 0.0)
-        out = out.transpose(1, 2).reshape(b, regions, t, d).permute(0, 2, 1, 3)  # [B,T,R,d]
+        out = attend(q, k, v, bias, self.dropout if self.training else 0.0)  # [B·R,H,T,d/H]
+        out = out.view(b, regions, self.heads, t, -1).permute(0, 3, 1, 2, 4)  # [B,T,R,H,d/H]
         return self.fuse(out.reshape(b, t, regions * d))  # concatenate regions, fuse (W_f)
 
 
 class MultiScaleTemporalConv(nn.Module):
-    """Eq. 5: F_temp = F_pw(Concat{F_dw^i(F_spatial)}), depth-wise causal convs, dilation 2^i."""
+    """Eq. 5: F_temp = F_pw(Concat{F_dw^i(F_spatial)}), depth-wise causal convs, dilation 2^i.
+
+    The depth-wise branches run as one grouped convolution (D groups, one output per branch):
+    its kernel spans the largest dilation and a fixed tap mask leaves branch i the taps of
+    dilation d_i only. Same function as separate convs, one call instead of one per branch.
+    """
 
     def __init__(self, dim: int, kernel: int, dilations: tuple[int, ...]):
         super().__init__()
-        self.branches = nn.ModuleList(
-            CausalConv1d(dim, dim, kernel, dilation=d, groups=dim) for d in dilations
-        )
+        self.dilations = tuple(dilations)
+        span = (kernel - 1) * max(dilations) + 1
+        self.depthwise = CausalConv1d(dim, len(dilations) * dim, span, groups=dim)  # F_dw^i
+        taps = torch.zeros(len(dilations), span)
+        for i, d in enumerate(dilations):
+            taps[i, [span - 1 - j * d for j in range(kernel)]] = 1.0  # causal: last tap = now
+        # output channel c·R + i is branch i of input channel c (PyTorch's grouped layout)
+        self.register_buffer("taps", taps.repeat(dim, 1)[:, None, :], persistent=False)
+        with torch.no_grad():  # default init assumes fan-in = span; each branch has kernel taps
+            self.depthwise.weight.mul_(math.sqrt(span / kernel))
         self.pointwise = nn.Linear(len(dilations) * dim, dim)  # F_pw, a 1×1 convolution
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,D] → [B,T,D]
-        return self.pointwise(F.gelu(torch.cat([conv(x) for conv in self.branches], dim=-1)))
+        conv = self.depthwise
+        pad = conv.kernel_size[0] - 1
+        branches = F.conv1d(F.pad(x.transpose(1, 2), (pad, 0)), conv.weight * self.taps,
+                            conv.bias, groups=conv.groups)  # [B, D·R, T]
+        return self.pointwise(F.gelu(branches.transpose(1, 2)))
 
 
 class AudioExpressionCrossAttention(nn.Module):
@@ -137,8 +152,7 @@ class AudioExpressionCrossAttention(nn.Module):
         """x [B,T,D] expression features, audio [B,T,D] projected audio → [B,T,D]."""
         b, t, d = x.shape
         q = self.q(x).view(b, t, self.heads, -1).transpose(1, 2)  # [B,H,T,D/H]
-        k, v = (y.view(b, audio.shape[1], self.heads, -1).transpose(1, 2)
-                for y in self.kv(audio).chunk(2, dim=-1))
+        k, v = self.kv(audio).view(b, -1, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         # causal cross-attention: frame t attends audio frames ≤ t + look_ahead, nearer ones more
         if bias is None:
             bias = attention_bias(t, audio.shape[1], self.slopes, self.look_ahead).to(x.dtype)

@@ -89,8 +89,7 @@ def test_region_attention_is_causal():
 
 def test_multiscale_temporal_conv():
     conv = MultiScaleTemporalConv(D, 3, (1, 2, 4))
-    assert [b.dilation[0] for b in conv.branches] == [1, 2, 4]
-    assert all(b.groups == D for b in conv.branches)  # depth-wise
+    assert conv.depthwise.groups == D  # depth-wise
     x = torch.randn(B, T, D, generator=_gen())
     x2 = x.clone()
     x2[:, 6:] += 1.0
@@ -119,6 +118,22 @@ def test_film_starts_as_identity_and_depends_on_t():
     torch.nn.init.normal_(film.proj.weight)
     y = film(x, temb)
     assert y.shape == (B, T, D) and not torch.allclose(y[0], x[0])
+
+
+def test_multiscale_branches_equal_separate_dilated_convs():
+    conv = MultiScaleTemporalConv(D, 3, (1, 2, 4))
+    x = torch.randn(B, T, D, generator=_gen(3))
+    weight = conv.depthwise.weight.view(D, 3, -1)  # [channel, branch, span]
+    separate = []
+    for i, d in enumerate((1, 2, 4)):
+        ref = CausalConv1d(D, D, 3, dilation=d, groups=D)
+        with torch.no_grad():  # branch i's taps, oldest first
+            ref.weight.copy_(weight[:, i, [8 - 2 * d, 8 - d, 8]][:, None, :])
+            ref.bias.copy_(conv.depthwise.bias.view(D, 3)[:, i])
+        separate.append(ref(x))
+    stacked = torch.stack(separate, dim=-1).reshape(B, T, 3 * D)  # channel-major, as grouped
+    expected = conv.pointwise(torch.nn.functional.gelu(stacked))
+    assert torch.allclose(conv(x), expected, atol=1e-5)
 
 
 def test_denoiser_block_shape():
