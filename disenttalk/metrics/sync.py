@@ -131,7 +131,7 @@ def _crops(seqs: list[tuple[np.ndarray, np.ndarray]], length: int, batch: int,
         start = int(rng.integers(0, len(lip) - length + 1))
         lips.append(lip[start : start + length])
         audios.append(audio[start : start + length])
-    return {"expression": torch.from_numpy(np.stack(lips)), "audio": torch.from_numpy(np.stack(audios))}
+    return {"lip": torch.from_numpy(np.stack(lips)), "audio": torch.from_numpy(np.stack(audios))}
 
 
 def train_evaluator(seqs: list[tuple[np.ndarray, np.ndarray]], cfg: EvaluatorConfig) -> tuple[Any, list[dict]]:
