@@ -167,6 +167,7 @@ class Loop:
             handle = average_gradients(expert)
             self._phase("sync", self.train.sync_steps, self._sync_step, self._sync_eval)
             handle.remove()
+            _check_replicas_equal(expert)
             self.progress = replace(self.progress, phase="denoiser", step=0)
         expert = _plain(self.nets.expert).to(self.device).eval()
         expert.requires_grad_(False)  # frozen: only a critic of the denoiser's lip motion
@@ -303,6 +304,20 @@ def average_gradients(module: torch.nn.Module) -> _Averaging:
         for p in module.parameters():
             dist.broadcast(p.data, src=0)
     return _Averaging(params if world > 1 else [], world)
+
+
+def _check_replicas_equal(module: torch.nn.Module) -> None:
+    """Fail loudly if the workers' copies of ``module`` drifted apart (gradient averaging broke)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    flat = torch.cat([p.detach().reshape(-1).double() for p in module.parameters()])
+    low, high = flat.clone(), flat.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError(f"replicas differ after training (max gap {float((high - low).max()):.3g})")
 
 
 def _world_mean(value: float, device: torch.device) -> float:
