@@ -30,13 +30,18 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def lip_params(batch: Batch, split: RegionSplit | None) -> torch.Tensor:
-    """Lip parameters [B,T,K]: ``batch["lip"]`` or the split's lip dims of ``expression``."""
+def lip_params(batch: Batch, split: RegionSplit | None, lip_dim: int) -> torch.Tensor:
+    """Lip parameters [B,T,K]: ``batch["lip"]``, the split's lip dims of ``expression``, or
+    ``expression`` itself when it already holds exactly K = lip_dim dims and no split is given."""
     if "lip" in batch:
         return batch["lip"]
-    if split is None:
-        raise ValueError("batch has no 'lip' entry; pass split= to select the lip dims")
-    return batch["expression"][..., list(split.lip)]
+    expression = batch["expression"]
+    if split is not None:
+        return expression[..., list(split.lip)]
+    if expression.shape[-1] == lip_dim:
+        return expression
+    raise ValueError(f"expression has {expression.shape[-1]} dims, the expert expects {lip_dim} "
+                     "lip dims: pass split= or a 'lip' entry")
 
 
 def sample_sync_pairs(lip: torch.Tensor, audio: torch.Tensor, expert: SyncExpert,
@@ -85,7 +90,8 @@ def sync_train_step(expert: SyncExpert, batch: Batch, optimizer: torch.optim.Opt
                     grad_clip: float = 1.0) -> dict[str, float]:
     """One Adam step of Eq. 10 on aligned vs shifted/mismatched windows."""
     expert.train()
-    a, m, y = sample_sync_pairs(lip_params(batch, split), batch["audio"], expert, generator)
+    lip = lip_params(batch, split, expert.lip_dim)
+    a, m, y = sample_sync_pairs(lip, batch["audio"], expert, generator)
     a_emb, m_emb = expert.embed_audio(a), expert.embed_lip(m)
     loss = sync_bce(a_emb, m_emb, y)
     optimizer.zero_grad(set_to_none=True)
@@ -103,7 +109,8 @@ def sync_eval_step(expert: SyncExpert, batch: Batch, generator: torch.Generator,
                    split: RegionSplit | None = None) -> dict[str, float]:
     """Loss, accuracy, AUC and mean cosines of aligned vs misaligned windows."""
     expert.eval()
-    a, m, y = sample_sync_pairs(lip_params(batch, split), batch["audio"], expert, generator)
+    lip = lip_params(batch, split, expert.lip_dim)
+    a, m, y = sample_sync_pairs(lip, batch["audio"], expert, generator)
     a_emb, m_emb = expert.embed_audio(a), expert.embed_lip(m)
     p = sync_probability(a_emb, m_emb)
     cos = 2.0 * p - 1.0

@@ -101,6 +101,18 @@ def test_negatives_are_misaligned():
     assert torch.equal((a1 == m1).all(-1).all(-1), y1.bool())
 
 
+def test_lip_selection():
+    from disenttalk.face.regions import RegionSplit
+    from disenttalk.model.train import lip_params
+
+    expression = torch.randn(2, 10, 7)
+    split = RegionSplit(lip=(1, 4), eye=(0,), global_=(2, 3, 5, 6))
+    assert torch.equal(lip_params({"expression": expression}, split, 2), expression[..., [1, 4]])
+    assert torch.equal(lip_params({"expression": expression[..., :2]}, None, 2), expression[..., :2])
+    with pytest.raises(ValueError):
+        lip_params({"expression": expression}, None, 2)
+
+
 def test_roc_auc_matches_definition():
     rng = np.random.default_rng(0)
     scores, labels = rng.normal(size=200), rng.integers(0, 2, 200)
