@@ -9,6 +9,7 @@ baselines per split).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,8 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
             load_config(PreprocessConfig, "preprocess", None, o.preprocess))
         _, times["fit"] = _stage(
             "fit", fit.run, str(store), str(fit_dir), load_config(fit.FitConfig, "fit", None, o.fit))
+        # A quickstart trains from scratch each time (a kept run would resume its checkpoints).
+        shutil.rmtree(train_dir, ignore_errors=True)
         trained, times["train"] = _stage(
             "train", train.run, str(store), str(fit_dir), str(train_dir),
             train.load_stage_config(None, o.train))
