@@ -80,8 +80,18 @@ def save_checkpoint(directory: Path, nets: Nets, progress: Progress, stage_json:
     (directory / CONFIG_FILE).write_text(stage_json)
 
 
-def load_checkpoint(directory: Path, nets: Nets) -> Progress:
-    """Restore networks/optimisers from a checkpoint directory; returns its progress."""
+def load_checkpoint(directory: Path, nets: Nets, model: dict | None = None) -> Progress:
+    """Restore networks/optimisers from a checkpoint directory; returns its progress.
+
+    ``model`` (the current config's model section) must match the checkpoint's: resuming a run
+    whose network has changed is refused with a message, not a state-dict error.
+    """
+    saved = json.loads((directory / CONFIG_FILE).read_text()).get("model")
+    if model is not None and saved is not None and saved != model:
+        changed = sorted(k for k in set(saved) | set(model) if saved.get(k) != model.get(k))
+        raise ValueError(
+            f"cannot resume from {directory}: its model config differs in {changed}; "
+            "use a new run.name (or run.storage_path) to train from scratch")
     nets.load(torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True))
     return Progress(**json.loads((directory / META_FILE).read_text()))
 
@@ -131,7 +141,8 @@ class Loop:
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
-                self.progress = load_checkpoint(Path(directory), self.nets)
+                self.progress = load_checkpoint(Path(directory), self.nets,
+                                                self.stage.to_dict()["model"])
         self.resumed_from = self.progress.global_step(self.train.sync_steps)
         if self.progress.norm:  # a resumed network keeps the statistics it was trained with
             self.norm = {k: np.asarray(v, dtype=np.float32) for k, v in self.progress.norm.items()}
