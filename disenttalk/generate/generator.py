@@ -17,6 +17,7 @@ from disenttalk.generate.stream import MotionStream, WindowPlan
 from disenttalk.model.diffusion import GaussianDiffusion, Sampler, cfg_eps, make_sampler, sample
 
 DEFAULT_GUIDANCE = 2.0  # used when the bundle's meta.json carries no tuned "guidance"
+CLIP_X0 = 4.0  # predicted x0 clamped to ±4σ of the training data per dim while sampling
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Generator:
         state = np.random.SeedSequence([settings.seed, index]).generate_state(1, dtype=np.uint64)[0]
         gen = torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
         x = sample(eps_fn, (1, L, n), settings.sampler, generator=gen, device=self.device,
-                   known=cond, known_mask=mask)
+                   known=cond, known_mask=mask, clip_x0=CLIP_X0)
         return torch.where(mask.bool(), cond, x)[0]  # known values exactly, not float round trips
 
     def to_motion(self, x: torch.Tensor, start: int, settings: Settings) -> Motion:

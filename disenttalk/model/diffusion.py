@@ -218,20 +218,27 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def sample(model_fn: ModelFn, shape: tuple[int, ...], sampler: Sampler, *,
            generator: torch.Generator | None = None, device: torch.device | str = "cpu",
            x_T: torch.Tensor | None = None, known: torch.Tensor | None = None,
-           known_mask: torch.Tensor | None = None) -> torch.Tensor:
+           known_mask: torch.Tensor | None = None, clip_x0: float | None = None) -> torch.Tensor:
     """Run the reverse process: ``model_fn(x_t, t [B]) -> ε``; returns x0 [shape].
 
     ``known``/``known_mask`` (1 = known) pin entries of x0: at every step the predicted x0 takes
     the known values there and ε is re-derived from it, so the sampler's trajectory is consistent
     with them and the final sample reproduces them exactly (the last step returns x0̂ itself).
+    ``clip_x0`` clamps the predicted x0 to ±clip_x0 at every step (DDPM's "clip denoised"; for
+    standardised parameters a few σ keeps an imperfect network from drifting off the face).
     """
     diffusion = sampler.diffusion
     x = sampler._noise(torch.empty(shape, device=device), generator) if x_T is None else x_T.to(device)
+    pin = known is not None and known_mask is not None
     for t in sampler.timesteps:
         tb = torch.full((shape[0],), int(t), dtype=torch.long, device=device)
         eps = model_fn(x, tb)
-        if known is not None and known_mask is not None:
-            x0 = torch.where(known_mask.bool(), known, diffusion.predict_x0(x, tb, eps))
+        if pin or clip_x0 is not None:
+            x0 = diffusion.predict_x0(x, tb, eps)
+            if clip_x0 is not None:
+                x0 = x0.clamp(-clip_x0, clip_x0)
+            if pin:
+                x0 = torch.where(known_mask.bool(), known, x0)
             eps = diffusion.predict_eps(x, tb, x0)
         x = sampler.step(eps, t, x, generator=generator)
     return x

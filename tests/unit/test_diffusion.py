@@ -190,3 +190,15 @@ def test_known_entries_are_reproduced():
                    generator=torch.Generator().manual_seed(0), known=known, known_mask=mask)
         assert torch.allclose(x[mask.bool()], known[mask.bool()], atol=1e-4)
         assert not torch.allclose(x[~mask.bool()], known[~mask.bool()], atol=0.1)
+
+
+def test_clip_x0_bounds_the_sample():
+    """A network that predicts ε = -10·x_t (x0 far out) is held to ±clip by clip_x0."""
+    diff = GaussianDiffusion(DiffusionConfig(num_timesteps=50))
+    sampler = DDIMSampler(diff)
+    sampler.set_timesteps(10)
+    wild = sample(lambda x, t: -10 * x, (2, 8, 4), sampler, generator=torch.Generator().manual_seed(0))
+    held = sample(lambda x, t: -10 * x, (2, 8, 4), sampler, generator=torch.Generator().manual_seed(0),
+                  clip_x0=1.5)
+    assert wild.abs().max() > 1.5
+    assert held.abs().max() <= 1.5 + 1e-5
