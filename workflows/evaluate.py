@@ -64,11 +64,23 @@ class EvaluateConfig(StrictConfig):
 
 
 def select_clips(index: list[dict], cfg: EvaluateConfig) -> dict[str, list[dict]]:
-    """Index rows per reported split (``test/<lang>`` included), the first ``max_clips_per_split`` by id."""
+    """Index rows per reported split (``test/<lang>`` included), at most ``max_clips_per_split``.
+
+    The cap is shared round-robin across languages (clips by id within each), so a capped split
+    still covers every language it holds.
+    """
     groups: dict[str, list[dict]] = {}
     for split in cfg.splits:
-        rows = sorted((r for r in index if r["split"] == split), key=lambda r: r["clip_id"])
-        groups[split] = rows[: cfg.max_clips_per_split]
+        by_lang: dict[str, list[dict]] = {}
+        for r in sorted((r for r in index if r["split"] == split), key=lambda r: r["clip_id"]):
+            by_lang.setdefault(r["language"], []).append(r)
+        queues = [by_lang[lang] for lang in sorted(by_lang)]
+        chosen: list[dict] = []
+        while len(chosen) < cfg.max_clips_per_split and any(queues):
+            for queue in queues:
+                if queue and len(chosen) < cfg.max_clips_per_split:
+                    chosen.append(queue.pop(0))
+        groups[split] = sorted(chosen, key=lambda r: r["clip_id"])
     for split in cfg.per_language:
         for lang in sorted({r["language"] for r in groups.get(split, [])}):
             groups[f"{split}/{lang}"] = [r for r in groups[split] if r["language"] == lang]

@@ -1,0 +1,17 @@
+"""Which clips the evaluate stage scores: a capped split still covers every language."""
+
+from __future__ import annotations
+
+from workflows.evaluate import EvaluateConfig, select_clips
+
+
+def test_cap_is_shared_across_languages():
+    index = [{"clip_id": f"{lang}_{i}", "split": "test", "language": lang}
+             for lang in ("en", "zh") for i in range(5)]
+    index += [{"clip_id": "es_0", "split": "test_xling", "language": "es"}]
+    cfg = EvaluateConfig.from_dict({"max_clips_per_split": 4, "splits": ["test", "test_xling"],
+                                    "per_language": ["test"]})
+    groups = select_clips(index, cfg)
+    assert [r["clip_id"] for r in groups["test"]] == ["en_0", "en_1", "zh_0", "zh_1"]
+    assert [r["clip_id"] for r in groups["test/zh"]] == ["zh_0", "zh_1"]
+    assert [r["clip_id"] for r in groups["test_xling"]] == ["es_0"]
