@@ -112,5 +112,16 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {key!r} is not a section")
             node = child
-        node[keys[-1]] = yaml.safe_load(raw)
+        node[keys[-1]] = _parse_value(raw)
     return result
+
+
+def _parse_value(raw: str) -> Any:
+    """A YAML scalar/list; also ``1e-3``-style floats, which YAML 1.1 reads as strings."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value

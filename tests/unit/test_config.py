@@ -44,6 +44,8 @@ def test_frozen():
 def test_overrides_parse_yaml_scalars_and_revalidate():
     cfg = Outer().with_overrides(["inner.dim=16", "lr=0.001", "inner.dilations=[1,3]"])
     assert cfg.inner.dim == 16 and cfg.lr == 0.001 and cfg.inner.dilations == (1, 3)
+    assert Outer().with_overrides(["lr=1e-3"]).lr == 0.001  # YAML 1.1 alone reads this as a string
+    assert Outer().with_overrides(["name=1e-3x"]).name == "1e-3x"
     with pytest.raises(ConfigError):
         Outer().with_overrides(["inner.nope=1"])
     with pytest.raises(ConfigError):
