@@ -142,7 +142,7 @@ class Loop:
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 self.progress = load_checkpoint(Path(directory), self.nets,
-                                                self.stage.to_dict()["model"])
+                                                self.model.to_dict())
         self.resumed_from = self.progress.global_step(self.train.sync_steps)
         if self.progress.norm:  # a resumed network keeps the statistics it was trained with
             self.norm = {k: np.asarray(v, dtype=np.float32) for k, v in self.progress.norm.items()}
