@@ -49,6 +49,7 @@ class EvaluateConfig(StrictConfig):
     sampler: Literal["ddim", "ddpm"] = "ddim"
     steps: int = Field(25, gt=0)
     guidance: float | None = None  # None: the bundle's tuned value
+    eta: float | None = None  # DDIM η; None: the bundle's default
     seed: int = 0
     fidelity: bool = True  # also generate with the source's pose and eyes for PSNR/SSIM
     shift_seconds: float = Field(0.5, gt=0)
@@ -149,7 +150,7 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     audio = rec.audio[: int(round(t / fps * rec.sample_rate))]
     feats = evaluator.frontend(audio, rec.sample_rate, num_frames=t)
     portrait, portrait_lm = truth_frames[0], truth_lm[0] if rec.valid[0] else None
-    kw = dict(steps=cfg.steps, sampler=cfg.sampler, guidance=cfg.guidance, seed=cfg.seed)
+    kw = dict(steps=cfg.steps, sampler=cfg.sampler, guidance=cfg.guidance, eta=cfg.eta, seed=cfg.seed)
 
     def render(controls: Controls) -> tuple[np.ndarray, np.ndarray]:
         motion = gen.motion(audio, rec.sample_rate, controls=controls, **kw)

@@ -86,6 +86,7 @@ def run(
     steps: int | None = 25,
     sampler: str = "ddim",
     guidance: float | None = None,
+    eta: float | None = None,
     seed: int = 0,
     lip_scale: float = 1.0,
     eye_scale: float = 1.0,
@@ -120,7 +121,7 @@ def run(
     photo = load_image(image)
     crop, crop_landmarks, transform = face_crop(photo)
     motion = generator.motion(speech, 16000, steps=steps, sampler=sampler, guidance=guidance,
-                              seed=seed, controls=controls)
+                              eta=eta, seed=seed, controls=controls)
     frames = generator.render(motion, crop, crop_landmarks)
     if not crop_only:
         t = len(frames)
@@ -149,6 +150,7 @@ def cli(
     steps: int = typer.Option(25, help="Sampler steps (DDIM); DDPM uses all T."),
     sampler: str = typer.Option("ddim", help="ddim | ddpm."),
     guidance: float | None = typer.Option(None, help="Classifier-free guidance scale s (Eq. 9); default from the model."),
+    eta: float | None = typer.Option(None, help="DDIM eta (0 deterministic ... 1 stochastic); default from the model."),
     seed: int = typer.Option(0, help="Noise seed (same seed, same video)."),
     lip_scale: float = typer.Option(1.0, help="Lip motion intensity."),
     eye_scale: float = typer.Option(1.0, help="Eye motion intensity."),
@@ -162,7 +164,7 @@ def cli(
 
     try:
         result = run(model, audio, image, out, steps=steps, sampler=sampler, guidance=guidance,
-                     seed=seed, lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
+                     eta=eta, seed=seed, lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
                      eyes_from=eyes_from, pose_from=pose_from, crop_only=crop_only)
     except (GenerateError, MediaError, FileNotFoundError, ValueError) as exc:
         typer.echo(f"disenttalk generate: {exc}", err=True)
