@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from disenttalk.config import ConfigError, StrictConfig, apply_overrides, flatten
 
@@ -37,7 +38,7 @@ def test_wrong_type_is_an_error():
 
 def test_frozen():
     cfg = Outer()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.lr = 1.0  # type: ignore[misc]
 
 
