@@ -17,9 +17,6 @@ from typing import Any
 import numpy as np
 import typer
 
-CROP_SIZE = 256
-CROP_MARGIN = 0.3  # as preprocessing (workflows.clipworker.FaceConfig.crop_margin)
-
 
 class GenerateError(RuntimeError):
     """A user-facing problem with the inputs (no face, unreadable file...)."""
@@ -53,7 +50,11 @@ def face_crop(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
         landmarks = tracker.track_image(image)
     if landmarks is None:
         raise GenerateError("no face found in the image")
-    transform = crop_boxes(landmarks[None], image.shape[:2], size=CROP_SIZE, margin=CROP_MARGIN, smooth=0)
+    from workflows.clipworker import FaceConfig
+
+    face = FaceConfig()  # the framing preprocessing gives the training clips
+    transform = crop_boxes(landmarks[None], image.shape[:2], size=face.crop_size,
+                           margin=face.crop_margin, smooth=0)
     crop = transform.crop(image[None])[0]
     # Track the crop itself: the renderer needs landmarks that match the pixels it warps.
     with FaceTracker(static=True) as tracker:
