@@ -121,6 +121,27 @@ def read_video(path: str | Path, with_audio: bool = True) -> Video:
     return Video(frames=np.ascontiguousarray(frames, dtype=np.uint8), fps=fps, audio=audio)
 
 
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8 [H,W,3] (grey and RGBA converted, other depths rescaled)."""
+    from skimage import io
+    from skimage.color import gray2rgb
+
+    path = Path(path)
+    _check_file(path)
+    try:
+        image = io.imread(str(path))
+    except Exception as exc:  # imageio/PIL raise several types for unreadable files
+        raise MediaError(f"{path}: not a readable image ({exc})") from exc
+    if image.ndim == 2:
+        image = gray2rgb(image)
+    if image.ndim != 3 or image.shape[2] < 3:
+        raise MediaError(f"{path}: expected an RGB image, got shape {image.shape}")
+    image = image[..., :3]
+    if image.dtype != np.uint8:
+        image = (np.clip(image / max(float(image.max()), 1e-8), 0, 1) * 255).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
 @contextmanager
 def _atomic_target(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix) that replaces it only on success."""

@@ -23,22 +23,13 @@ class GenerateError(RuntimeError):
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 [H,W,3] from an image file (grey and RGBA converted)."""
-    from skimage import io
-    from skimage.color import gray2rgb
+    """RGB uint8 [H,W,3] from an image file; unreadable files raise :class:`GenerateError`."""
+    from disenttalk import media
 
     try:
-        image = io.imread(str(path))
-    except Exception as exc:  # skimage raises several types for unreadable files
-        raise GenerateError(f"{path}: not a readable image ({exc})") from exc
-    if image.ndim == 2:
-        image = gray2rgb(image)
-    if image.ndim != 3 or image.shape[2] < 3:
-        raise GenerateError(f"{path}: expected an RGB image, got shape {image.shape}")
-    image = image[..., :3]
-    if image.dtype != np.uint8:
-        image = (np.clip(image / max(float(image.max()), 1e-8), 0, 1) * 255).astype(np.uint8)
-    return image
+        return media.read_image(path)
+    except media.MediaError as exc:
+        raise GenerateError(str(exc)) from exc
 
 
 def face_crop(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:

@@ -186,9 +186,7 @@ class Generator:
         if isinstance(audio, (str, Path)):
             audio, sample_rate = media.read_audio(audio, sample_rate), sample_rate
         if isinstance(portrait, (str, Path)):
-            from skimage import io
-
-            portrait = io.imread(str(portrait))[..., :3].astype(np.uint8)
+            portrait = media.read_image(portrait)
         motion = self.motion(np.asarray(audio, dtype=np.float32), sample_rate, **kwargs)
         frames = self.render(motion, portrait, portrait_landmarks)
         media.write_video(out_path, frames, motion.fps, audio=audio, sample_rate=sample_rate)

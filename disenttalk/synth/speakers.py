@@ -112,9 +112,6 @@ def base_portrait(path: str | None = None) -> np.ndarray:
         from skimage import data
 
         return data.astronaut()
-    from skimage.io import imread
+    from disenttalk.media import read_image
 
-    image = imread(path)
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    return np.ascontiguousarray(image[..., :3]).astype(np.uint8)
+    return read_image(path)

@@ -112,3 +112,23 @@ def test_bad_files_raise_media_error(tmp_path, still_frames):
         assert path.name in str(info.value)
     with pytest.raises(MediaError, match="no audio stream"):
         read_audio(good)
+
+
+def test_read_image_converts_to_rgb_uint8_and_names_bad_files(tmp_path):
+    from skimage import io
+
+    from disenttalk.media import read_image
+
+    grey = tmp_path / "grey.png"
+    io.imsave(grey, np.arange(64, dtype=np.uint8).reshape(8, 8), check_contrast=False)
+    rgba = tmp_path / "rgba.png"
+    io.imsave(rgba, np.full((4, 5, 4), 7, np.uint8), check_contrast=False)
+    image = read_image(grey)
+    assert image.shape == (8, 8, 3) and image.dtype == np.uint8 and (image[..., 0] == image[..., 2]).all()
+    assert read_image(rgba).shape == (4, 5, 3)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    for path, reason in {junk: "not a readable image", tmp_path / "missing.png": "no such file"}.items():
+        with pytest.raises(MediaError, match=reason) as info:
+            read_image(path)
+        assert path.name in str(info.value)
