@@ -1,8 +1,12 @@
 """``disenttalk evaluate``: score a model bundle on held-out clips, with baselines, on Ray.
 
 For each clip of ``val``, ``test`` (also per language, as ``test/<lang>``) and ``test_xling``
-(capped per split): generate motion from the clip's audio, render it onto the clip's first
-frame, re-track the rendered video and score it against the truth (``disenttalk.metrics``).
+(capped per split): generate motion from the clip's audio, render it onto a reference image of
+the speaker, re-track the rendered video and score it against the truth (``disenttalk.metrics``).
+The reference is the speaker's photo when the corpus manifest names one (``portrait``), as a user
+would give a photo, else the clip's first frame (``reference`` in the config). A first frame of
+a *rendered* clip makes a poor reference: its mouth is already a warp of the photo's, and warping
+it again leaves the photo's lip line showing above the painted mouth, which re-tracking follows.
 A second generation with the source's own pose and eyes gives PSNR/SSIM. The truth itself,
 a still face and the truth delayed by 0.5 s are scored on the same clips. Lip sync is measured
 by an *evaluator* sync expert trained here on ground-truth training clips only (its own seed,
@@ -51,6 +55,9 @@ class EvaluateConfig(StrictConfig):
     guidance: float | None = None  # None: the bundle's tuned value
     eta: float | None = None  # DDIM η; None: the bundle's default
     seed: int = 0
+    # the image the model animates: "portrait" = the speaker's photo named by the corpus manifest,
+    # "first_frame" = the clip's first frame, "auto" = the photo where there is one
+    reference: Literal["auto", "portrait", "first_frame"] = "auto"
     fidelity: bool = True  # also generate with the source's pose and eyes for PSNR/SSIM
     shift_seconds: float = Field(0.5, gt=0)
     max_offset: int = Field(15, gt=0)  # sync sweep ±frames
@@ -88,20 +95,40 @@ def select_clips(index: list[dict], cfg: EvaluateConfig) -> dict[str, list[dict]
     return groups
 
 
-def truth_blink_rates(corpus: str | None) -> dict[str, float]:
-    """Blinks per second by clip id from the corpus truth (manifest ``truth`` files with ``blinks`` [K,2])."""
-    rates: dict[str, float] = {}
+def corpus_info(corpus: str | None) -> dict[str, dict[str, Any]]:
+    """Per clip id, what the corpus manifest adds to the clip store: ``blink_rate`` (blinks per
+    second from the ``truth`` file's ``blinks`` [K,2]) and ``portrait`` (absolute path of the
+    speaker's photo), each where the manifest has it."""
+    info: dict[str, dict[str, Any]] = {}
     manifest = Path(corpus or "", "manifest.jsonl")
     if not corpus or not manifest.is_file():
-        return rates
+        return info
     for line in manifest.read_text(encoding="utf-8").splitlines():
         row = json.loads(line) if line.strip() else {}
+        if not row.get("clip_id"):
+            continue
+        entry = info.setdefault(row["clip_id"], {})
         truth = Path(corpus, row.get("truth") or "")
         if row.get("truth") and truth.is_file() and row.get("duration_s"):
             with np.load(truth) as npz:
                 if "blinks" in npz.files:
-                    rates[row["clip_id"]] = len(npz["blinks"]) / float(row["duration_s"])
-    return rates
+                    entry["blink_rate"] = len(npz["blinks"]) / float(row["duration_s"])
+        if row.get("portrait") and Path(corpus, row["portrait"]).is_file():
+            entry["portrait"] = str(Path(corpus, row["portrait"]).resolve())
+    return info
+
+
+def reference_image(cfg: EvaluateConfig, clip_id: str, info: dict[str, Any], first_frame: np.ndarray,
+                    first_landmarks: np.ndarray | None) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """(kind, image, landmarks or None) the model animates for one clip; see ``reference``."""
+    from disenttalk import media
+
+    if cfg.reference != "first_frame" and info.get("portrait"):
+        return "portrait", media.read_image(info["portrait"]), None  # landmarks: tracked in render
+    if cfg.reference == "portrait":
+        raise ValueError(f"{clip_id}: reference=portrait, but the corpus manifest names no portrait "
+                         "for it (pass --corpus, or use reference=auto|first_frame)")
+    return "first_frame", first_frame, first_landmarks
 
 
 # -- one clip (a Ray task) ------------------------------------------------------------------------
@@ -128,7 +155,7 @@ def lip_params(landmarks: np.ndarray, morphable: Any, split: Any, norm: dict) ->
 
 
 def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_json: str,
-                  truth_rate: float | None) -> dict:
+                  info: dict[str, Any]) -> dict:
     """Generate, render, re-track and score one clip; returns per-system metrics and plot curves."""
     from disenttalk import media
     from disenttalk.face.tracker import FaceTracker
@@ -149,7 +176,13 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     fps = float(rec.fps)
     audio = rec.audio[: int(round(t / fps * rec.sample_rate))]
     feats = evaluator.frontend(audio, rec.sample_rate, num_frames=t)
-    portrait, portrait_lm = truth_frames[0], truth_lm[0] if rec.valid[0] else None
+    reference, portrait, portrait_lm = reference_image(
+        cfg, rec.clip_id, info, truth_frames[0], truth_lm[0] if rec.valid[0] else None)
+    if portrait_lm is None:
+        with FaceTracker(static=True) as tracker:
+            portrait_lm = tracker.track_image(portrait)
+        if portrait_lm is None:
+            raise ValueError(f"{rec.clip_id}: no face found in the reference image ({reference})")
     kw = dict(steps=cfg.steps, sampler=cfg.sampler, guidance=cfg.guidance, eta=cfg.eta, seed=cfg.seed)
 
     def render(controls: Controls) -> tuple[np.ndarray, np.ndarray]:
@@ -173,12 +206,14 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     systems["still"] = clip.Trace(*(baselines.still(x) for x in (truth.landmarks, truth.lip, truth.frames)))  # noqa: E501
     systems["shifted"] = clip.Trace(*(baselines.delayed(x, shift) for x in (truth.landmarks, truth.lip,
                                                                              truth.frames)))
-    score_kw = dict(fps=fps, audio_features=feats, expert=evaluator.expert, truth_blink_rate=truth_rate,
+    score_kw = dict(fps=fps, audio_features=feats, expert=evaluator.expert,
+                    truth_blink_rate=info.get("blink_rate"),
                     cpbd_stride=cfg.cpbd_stride, max_offset=cfg.max_offset, window=evaluator.window)
     scores = {name: clip.score_clip(trace, truth, fidelity=fidelity if name == SYSTEM else None,
                                     **score_kw)
               for name, trace in systems.items()}
-    return {"clip_id": rec.clip_id, "language": rec.language, "split": rec.split, "scores": scores,
+    return {"clip_id": rec.clip_id, "language": rec.language, "split": rec.split,
+            "reference": reference, "scores": scores,
             "curves": {name: {k: v.tolist() for k, v in clip.curves(systems[name]).items()}
                        for name in (SYSTEM, "truth", "still", "shifted")}}
 
@@ -307,13 +342,13 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
             bundle_dir = resolve_bundle(bundle, work)
             groups = select_clips(clipstore.read_index(data), cfg)
             expert_dir = evaluator_dir(data, out, bundle_dir, cfg, work)
-            rates = truth_blink_rates(corpus)
+            info = corpus_info(corpus)
             rows = {r["clip_id"]: r for split in cfg.splits for r in groups.get(split, [])}
             task = ray.remote(num_cpus=cfg.num_cpus_per_clip)(evaluate_clip)
             # Bundle and evaluator travel as local paths: same machine here; on a cluster the
             # data and output URIs are shared storage and each worker resolves its own copy.
             refs = [task.remote(row, data, str(bundle_dir), str(expert_dir), cfg.to_json(),
-                                rates.get(cid)) for cid, row in rows.items()]
+                                info.get(cid, {})) for cid, row in rows.items()]
             results = []
             with tqdm(total=len(refs), desc="evaluate clips") as bar:
                 pending = refs
@@ -333,7 +368,8 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
             files = {
                 "metrics.json": json.dumps(metrics, indent=2, sort_keys=True),
                 "baselines.json": json.dumps(base, indent=2, sort_keys=True),
-                "clips.json": json.dumps([{k: r[k] for k in ("clip_id", "split", "language", "scores")}
+                "clips.json": json.dumps([{k: r[k] for k in ("clip_id", "split", "language", "reference",
+                                                             "scores")}
                                           for r in results], indent=2, sort_keys=True),
                 "metrics.md": markdown(table),
             }

@@ -78,8 +78,11 @@ def _sample_clip(corpus: Path, split: str, language: str) -> dict[str, Any]:
 
 def _corpus_complete(corpus: Path, cfg: CorpusSection) -> bool:
     """Whether ``corpus`` already holds the corpus this config describes (re-runs skip it)."""
-    stamp = corpus / "quickstart-corpus.json"
-    return stamp.exists() and stamp.read_text() == cfg.to_json() and (corpus / "manifest.jsonl").exists()
+    stamp, manifest = corpus / "quickstart-corpus.json", corpus / "manifest.jsonl"
+    if not (stamp.exists() and stamp.read_text() == cfg.to_json() and manifest.exists()):
+        return False
+    first = manifest.read_text(encoding="utf-8").split("\n", 1)[0]
+    return "portrait" in json.loads(first or "{}")  # corpora from before manifests named portraits
 
 
 def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:

@@ -11,7 +11,8 @@ spoken by the test speakers: unseen language, unseen faces and voices.
 Layout of the output folder::
 
     manifest.jsonl        one JSON line per clip: clip_id, path, truth, language, speaker,
-                          sentence, duration_s, split, fps, num_frames
+                          portrait (the speaker's photo), sentence, duration_s, split, fps,
+                          num_frames
     clips/<clip_id>.mp4   256×256, 25 fps, H.264 + AAC 16 kHz mono
     clips/<clip_id>.npz   truth: landmarks [T,478,3], mouth_opening [T], blinks [K,2] (s),
                           phonemes (start, end, symbol), mouth [T,3], eye_closure [T], head [T,4]
@@ -153,6 +154,7 @@ def manifest_row(plan: ClipPlan, duration_s: float, num_frames: int, fps: float)
         "truth": f"clips/{plan.clip_id}.npz",
         "language": plan.language,
         "speaker": plan.speaker_id,
+        "portrait": f"speakers/{plan.speaker_id}.png",
         "sentence": plan.text,
         "duration_s": round(duration_s, 4),
         "split": plan.split,

@@ -24,12 +24,13 @@ def corpus(tmp_path_factory):
 def test_manifest_schema(corpus):
     root, summary, rows = corpus
     assert len(rows) == summary["clips"] == 3
-    keys = {"clip_id", "path", "truth", "language", "speaker", "sentence", "duration_s", "split",
-            "fps", "num_frames"}
+    keys = {"clip_id", "path", "truth", "language", "speaker", "portrait", "sentence", "duration_s",
+            "split", "fps", "num_frames"}
     for row in rows:
         assert set(row) == keys
         assert row["language"] in ("en", "es") and row["split"] in ("train", "val", "test", XLING_SPLIT)
         assert (root / row["path"]).is_file() and (root / row["truth"]).is_file()
+        assert (root / row["portrait"]).is_file() and row["speaker"] in row["portrait"]
         assert row["fps"] == 25.0 and row["duration_s"] == pytest.approx(row["num_frames"] / 25.0)
         assert isinstance(row["sentence"], str) and row["sentence"]
     assert {r["split"] for r in rows} == {"train", "val", XLING_SPLIT}
