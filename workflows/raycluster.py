@@ -39,6 +39,30 @@ class RayConfig(StrictConfig):
     progress_bars: bool = True
 
 
+# Ray Train's placement-group cleaner asks the State API (served by the dashboard) once a
+# second whether the train controller lives; on a local cluster without the dashboard every
+# ask fails and logs the same warning, hundreds of lines per run.
+_CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+_CLEANER_NOISE = "State API may be temporarily unavailable"
+
+
+class _DropMessage:
+    """logging filter: drops records whose message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def filter(self, record) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_state_api_warnings() -> None:
+    """Worker setup hook of a dashboard-less local cluster: silence the cleaner's State API warning."""
+    import logging
+
+    logging.getLogger(_CLEANER_LOGGER).addFilter(_DropMessage(_CLEANER_NOISE))
+
+
 def forwarded_env() -> dict[str, str]:
     """The subset of :data:`FORWARDED_ENV` set in this process."""
     return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
@@ -56,6 +80,8 @@ def init_ray(cfg: RayConfig) -> bool:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     else:
+        if not cfg.include_dashboard:
+            runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_state_api_warnings"
         ray.init(
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
