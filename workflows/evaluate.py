@@ -62,6 +62,7 @@ class EvaluateConfig(StrictConfig):
     shift_seconds: float = Field(0.5, gt=0)
     max_offset: int = Field(15, gt=0)  # sync sweep ±frames
     cpbd_stride: int = Field(5, gt=0)  # CPBD on every n-th frame
+    image_stride: int = Field(5, gt=0)  # PSNR/SSIM on every n-th frame
     num_cpus_per_clip: float = Field(1.0, gt=0)
     evaluator: EvaluatorConfig = EvaluatorConfig()
     ray: RayConfig = RayConfig()
@@ -208,7 +209,8 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
                                                                              truth.frames)))
     score_kw = dict(fps=fps, audio_features=feats, expert=evaluator.expert,
                     truth_blink_rate=info.get("blink_rate"),
-                    cpbd_stride=cfg.cpbd_stride, max_offset=cfg.max_offset, window=evaluator.window)
+                    cpbd_stride=cfg.cpbd_stride, image_stride=cfg.image_stride,
+                    max_offset=cfg.max_offset, window=evaluator.window)
     scores = {name: clip.score_clip(trace, truth, fidelity=fidelity if name == SYSTEM else None,
                                     **score_kw)
               for name, trace in systems.items()}

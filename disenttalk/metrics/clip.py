@@ -37,12 +37,14 @@ def score_clip(
     truth_blink_rate: float | None = None,
     fidelity: Trace | None = None,
     cpbd_stride: int = 5,
+    image_stride: int = 1,
     max_offset: int = MAX_OFFSET,
     window: int = 5,
 ) -> dict[str, float]:
     """Metrics of ``test`` vs ``truth``; ``fidelity`` (made with the source's pose and eyes) gives PSNR/SSIM.
 
-    Without ``fidelity`` PSNR/SSIM compare ``test`` itself with the truth frames. Metrics whose
+    Without ``fidelity`` PSNR/SSIM compare ``test`` itself with the truth frames, on every
+    ``image_stride``-th frame (CPBD on every ``cpbd_stride``-th). Metrics whose
     inputs are missing are NaN, so tables keep one schema.
     """
     t = min(len(test.landmarks), len(truth.landmarks))
@@ -67,8 +69,9 @@ def score_clip(
         ref = fidelity if fidelity is not None and fidelity.frames is not None else test
         if truth.frames is not None and ref.frames.shape[1:] == truth.frames.shape[1:]:
             n = min(len(ref.frames), len(truth.frames))
-            out["psnr"] = image.psnr(truth.frames[:n], ref.frames[:n])
-            out["ssim"] = image.ssim(truth.frames[:n], ref.frames[:n])
+            every = slice(0, n, image_stride)  # PSNR/SSIM on every image_stride-th frame
+            out["psnr"] = image.psnr(truth.frames[every], ref.frames[every])
+            out["ssim"] = image.ssim(truth.frames[every], ref.frames[every])
     return out
 
 
