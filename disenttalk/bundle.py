@@ -91,6 +91,18 @@ def _check_consistent(config: ModelConfig, split: RegionSplit) -> None:
                           f"config says {config.k_lip}, {config.k_eye}")
 
 
+def update_meta(path: str | Path, **fields: Any) -> dict[str, Any]:
+    """Set ``fields`` in a bundle's meta.json (atomic replace); returns the new meta."""
+    file = Path(path) / "meta.json"
+    if not file.is_file():
+        raise BundleError(f"{path}: no meta.json (not a bundle folder)")
+    meta = {**json.loads(file.read_text()), **fields}
+    tmp = file.with_name(f".meta.json.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    tmp.replace(file)
+    return meta
+
+
 def write_bundle(path: str | Path, *, config: ModelConfig, morphable: Any | None, split: RegionSplit,
                  norm: dict[str, np.ndarray], expert_state: dict[str, torch.Tensor],
                  denoiser_state: dict[str, torch.Tensor], extra: dict[str, Any] | None = None,

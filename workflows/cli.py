@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from tune import sampler as tune_sampler
 from workflows import (
     bench,
     demo_data,
@@ -36,6 +37,7 @@ app.command("preprocess")(preprocess.cli)
 app.command("fit")(fit.cli)
 app.command("train")(train.cli)
 app.command("demo-data")(demo_data.demo_data)
+app.command("tune-sampler")(tune_sampler.cli)
 app.command("evaluate")(evaluate.evaluate)
 app.command("register")(register.cli)
 app.command("generate")(generate.cli)

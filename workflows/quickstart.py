@@ -1,7 +1,7 @@
 """``disenttalk quickstart`` (``make demo``): the whole main job on the demo corpus, end to end.
 
-demo-data → preprocess → fit → train → evaluate → register → generate, on one local Ray
-cluster, every stage tracked in MLflow. Outputs go to ``<workspace>/quickstart/``; the run ends
+demo-data → preprocess → fit → train → tune-sampler → evaluate → register → generate, on one
+local Ray cluster, every stage tracked in MLflow. Outputs go to ``<workspace>/quickstart/``; the run ends
 with a one-screen summary and ``summary.json`` (video, tracking URI, model URI, metrics and
 baselines per split).
 """
@@ -47,6 +47,7 @@ class StageOverrides(StrictConfig):
     preprocess: tuple[str, ...] = ()
     fit: tuple[str, ...] = ()
     train: tuple[str, ...] = ()
+    tune_sampler: tuple[str, ...] = ()
     evaluate: tuple[str, ...] = ()
 
 
@@ -91,6 +92,7 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
     from skimage import io
 
     from disenttalk.synth.clips import build_corpus
+    from tune import sampler as tune_sampler
     from workflows import evaluate, fit, generate, preprocess, register, tracking, train
     from workflows.clipworker import PreprocessConfig
     from workflows.common import load_config
@@ -127,6 +129,10 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
             "train", train.run, str(store), str(fit_dir), str(train_dir),
             train.load_stage_config(None, o.train))
         bundle = str(trained["bundle"])
+        _, times["tune-sampler"] = _stage(
+            "tune-sampler", tune_sampler.run,
+            load_config(tune_sampler.SamplerSearchConfig, "tune_sampler", None, o.tune_sampler),
+            bundle, str(store))
         evaluation, times["evaluate"] = _stage(
             "evaluate", evaluate.run,
             load_config(evaluate.EvaluateConfig, "evaluate", None, o.evaluate),

@@ -1,0 +1,49 @@
+"""tune-sampler: a Ray Tune grid over (guidance, η) on a tiny store writes the winner into the bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+
+def test_tune_sampler_writes_the_chosen_setting_into_meta(ray_cluster, mlflow_uri, eval_store, tiny_bundle,
+                                                          tmp_path):
+    import mlflow
+
+    from tune.sampler import SamplerSearchConfig, run
+
+    root, _ = eval_store
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    cfg = SamplerSearchConfig().with_overrides([
+        "split=val", "etas=[0.0,1.0]", "guidances=[1.0,2.0]", "seeds=[0]", "steps=2",
+        "mlflow.experiment=tune-sampler-test", f"storage_path={tmp_path / 'ray_results'}"])
+    result = run(cfg, str(bundle), str(root))
+
+    grid = {(r["guidance"], r["eta"]) for r in result["results"]}
+    assert grid == {(1.0, 0.0), (1.0, 1.0), (2.0, 0.0), (2.0, 1.0)}  # one trial per grid point
+    meta = json.loads((bundle / "meta.json").read_text())
+    assert (meta["guidance"], meta["eta"]) in grid
+    assert (meta["guidance"], meta["eta"]) == (result["best"]["guidance"], result["best"]["eta"])
+    assert meta["sampler_search"]["split"] == "val" and len(meta["sampler_search"]["results"]) == 4
+    assert "has_morphable" in meta  # the rest of meta.json is kept
+
+    from disenttalk.generate.generator import Generator
+
+    gen = Generator.from_bundle(bundle)  # the bundle still loads and now defaults to the winner
+    assert (gen.default_guidance, gen.default_eta) == (meta["guidance"], meta["eta"])
+    assert "best/lmd" in mlflow.get_run(result["run_id"]).data.metrics
+
+
+def test_tune_sampler_refuses_what_it_cannot_edit(tmp_path, eval_store):
+    import typer
+
+    from tune.sampler import SamplerSearchConfig, run
+
+    root, _ = eval_store
+    with pytest.raises(typer.BadParameter, match="not a local bundle folder"):
+        run(SamplerSearchConfig(), str(tmp_path / "nothing"), str(root))

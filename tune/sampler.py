@@ -1,0 +1,177 @@
+"""``disenttalk tune-sampler``: choose a trained bundle's sampler settings (DDIM η, guidance) on val.
+
+What η moves most is blinking: eye dims are not driven by the audio, so how often they dip far
+enough to read as a blink depends on how much noise the sampler re-injects (η = 0 keeps the
+jitter that crosses the blink threshold, η = 1 smooths it away), and the right value differs
+from one trained model to the next. Ray Tune runs one trial per (guidance, η) of a grid; each
+trial generates motion for the split's clips (several seeds), decodes it onto the clip's
+first-frame identity and measures
+
+- ``blink_error``: |blinks / the truth's blinks − 1| (the truth: the clip's tracked landmarks;
+  blinks per second themselves where the truth has none), and
+- ``lmd``: mouth landmark distance of the decoded landmarks to the tracked truth.
+
+Among the settings whose ``lmd`` is within ``lmd_tolerance`` of the best one, the one with the
+smallest blink error wins and is written into the bundle's ``meta.json`` (``eta``,
+``guidance`` and the whole table as ``sampler_search``), which :class:`Generator` uses as its
+defaults. The search is logged to MLflow. Landmarks are scored as decoded, without rendering:
+the renderer draws blinks and mouth openings that re-tracking reads back (see
+``tests/unit/test_render.py``), and skipping it keeps a trial to seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+from pydantic import Field
+
+from disenttalk.config import StrictConfig
+from workflows import clipstore
+from workflows.raycluster import RayConfig
+from workflows.tracking import MlflowConfig
+
+
+class SamplerSearchConfig(StrictConfig):
+    """The grid, the clips it is scored on, and how the winner is picked."""
+
+    split: str = "val"
+    max_clips: int = Field(12, gt=0)
+    etas: tuple[float, ...] = (0.2, 0.35, 0.5, 0.65, 0.8)
+    guidances: tuple[float, ...] = (2.0,)
+    seeds: tuple[int, ...] = (0, 1, 2)  # more seeds: more blinks counted, less noise per setting
+    steps: int = Field(25, gt=0)  # DDIM steps, as generation uses
+    lmd_tolerance: float = Field(0.05, ge=0)  # settings within this fraction of the best lmd compete
+    storage_path: str | None = None  # Ray Tune results (local or s3://); None = <workspace>/ray_results
+    cpus_per_trial: float = Field(1.0, gt=0)
+    ray: RayConfig = RayConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+
+def choose(rows: list[dict[str, float]], lmd_tolerance: float) -> dict[str, float]:
+    """The winning row: least ``blink_error`` among rows with ``lmd`` ≤ best·(1 + tolerance)."""
+    scored = [r for r in rows if math.isfinite(r["lmd"]) and math.isfinite(r["blink_error"])]
+    if not scored:
+        raise ValueError("no sampler setting produced finite scores")
+    best = min(r["lmd"] for r in scored)
+    pool = [r for r in scored if r["lmd"] <= best * (1.0 + lmd_tolerance)]
+    return min(pool, key=lambda r: (r["blink_error"], r["lmd"]))
+
+
+def score_setting(config: dict[str, Any]) -> dict[str, float]:
+    """One trial: generate for every clip × seed at (guidance, η); blink ratio and lmd of the lot."""
+    import torch
+
+    from disenttalk.generate.generator import Generator
+    from disenttalk.metrics import landmarks as lm_metrics
+
+    torch.set_num_threads(max(1, int(config["threads"])))
+    gen = Generator.from_bundle(config["bundle"])
+    morphable = gen.bundle.morphable
+    blinks = truth_blinks = seconds = 0.0
+    lmds = []
+    for row in config["rows"]:
+        rec = clipstore.read_record(config["data"], row)
+        first = int(np.flatnonzero(rec.valid)[0])  # identity and pose from the first tracked frame
+        truth = rec.landmarks
+        t, fps = len(truth), float(rec.fps)
+        audio = rec.audio[: int(round(t / fps * rec.sample_rate))]
+        _, pose, identity = morphable.encode(truth[first][None])
+        detail = morphable.detail(truth[first])
+        truth_rate = lm_metrics.landmark_blink_rate(truth, fps)
+        for seed in config["seeds"]:
+            motion = gen.motion(audio, rec.sample_rate, steps=config["steps"], sampler="ddim",
+                                seed=seed, eta=config["eta"], guidance=config["guidance"])
+            decoded = morphable.decode(motion.expression[:t], np.repeat(pose, t, 0), identity, detail)
+            blinks += lm_metrics.landmark_blink_rate(decoded, fps) * t / fps
+            truth_blinks += truth_rate * t / fps
+            seconds += t / fps
+            lmds.append(lm_metrics.lmd(decoded, truth))
+    error = abs(blinks / truth_blinks - 1.0) if truth_blinks else blinks / seconds
+    return {"blink_rate": blinks / seconds, "truth_blink_rate": truth_blinks / seconds,
+            "blink_error": error, "lmd": float(np.nanmean(lmds)), "seconds": seconds}
+
+
+def _trial(config: dict[str, Any]) -> None:
+    from ray import tune
+
+    tune.report(score_setting(config))
+
+
+def run(cfg: SamplerSearchConfig, bundle: str, data: str) -> dict[str, Any]:
+    """Search the grid on ``data``'s split, write the winner into the bundle folder; returns it."""
+    from ray import tune
+
+    from disenttalk import paths
+    from disenttalk.bundle import update_meta
+    from workflows.common import format_summary
+    from workflows.raycluster import init_ray, shutdown_if_started
+    from workflows.tracking import start_run
+
+    folder = Path(bundle)
+    if not (folder / "meta.json").is_file():
+        raise typer.BadParameter(f"{bundle}: not a local bundle folder (tune-sampler edits its meta.json)")
+    rows = sorted(clipstore.read_index(data, cfg.split), key=lambda r: r["clip_id"])[: cfg.max_clips]
+    if not rows:
+        raise ValueError(f"{data}: no clips in split {cfg.split!r} to tune the sampler on")
+    tic = time.perf_counter()
+    started = init_ray(cfg.ray)
+    try:
+        with start_run(cfg.mlflow, params=cfg, tags={"stage": "tune-sampler", "bundle": bundle,
+                                                      "data": data}) as tracker:
+            space = {"eta": tune.grid_search(list(cfg.etas)),
+                     "guidance": tune.grid_search(list(cfg.guidances)),
+                     "bundle": str(folder.resolve()), "data": data, "rows": rows,
+                     "seeds": list(cfg.seeds), "steps": cfg.steps, "threads": cfg.cpus_per_trial}
+            tuner = tune.Tuner(
+                tune.with_resources(_trial, {"cpu": cfg.cpus_per_trial}),
+                param_space=space,
+                tune_config=tune.TuneConfig(),
+                run_config=tune.RunConfig(name=f"sampler-{folder.name}", verbose=0,
+                                          storage_path=cfg.storage_path
+                                          or str(paths.home() / "ray_results")),
+            )
+            grid = tuner.fit()
+            errors = [r.error for r in grid if r.error is not None]
+            if errors:
+                raise RuntimeError(f"{len(errors)} sampler trial(s) failed: {errors[0]}")
+            table = sorted(({"eta": float(r.config["eta"]), "guidance": float(r.config["guidance"]),
+                             **{k: float(r.metrics[k]) for k in ("blink_rate", "truth_blink_rate",
+                                                                 "blink_error", "lmd")}}
+                            for r in grid), key=lambda r: (r["guidance"], r["eta"]))
+            best = choose(table, cfg.lmd_tolerance)
+            update_meta(folder, eta=best["eta"], guidance=best["guidance"],
+                        sampler_search={"split": cfg.split, "clips": len(rows), "seeds": list(cfg.seeds),
+                                        "lmd_tolerance": cfg.lmd_tolerance, "results": table})
+            for i, r in enumerate(table):
+                tracker.log_metrics({f"grid/{k}": v for k, v in r.items()}, step=i)
+            tracker.log_metrics({f"best/{k}": v for k, v in best.items()})
+            summary = {"split": f"{cfg.split} ({len(rows)} clips, {len(cfg.seeds)} seeds)",
+                       "eta": best["eta"], "guidance": best["guidance"],
+                       "blink_rate": best["blink_rate"], "truth_blink_rate": best["truth_blink_rate"],
+                       "lmd": best["lmd"],
+                       "trials": len(table), "seconds": round(time.perf_counter() - tic, 1)}
+            typer.echo(format_summary(f"tune-sampler → {folder / 'meta.json'}", summary))
+            return {"best": best, "results": table, "run_id": tracker.run_id}
+    finally:
+        shutdown_if_started(started)
+
+
+def cli(
+    bundle: str = typer.Option(..., "--bundle", help="local bundle folder (its meta.json is updated)"),
+    data: str = typer.Option(..., "--data", help="preprocessed clip store (folder or s3:// URI)"),
+    config: Path | None = typer.Option(None, "--config", help="YAML (default configs/tune_sampler.yaml)"),
+    overrides: list[str] = typer.Option([], "--set", help="key=value, repeatable (e.g. etas=[0.3,0.5])"),
+) -> None:
+    """Choose DDIM η and guidance for a trained bundle on val clips with Ray Tune; store them in it."""
+    from workflows.common import load_config
+
+    run(load_config(SamplerSearchConfig, "tune_sampler", config, overrides), bundle, data)
+
+
+if __name__ == "__main__":  # Ray job entrypoint: python -m tune.sampler
+    typer.run(cli)
