@@ -3,7 +3,10 @@
 What η moves most is blinking: eye dims are not driven by the audio, so how often they dip far
 enough to read as a blink depends on how much noise the sampler re-injects (η = 0 keeps the
 jitter that crosses the blink threshold, η = 1 smooths it away), and the right value differs
-from one trained model to the next. Ray Tune runs one trial per (guidance, η) of a grid; each
+from one trained model to the next. Lips go the other way: more re-injected noise gives lower
+lip error. DDIM updates every dim on its own, so the eye dims get their own η (``eye_etas``)
+and the lip and global dims theirs (``lip_etas``). Ray Tune runs one trial per
+(guidance, lip η, eye η) of the grid; each
 trial generates motion for the split's clips (several seeds), decodes it onto the clip's
 first-frame identity and measures
 
@@ -12,7 +15,7 @@ first-frame identity and measures
 - ``lmd``: mouth landmark distance of the decoded landmarks to the tracked truth.
 
 Among the settings whose ``lmd`` is within ``lmd_tolerance`` of the best one, the one with the
-smallest blink error wins and is written into the bundle's ``meta.json`` (``eta``,
+smallest blink error wins and is written into the bundle's ``meta.json`` (``eta`` by region,
 ``guidance`` and the whole table as ``sampler_search``), which :class:`Generator` uses as its
 defaults. The search is logged to MLflow. Landmarks are scored as decoded, without rendering:
 the renderer draws blinks and mouth openings that re-tracking reads back (see
@@ -41,7 +44,8 @@ class SamplerSearchConfig(StrictConfig):
 
     split: str = "val"
     max_clips: int = Field(12, gt=0)
-    etas: tuple[float, ...] = (0.2, 0.35, 0.5, 0.65, 0.8)
+    eye_etas: tuple[float, ...] = (0.2, 0.35, 0.5, 0.65, 0.8)  # DDIM η of the eye dims
+    lip_etas: tuple[float, ...] = (0.8,)  # DDIM η of the lip and global dims
     guidances: tuple[float, ...] = (2.0,)
     seeds: tuple[int, ...] = (0, 1, 2)  # more seeds: more blinks counted, less noise per setting
     steps: int = Field(25, gt=0)  # DDIM steps, as generation uses
@@ -85,7 +89,7 @@ def score_setting(config: dict[str, Any]) -> dict[str, float]:
         truth_rate = lm_metrics.landmark_blink_rate(truth, fps)
         for seed in config["seeds"]:
             motion = gen.motion(audio, rec.sample_rate, steps=config["steps"], sampler="ddim",
-                                seed=seed, eta=config["eta"], guidance=config["guidance"])
+                                seed=seed, eta=region_eta(config), guidance=config["guidance"])
             decoded = morphable.decode(motion.expression[:t], np.repeat(pose, t, 0), identity, detail)
             blinks += lm_metrics.landmark_blink_rate(decoded, fps) * t / fps
             truth_blinks += truth_rate * t / fps
@@ -94,6 +98,11 @@ def score_setting(config: dict[str, Any]) -> dict[str, float]:
     error = abs(blinks / truth_blinks - 1.0) if truth_blinks else blinks / seconds
     return {"blink_rate": blinks / seconds, "truth_blink_rate": truth_blinks / seconds,
             "blink_error": error, "lmd": float(np.nanmean(lmds)), "seconds": seconds}
+
+
+def region_eta(row: dict[str, Any]) -> dict[str, float]:
+    """The per-region DDIM η of a grid point (lip η for the lip and global dims)."""
+    return {"lip": float(row["lip_eta"]), "eye": float(row["eye_eta"]), "global": float(row["lip_eta"])}
 
 
 def _trial(config: dict[str, Any]) -> None:
@@ -123,7 +132,8 @@ def run(cfg: SamplerSearchConfig, bundle: str, data: str) -> dict[str, Any]:
     try:
         with start_run(cfg.mlflow, params=cfg, tags={"stage": "tune-sampler", "bundle": bundle,
                                                       "data": data}) as tracker:
-            space = {"eta": tune.grid_search(list(cfg.etas)),
+            space = {"eye_eta": tune.grid_search(list(cfg.eye_etas)),
+                     "lip_eta": tune.grid_search(list(cfg.lip_etas)),
                      "guidance": tune.grid_search(list(cfg.guidances)),
                      "bundle": str(folder.resolve()), "data": data, "rows": rows,
                      "seeds": list(cfg.seeds), "steps": cfg.steps, "threads": cfg.cpus_per_trial}
@@ -139,19 +149,20 @@ def run(cfg: SamplerSearchConfig, bundle: str, data: str) -> dict[str, Any]:
             errors = [r.error for r in grid if r.error is not None]
             if errors:
                 raise RuntimeError(f"{len(errors)} sampler trial(s) failed: {errors[0]}")
-            table = sorted(({"eta": float(r.config["eta"]), "guidance": float(r.config["guidance"]),
+            table = sorted(({"eye_eta": float(r.config["eye_eta"]), "lip_eta": float(r.config["lip_eta"]),
+                             "guidance": float(r.config["guidance"]),
                              **{k: float(r.metrics[k]) for k in ("blink_rate", "truth_blink_rate",
                                                                  "blink_error", "lmd")}}
-                            for r in grid), key=lambda r: (r["guidance"], r["eta"]))
+                            for r in grid), key=lambda r: (r["guidance"], r["lip_eta"], r["eye_eta"]))
             best = choose(table, cfg.lmd_tolerance)
-            update_meta(folder, eta=best["eta"], guidance=best["guidance"],
+            update_meta(folder, eta=region_eta(best), guidance=best["guidance"],
                         sampler_search={"split": cfg.split, "clips": len(rows), "seeds": list(cfg.seeds),
                                         "lmd_tolerance": cfg.lmd_tolerance, "results": table})
             for i, r in enumerate(table):
                 tracker.log_metrics({f"grid/{k}": v for k, v in r.items()}, step=i)
             tracker.log_metrics({f"best/{k}": v for k, v in best.items()})
             summary = {"split": f"{cfg.split} ({len(rows)} clips, {len(cfg.seeds)} seeds)",
-                       "eta": best["eta"], "guidance": best["guidance"],
+                       "eye_eta": best["eye_eta"], "lip_eta": best["lip_eta"], "guidance": best["guidance"],
                        "blink_rate": best["blink_rate"], "truth_blink_rate": best["truth_blink_rate"],
                        "lmd": best["lmd"],
                        "trials": len(table), "seconds": round(time.perf_counter() - tic, 1)}
@@ -165,7 +176,7 @@ def cli(
     bundle: str = typer.Option(..., "--bundle", help="local bundle folder (its meta.json is updated)"),
     data: str = typer.Option(..., "--data", help="preprocessed clip store (folder or s3:// URI)"),
     config: Path | None = typer.Option(None, "--config", help="YAML (default configs/tune_sampler.yaml)"),
-    overrides: list[str] = typer.Option([], "--set", help="key=value, repeatable (e.g. etas=[0.3,0.5])"),
+    overrides: list[str] = typer.Option([], "--set", help="key=value, repeatable (e.g. eye_etas=[0.3,0.5])"),
 ) -> None:
     """Choose DDIM η and guidance for a trained bundle on val clips with Ray Tune; store them in it."""
     from workflows.common import load_config

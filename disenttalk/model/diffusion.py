@@ -10,7 +10,7 @@ Timesteps are 0-based: t ∈ {0, …, T-1}, and "t = -1" stands for clean data (
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -155,21 +155,34 @@ class DDPMSampler(_Sampler):
 
 
 class DDIMSampler(_Sampler):
-    """DDIM (Song et al.): eta=0 deterministic, eta=1 the DDPM posterior on the same timesteps."""
+    """DDIM (Song et al.): eta=0 deterministic, eta=1 the DDPM posterior on the same timesteps.
 
-    def __init__(self, diffusion: GaussianDiffusion, eta: float = 0.0) -> None:
+    ``eta`` is one number or one per parameter dim ([N], broadcast over the last axis): each
+    dim's update is elementwise, so regions can be sampled with their own stochasticity.
+    """
+
+    def __init__(self, diffusion: GaussianDiffusion, eta: float | Sequence[float] | torch.Tensor = 0.0
+                 ) -> None:
         super().__init__(diffusion)
-        self.eta = float(eta)
+        values = torch.as_tensor(eta, dtype=torch.float64)
+        if values.dim() > 1 or not bool(((values >= 0) & (values <= 1)).all()):
+            raise ValueError(f"DDIM eta must be a number or a vector in [0, 1], got {eta!r}")
+        self.eta: float | torch.Tensor = float(values) if values.dim() == 0 else values
 
     def step(self, eps: torch.Tensor, t: int | torch.Tensor, x_t: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
         """x_prev = √ᾱ_prev x0̂ + √(1-ᾱ_prev-σ²) ε + σ z."""
         t, a_t, a_prev = self._alphas(t)
         x0 = (x_t - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
-        sigma = self.eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
-        out = math.sqrt(a_prev) * x0 + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
-        if sigma <= 0.0:
-            return out
+        scale = math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))
+        if isinstance(self.eta, float):
+            sigma = self.eta * scale
+            out = math.sqrt(a_prev) * x0 + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
+            if sigma <= 0.0:
+                return out
+            return out + sigma * self._noise(x_t, generator)
+        sigma = (self.eta * scale).to(x_t)  # [N]
+        out = math.sqrt(a_prev) * x0 + (1.0 - a_prev - sigma**2).clamp(min=0.0).sqrt() * eps
         return out + sigma * self._noise(x_t, generator)
 
 
@@ -177,7 +190,7 @@ Sampler = DDPMSampler | DDIMSampler
 
 
 def make_sampler(diffusion: GaussianDiffusion, name: str, steps: int | None = None,
-                 eta: float = 0.0) -> Sampler:
+                 eta: float | Sequence[float] | torch.Tensor = 0.0) -> Sampler:
     """``"ddpm"`` (all T steps unless ``steps``) or ``"ddim"`` (``steps``, default 25)."""
     if name == "ddpm":
         sampler: Sampler = DDPMSampler(diffusion)

@@ -20,15 +20,16 @@ def test_tune_sampler_writes_the_chosen_setting_into_meta(ray_cluster, mlflow_ur
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, bundle)
     cfg = SamplerSearchConfig().with_overrides([
-        "split=val", "etas=[0.0,1.0]", "guidances=[1.0,2.0]", "seeds=[0]", "steps=2",
+        "split=val", "eye_etas=[0.0,1.0]", "lip_etas=[0.5]", "guidances=[1.0,2.0]", "seeds=[0]", "steps=2",
         "mlflow.experiment=tune-sampler-test", f"storage_path={tmp_path / 'ray_results'}"])
     result = run(cfg, str(bundle), str(root))
 
-    grid = {(r["guidance"], r["eta"]) for r in result["results"]}
+    grid = {(r["guidance"], r["eye_eta"]) for r in result["results"]}
     assert grid == {(1.0, 0.0), (1.0, 1.0), (2.0, 0.0), (2.0, 1.0)}  # one trial per grid point
     meta = json.loads((bundle / "meta.json").read_text())
-    assert (meta["guidance"], meta["eta"]) in grid
-    assert (meta["guidance"], meta["eta"]) == (result["best"]["guidance"], result["best"]["eta"])
+    best = result["best"]
+    assert (meta["guidance"], meta["eta"]["eye"]) == (best["guidance"], best["eye_eta"])
+    assert meta["eta"]["lip"] == meta["eta"]["global"] == 0.5
     assert meta["sampler_search"]["split"] == "val" and len(meta["sampler_search"]["results"]) == 4
     assert "has_morphable" in meta  # the rest of meta.json is kept
 
@@ -36,6 +37,10 @@ def test_tune_sampler_writes_the_chosen_setting_into_meta(ray_cluster, mlflow_ur
 
     gen = Generator.from_bundle(bundle)  # the bundle still loads and now defaults to the winner
     assert (gen.default_guidance, gen.default_eta) == (meta["guidance"], meta["eta"])
+    eta = gen.eta_vector(gen.default_eta)  # one η per dim, by region
+    assert eta.shape == (gen.split.num_dims,) and set(eta[list(gen.split.eye)]) == {best["eye_eta"]}
+    with pytest.raises(ValueError, match="needs exactly the keys"):
+        gen.eta_vector({"lip": 0.5})
     assert "best/lmd" in mlflow.get_run(result["run_id"]).data.metrics
 
 

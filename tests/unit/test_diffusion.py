@@ -202,3 +202,25 @@ def test_clip_x0_bounds_the_sample():
                   clip_x0=1.5)
     assert wild.abs().max() > 1.5
     assert held.abs().max() <= 1.5 + 1e-5
+
+
+def test_ddim_eta_per_dim_matches_scalar_steps_dim_by_dim(diffusion):
+    """A vector η steps each dim as a scalar η of that value would; η = 0 dims stay deterministic."""
+    model = AudioDenoiser()
+    audio = torch.randn(2, 9, 4, generator=torch.Generator().manual_seed(4))
+    fn = lambda x, t: cfg_eps(model, x, t, audio, scale=2.0)  # noqa: E731
+    eta = torch.tensor([0.0, 0.0, 0.0, 0.7, 0.7, 0.7])
+    mixed = make_sampler(diffusion, "ddim", steps=10, eta=eta)
+    same = make_sampler(diffusion, "ddim", steps=10, eta=torch.full((6,), 0.7))
+    scalar = make_sampler(diffusion, "ddim", steps=10, eta=0.7)
+    x = torch.randn(2, 9, 6, generator=torch.Generator().manual_seed(1))
+    t = int(mixed.timesteps[3])
+    eps = fn(x, t)
+    a = mixed.step(eps, t, x, generator=torch.Generator().manual_seed(2))
+    b = scalar.step(eps, t, x, generator=torch.Generator().manual_seed(2))
+    zero = make_sampler(diffusion, "ddim", steps=10, eta=0.0).step(eps, t, x)
+    close = lambda u, v: torch.allclose(u, v, atol=1e-5)  # noqa: E731 (float32 vs float64 coefficients)
+    assert close(a[..., 3:], b[..., 3:]) and close(a[..., :3], zero[..., :3])
+    assert close(same.step(eps, t, x, generator=torch.Generator().manual_seed(2)), b)
+    with pytest.raises(ValueError, match="eta"):
+        DDIMSampler(diffusion, eta=torch.tensor([0.5, 1.5]))
