@@ -204,7 +204,12 @@ class Loop:
             rng = np.random.default_rng(_step_seed(self.train.seed, self.rank, phase, step))
             gen = torch.Generator(device="cpu").manual_seed(int(rng.integers(2**62)))
             batch = _to_torch(self.sampler.sample(self.train.batch_size, rng), self.device)
-            metrics = step_fn(batch, gen)
+            optimizer, base = ((self.nets.opt_expert, self.train.sync_lr) if phase == "sync"
+                               else (self.nets.opt_denoiser, self.train.lr))
+            lr = self.train.lr_at(base, step, steps)  # a pure function of the step: resumes agree
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            metrics = step_fn(batch, gen) | {"lr": lr}
             self.progress.step = step + 1
             window_loss.append(float(metrics["loss"]))
             if self.tracker is not None and (step + 1) % self.stage.run.log_every == 0:

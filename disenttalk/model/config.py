@@ -7,6 +7,7 @@ something; elsewhere they are sized so DDIM-25 with guidance runs faster than re
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -53,7 +54,7 @@ class DenoiserConfig(StrictConfig):
     local_kernel: int = Field(5, gt=0)  # Eq. 6, k = 5 in the paper
     temporal_kernel: int = Field(3, gt=0)  # Eq. 5, per depth-wise branch
     dilations: tuple[int, ...] = (1, 2, 4)  # Eq. 5, 2^i for i = 0..2
-    look_ahead: int = Field(0, ge=0)  # audio frames after t the cross-attention may see
+    look_ahead: int = Field(2, ge=0)  # audio frames after t the cross-attention may see (80 ms)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
@@ -98,7 +99,17 @@ class TrainConfig(StrictConfig):
     grad_clip: float = Field(1.0, gt=0)
     sync_steps: int = Field(2000, ge=0)
     denoiser_steps: int = Field(20000, ge=0)
+    # learning rate over each phase: constant (the paper), or cosine decay to lr_floor × lr
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_floor: float = Field(0.1, ge=0, le=1)
     seed: int = 0
+
+    def lr_at(self, base: float, step: int, steps: int) -> float:
+        """The learning rate of step ``step`` (0-based) of a phase of ``steps`` steps."""
+        if self.lr_schedule == "constant" or steps <= 1:
+            return base
+        progress = min(max(step / (steps - 1), 0.0), 1.0)
+        return base * (self.lr_floor + (1.0 - self.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 class ModelConfig(StrictConfig):

@@ -68,3 +68,14 @@ def test_strict(override):
 def test_frozen():
     with pytest.raises(pydantic.ValidationError):
         DenoiserConfig().dim = 3
+
+
+def test_lr_schedule_constant_and_cosine():
+    from disenttalk.model.config import TrainConfig
+
+    assert TrainConfig().lr_at(1e-3, 500, 1000) == 1e-3  # the paper's constant rate
+    cos = TrainConfig(lr_schedule="cosine", lr_floor=0.1)
+    rates = [cos.lr_at(1e-3, s, 100) for s in range(100)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))  # never rises
+    assert rates[50] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5), rel=0.05)
