@@ -44,7 +44,7 @@ class SamplerSearchConfig(StrictConfig):
 
     split: str = "val"
     max_clips: int = Field(12, gt=0)
-    eye_etas: tuple[float, ...] = (0.2, 0.35, 0.5, 0.65, 0.8)  # DDIM η of the eye dims
+    eye_etas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5, 0.65)  # DDIM η of the eye dims
     lip_etas: tuple[float, ...] = (0.8,)  # DDIM η of the lip and global dims
     guidances: tuple[float, ...] = (2.0,)
     seeds: tuple[int, ...] = (0, 1, 2)  # more seeds: more blinks counted, less noise per setting
