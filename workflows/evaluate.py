@@ -132,6 +132,22 @@ def reference_image(cfg: EvaluateConfig, clip_id: str, info: dict[str, Any], fir
     return "first_frame", first_frame, first_landmarks
 
 
+def tracked_reference(cfg: EvaluateConfig, clip_id: str, info: dict[str, Any], first_frame: np.ndarray | None,
+                      first_landmarks: np.ndarray | None) -> tuple[str, np.ndarray, np.ndarray]:
+    """:func:`reference_image` with its landmarks (a photo is tracked here); errors name the clip."""
+    from disenttalk.face.tracker import FaceTracker
+
+    kind, image, landmarks = reference_image(cfg, clip_id, info, first_frame, first_landmarks)
+    if image is None:
+        raise ValueError(f"{clip_id}: no reference image ({kind})")
+    if landmarks is None:
+        with FaceTracker(static=True) as tracker:
+            landmarks = tracker.track_image(image)
+        if landmarks is None:
+            raise ValueError(f"{clip_id}: no face found in the reference image ({kind})")
+    return kind, image, landmarks
+
+
 # -- one clip (a Ray task) ------------------------------------------------------------------------
 
 
@@ -177,13 +193,8 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     fps = float(rec.fps)
     audio = rec.audio[: int(round(t / fps * rec.sample_rate))]
     feats = evaluator.frontend(audio, rec.sample_rate, num_frames=t)
-    reference, portrait, portrait_lm = reference_image(
+    reference, portrait, portrait_lm = tracked_reference(
         cfg, rec.clip_id, info, truth_frames[0], truth_lm[0] if rec.valid[0] else None)
-    if portrait_lm is None:
-        with FaceTracker(static=True) as tracker:
-            portrait_lm = tracker.track_image(portrait)
-        if portrait_lm is None:
-            raise ValueError(f"{rec.clip_id}: no face found in the reference image ({reference})")
     kw = dict(steps=cfg.steps, sampler=cfg.sampler, guidance=cfg.guidance, eta=cfg.eta, seed=cfg.seed)
 
     def render(controls: Controls) -> tuple[np.ndarray, np.ndarray]:

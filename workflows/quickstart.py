@@ -132,7 +132,7 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
         _, times["tune-sampler"] = _stage(
             "tune-sampler", tune_sampler.run,
             load_config(tune_sampler.SamplerSearchConfig, "tune_sampler", None, o.tune_sampler),
-            bundle, str(store))
+            bundle, str(store), str(corpus))
         evaluation, times["evaluate"] = _stage(
             "evaluate", evaluate.run,
             load_config(evaluate.EvaluateConfig, "evaluate", None, o.evaluate),
