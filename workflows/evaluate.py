@@ -55,6 +55,9 @@ class EvaluateConfig(StrictConfig):
     guidance: float | None = None  # None: the bundle's tuned value
     eta: float | None = None  # DDIM η; None: the bundle's default
     seed: int = 0
+    # the model's blink rate is the mean over this many samples (seeds seed, seed+1, ...): one
+    # sample's blink count swings by tens of percent between seeds
+    blink_samples: int = Field(2, gt=0)
     # the image the model animates: "portrait" = the speaker's photo named by the corpus manifest,
     # "first_frame" = the clip's first frame, "auto" = the photo where there is one
     reference: Literal["auto", "portrait", "first_frame"] = "auto"
@@ -179,6 +182,7 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     from disenttalk.generate.generator import Generator
     from disenttalk.generate.motion import Controls
     from disenttalk.metrics import baselines, clip
+    from disenttalk.metrics.landmarks import blink_rate_error, landmark_blink_rate
     from disenttalk.metrics.sync import load_evaluator
 
     cfg = EvaluateConfig.from_json(cfg_json)
@@ -197,12 +201,16 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
         cfg, rec.clip_id, info, truth_frames[0], truth_lm[0] if rec.valid[0] else None)
     kw = dict(steps=cfg.steps, sampler=cfg.sampler, guidance=cfg.guidance, eta=cfg.eta, seed=cfg.seed)
 
-    def render(controls: Controls) -> tuple[np.ndarray, np.ndarray]:
-        motion = gen.motion(audio, rec.sample_rate, controls=controls, **kw)
+    def render(controls: Controls, **over: Any) -> tuple[np.ndarray, np.ndarray]:
+        motion = gen.motion(audio, rec.sample_rate, controls=controls, **{**kw, **over})
         frames = gen.render(motion, portrait, portrait_lm)[:t]
         return frames, FaceTracker().track(frames).landmarks
 
     frames, lm = render(Controls())
+    extra_rates = []
+    for k in range(1, cfg.blink_samples):
+        _, other = render(Controls(), seed=cfg.seed + k)
+        extra_rates.append(landmark_blink_rate(other, fps))
     fidelity = None
     if cfg.fidelity:
         expression, pose, _ = bundle.morphable.encode(fill_gaps(truth_lm))
@@ -225,6 +233,11 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     scores = {name: clip.score_clip(trace, truth, fidelity=fidelity if name == SYSTEM else None,
                                     **score_kw)
               for name, trace in systems.items()}
+    model = scores[SYSTEM]
+    if extra_rates and math.isfinite(model["blink_rate"]):
+        model["blink_rate"] = float(np.mean([model["blink_rate"], *extra_rates]))
+        truth_rate = info.get("blink_rate", scores["truth"]["blink_rate"])
+        model["blink_rate_error"] = blink_rate_error(model["blink_rate"], truth_rate)
     return {"clip_id": rec.clip_id, "language": rec.language, "split": rec.split,
             "reference": reference, "scores": scores,
             "curves": {name: {k: v.tolist() for k, v in clip.curves(systems[name]).items()}
