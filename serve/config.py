@@ -1,0 +1,103 @@
+"""The serving config (``configs/serve.yaml``): deployments' scaling, request limits, model URI.
+
+Typed and strict like every stage's config. :func:`deployment_options` turns one deployment's
+section into the keyword arguments of ``Deployment.options``; the app builder, the generated
+Serve config file and the RayService manifest all come from the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from disenttalk.config import StrictConfig
+from workflows.raycluster import RayConfig
+
+
+class AutoscalingOptions(StrictConfig):
+    """Ray Serve ``autoscaling_config`` (replicas follow ongoing requests per replica)."""
+
+    min_replicas: int = 1
+    max_replicas: int = 2
+    initial_replicas: int | None = None
+    target_ongoing_requests: float = 2.0
+    upscale_delay_s: float = 3.0
+    downscale_delay_s: float = 30.0
+    metrics_interval_s: float = 1.0
+    look_back_period_s: float = 5.0
+
+
+class ActorOptions(StrictConfig):
+    """``ray_actor_options`` of a replica: CPUs, GPUs (``num_gpus: 1`` puts the model on CUDA)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+
+class DeploymentOptions(StrictConfig):
+    """One deployment: fixed ``num_replicas`` or ``autoscaling``; queue limits; resources."""
+
+    num_replicas: int = 1
+    autoscaling: AutoscalingOptions | None = None  # set → num_replicas is ignored
+    max_ongoing_requests: int = 4  # requests a replica runs at once
+    max_queued_requests: int = 8  # waiting for a replica beyond that → 503 (-1: unbounded)
+    ray_actor_options: ActorOptions = ActorOptions()
+
+
+class Limits(StrictConfig):
+    """What one request may send; beyond these the caller gets 413 (or a WebSocket close)."""
+
+    max_upload_mb: float = 20.0  # one multipart file (image or audio)
+    max_audio_s: float = 120.0  # /v1/generate audio after decoding
+    max_stream_s: float = 600.0  # audio over one WebSocket stream
+    max_chunk_kb: int = 256  # one WebSocket binary message
+    max_image_pixels: int = 40_000_000  # width × height of a photo
+    min_image_side: int = 64  # smaller photos cannot hold a trackable face
+    max_photo_side: int = 1280  # larger photos are shrunk first (the pasted video's size)
+    max_steps: int = 100  # sampler steps a caller may ask for (DDPM is not offered)
+
+
+class StreamOptions(StrictConfig):
+    """The low-latency window of ``/v1/stream`` (offline generation keeps the bundle's 80/20).
+
+    A frame is out once ``hop + look_ahead + margin`` frames of its audio have arrived, plus one
+    window's compute: hop 8 at 25 fps → 0.32 s + 0.16 s of audio before frame 0.
+    """
+
+    window: int = 16  # frames per denoiser call
+    prefix: int = 8  # of them carried over from the previous call (hop = window − prefix)
+    steps: int = 10  # DDIM steps per window
+    jpeg_quality: int = 80
+    sample_rates: list[int] = [8000, 16000, 22050, 24000, 32000, 44100, 48000]
+
+
+class ServeConfig(StrictConfig):
+    """``disenttalk serve`` / ``serve.app:build``: the whole application."""
+
+    model_uri: str = "models:/disenttalk@champion"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    route_prefix: str = "/"
+    steps: int = 25  # /v1/generate default DDIM steps
+    portrait_cache: int = 128  # prepared portraits kept per Portraits replica (LRU)
+    limits: Limits = Limits()
+    stream: StreamOptions = StreamOptions()
+    ingress: DeploymentOptions = DeploymentOptions(
+        max_ongoing_requests=32, max_queued_requests=64, ray_actor_options=ActorOptions(num_cpus=0.1))
+    portraits: DeploymentOptions = DeploymentOptions(ray_actor_options=ActorOptions(num_cpus=0.5))
+    generator: DeploymentOptions = DeploymentOptions()
+    ray: RayConfig = RayConfig(progress_bars=False)  # `disenttalk serve` only
+
+
+def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:
+    """``Deployment.options(**...)`` keywords for one deployment section."""
+    out: dict[str, Any] = {
+        "max_ongoing_requests": opts.max_ongoing_requests,
+        "max_queued_requests": opts.max_queued_requests,
+        "ray_actor_options": opts.ray_actor_options.to_dict(),
+    }
+    if opts.autoscaling is not None:
+        auto = {k: v for k, v in opts.autoscaling.to_dict().items() if v is not None}
+        out["autoscaling_config"] = auto
+    else:
+        out["num_replicas"] = opts.num_replicas
+    return out

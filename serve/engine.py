@@ -1,0 +1,177 @@
+"""What the generator deployment runs, free of Ray: load a model, make videos, step streams.
+
+The model comes from a model URI (``models:/disenttalk@champion``, ``models:/name/3``,
+``runs:/...``, a bundle folder or ``s3://``). An alias is resolved to its version first, so the
+bundle loaded and the version reported are the same one. Two :class:`Generator` views share one
+set of weights: the bundle's offline window for ``/v1/generate`` and a short low-latency window
+for streams (``stream`` in ``configs/serve.yaml``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serve.config import ServeConfig
+from serve.errors import ApiError
+from serve.portraits import Portrait
+
+
+def describe_model(uri: str) -> dict[str, Any]:
+    """Name, version, alias and run id behind a model URI, and the exact URI to load."""
+    info: dict[str, Any] = {"uri": uri, "name": None, "version": None, "alias": None,
+                            "run_id": None, "load_uri": uri}
+    if uri.startswith("runs:/"):
+        info["run_id"] = uri[len("runs:/"):].split("/", 1)[0]
+    if not uri.startswith("models:/"):
+        return info
+    from mlflow import MlflowClient
+
+    from workflows.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri=tracking_uri())
+    rest = uri[len("models:/"):].rstrip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        name, number = rest.rsplit("/", 1)
+        alias, version = None, client.get_model_version(name, number)
+    info.update(name=name, version=str(version.version), alias=alias, run_id=version.run_id,
+                load_uri=f"models:/{name}/{version.version}")
+    return info
+
+
+@dataclass
+class Loaded:
+    """One loaded model: the offline and the streaming generator, and where they came from."""
+
+    info: dict[str, Any]
+    offline: Any  # disenttalk.generate.Generator, the bundle's window
+    live: Any  # the same weights, low-latency window
+    workdir: Path | None
+
+
+def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
+    """Download (if remote) and build the generators of ``uri``."""
+    import torch
+
+    from disenttalk.generate import Generator
+    from workflows.register import resolve_bundle
+
+    start = time.perf_counter()
+    info = describe_model(uri)
+    workdir = Path(tempfile.mkdtemp(prefix="disenttalk-serve-")) \
+        if info["load_uri"].startswith(("models:/", "runs:/", "s3://")) else None
+    try:
+        path = resolve_bundle(info["load_uri"], workdir)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        offline = Generator.from_bundle(path, device=device)
+        if offline.bundle.morphable is None:
+            raise ValueError(f"{uri}: this bundle has no morphable model, so it cannot make video")
+        live = Generator(offline.bundle, device=device, window=cfg.stream.window,
+                         prefix=cfg.stream.prefix, frontend=offline.frontend,
+                         denoiser=offline.denoiser)
+    except BaseException:
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    info.update(bundle=str(path), device=str(offline.device), fps=float(offline.fps),
+                loaded_at=time.time(), load_s=round(time.perf_counter() - start, 2),
+                stream_window={"hop": live.plan.hop, "prefix": live.plan.prefix,
+                               "look_ahead": live.plan.look_ahead, "margin": live.plan.margin})
+    return Loaded(info=info, offline=offline, live=live, workdir=workdir)
+
+
+def controls(options: Any) -> Any:
+    """Per-region intensities of a request as :class:`Controls`."""
+    from disenttalk.generate import Controls
+
+    return Controls(lip_scale=options.lip_scale, eye_scale=options.eye_scale,
+                    global_scale=options.global_scale)
+
+
+class Engine:
+    """A model that can be swapped while requests run (each request keeps the one it started with)."""
+
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        self.model: Loaded | None = None
+        self.load_error: str | None = None
+        self._lock = threading.Lock()
+
+    # -- model ------------------------------------------------------------------------------
+    def load(self, uri: str) -> dict[str, Any]:
+        """Load ``uri`` and swap it in; the previous model's files are removed."""
+        new = load_model(uri, self.cfg)
+        with self._lock:
+            old, self.model, self.load_error = self.model, new, None
+        if old is not None and old.workdir:
+            shutil.rmtree(old.workdir, ignore_errors=True)
+        return new.info
+
+    def current(self) -> Loaded:
+        """The model now serving (503 while none is loaded)."""
+        model = self.model
+        if model is None:
+            raise ApiError(503, "model_not_loaded", f"no model is loaded ({self.load_error})")
+        return model
+
+    def info(self) -> dict[str, Any]:
+        """``GET /v1/model``."""
+        model = self.current()
+        out = {k: v for k, v in model.info.items() if k not in ("load_uri", "bundle")}
+        out["load_error"] = self.load_error
+        return out
+
+    # -- offline ----------------------------------------------------------------------------
+    def generate(self, audio: np.ndarray, portrait: Portrait, options: Any) -> dict[str, Any]:
+        """A talking video (mp4 bytes with the audio) or the motion (JSON / npz)."""
+        from disenttalk import media
+
+        model = self.current()
+        gen = model.offline
+        t0 = time.perf_counter()
+        motion = gen.motion(audio, 16000, steps=options.steps, guidance=options.guidance,
+                            seed=options.seed, controls=controls(options))
+        t1 = time.perf_counter()
+        meta = {"frames": len(motion), "fps": float(motion.fps),
+                "seconds_of_audio": round(len(audio) / 16000, 3), "model_version": model.info["version"],
+                "motion_s": round(t1 - t0, 3)}
+        if options.output in ("json", "motion"):
+            body = json.dumps({**meta, "expression": motion.expression.tolist(),
+                               "pose": motion.pose.tolist()}).encode()
+            return {"body": body, "media_type": "application/json", "meta": meta}
+        if options.output == "npz":
+            buf = io.BytesIO()
+            np.savez(buf, expression=motion.expression, pose=motion.pose, fps=motion.fps)
+            return {"body": buf.getvalue(), "media_type": "application/octet-stream", "meta": meta}
+        frames = self.frames(gen, motion, portrait, options.crop_only)
+        t2 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="disenttalk-video-") as tmp:
+            out = Path(tmp) / "talk.mp4"
+            media.write_video(out, frames, motion.fps, audio=audio, sample_rate=16000)
+            body = out.read_bytes()
+        meta.update(render_s=round(t2 - t1, 3), encode_s=round(time.perf_counter() - t2, 3),
+                    size=[int(frames.shape[2]), int(frames.shape[1])])
+        return {"body": body, "media_type": "video/mp4", "meta": meta}
+
+    @staticmethod
+    def frames(gen: Any, motion: Any, portrait: Portrait, crop_only: bool) -> np.ndarray:
+        """Rendered crops [T,S,S,3], or pasted into the photo [T,H,W,3]."""
+        frames = gen.render(motion, portrait.crop, portrait.crop_landmarks)
+        if crop_only or not len(frames):
+            return frames
+        tr, t = portrait.transform, len(frames)
+        full = type(tr)(centres=np.repeat(tr.centres, t, 0), sides=np.repeat(tr.sides, t, 0),
+                        size=tr.size, frame_shape=tr.frame_shape)
+        return full.paste(np.repeat(portrait.photo[None], t, 0), frames)

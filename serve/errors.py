@@ -1,0 +1,34 @@
+"""The one error type of the API: an HTTP status, a stable machine code and a human message.
+
+Deployments raise :class:`ApiError`; the ingress turns it into ``{"error": {"code", "message"}}``
+(HTTP) or an error message and close code (WebSocket). It pickles with its fields, so it keeps
+them when Ray carries it from a replica to the ingress.
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """A request the server answers with ``status`` and a JSON error body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, code, message)
+        self.status, self.code, self.message = status, code, message
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
+    def body(self) -> dict:
+        """The JSON error body."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def as_api_error(exc: BaseException) -> ApiError | None:
+    """The :class:`ApiError` behind ``exc`` (Ray wraps a replica's exception), or None."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, ApiError) and hasattr(exc, "status"):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__
+        seen += 1
+    return None
