@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (fixtures imported from tests/ray/conftest.py are requested by name)
 """A running DisentTalk app on 127.0.0.1 (free port): tiny bundle registered in sqlite MLflow.
 
 The Ray cluster, MLflow store and tiny random-weight bundle are the workflow tests' fixtures

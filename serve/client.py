@@ -1,0 +1,106 @@
+"""A small Python client of the API (used by ``disenttalk bench serve``, the tests, the README).
+
+``requests`` for HTTP and the ``websockets`` sync client for ``/v1/stream``; no Ray needed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from serve.stream import unpack_frame
+
+
+@dataclass
+class StreamResult:
+    """What one stream delivered: the ready message, frames (header, JPEG, arrival s), the end."""
+
+    ready: dict[str, Any]
+    frames: list[tuple[dict[str, Any], bytes, float]] = field(default_factory=list)
+    end: dict[str, Any] | None = None
+    first_chunk_at: float = 0.0  # perf_counter when the first audio chunk was sent
+    close_code: int | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def first_frame_s(self) -> float | None:
+        """Seconds from the first audio chunk to the first frame."""
+        return self.frames[0][2] - self.first_chunk_at if self.frames else None
+
+    @property
+    def fps(self) -> float | None:
+        """Frames per second delivered (first to last frame)."""
+        if len(self.frames) < 2:
+            return None
+        return (len(self.frames) - 1) / max(self.frames[-1][2] - self.frames[0][2], 1e-6)
+
+
+def ws_url(base_url: str) -> str:
+    """``http://host:port`` → ``ws://host:port/v1/stream``."""
+    return base_url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/v1/stream"
+
+
+def to_pcm16(audio: np.ndarray) -> bytes:
+    """float [-1, 1] → little-endian PCM16 bytes."""
+    return (np.clip(audio, -1, 1) * 32767).round().astype("<i2").tobytes()
+
+
+def stream(base_url: str, portrait_id: str, audio: np.ndarray, sample_rate: int = 16000, *,
+           chunk_ms: int = 200, realtime: bool = True, api_key: str | None = None,
+           timeout: float = 120.0, **options: Any) -> StreamResult:
+    """Send ``audio`` in PCM16 chunks (paced like a live source if ``realtime``); collect frames."""
+    import threading
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    start = {"type": "start", "portrait_id": portrait_id, "sample_rate": sample_rate,
+             "channels": 1, "format": "pcm16", **options}
+    if api_key:
+        start["api_key"] = api_key
+    step = max(1, int(sample_rate * chunk_ms / 1000))
+    with connect(ws_url(base_url), max_size=None, open_timeout=timeout, close_timeout=5) as ws:
+        ws.send(json.dumps(start))
+        first = json.loads(ws.recv(timeout=timeout))
+        result = StreamResult(ready=first)
+        if first.get("type") != "ready":
+            result.error = first.get("error")
+            return result
+
+        def send() -> None:
+            t0 = time.perf_counter()
+            result.first_chunk_at = t0
+            for k, i in enumerate(range(0, len(audio), step)):
+                if realtime:  # a live source: chunk k exists only after (k+1)·chunk of time
+                    time.sleep(max(0.0, t0 + k * chunk_ms / 1000 - time.perf_counter()))
+                try:
+                    ws.send(to_pcm16(audio[i:i + step]))
+                except ConnectionClosed:
+                    return
+            try:
+                ws.send(json.dumps({"type": "end"}))
+            except ConnectionClosed:
+                pass
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        try:
+            while True:
+                message = ws.recv(timeout=timeout)
+                if isinstance(message, bytes):
+                    header, jpeg = unpack_frame(message)
+                    result.frames.append((header, jpeg, time.perf_counter()))
+                    continue
+                msg = json.loads(message)
+                if msg.get("type") == "end":
+                    result.end = msg
+                elif msg.get("type") == "error":
+                    result.error = msg.get("error")
+        except ConnectionClosed as exc:
+            result.close_code = exc.rcvd.code if exc.rcvd else None
+        sender.join(timeout=5)
+    return result

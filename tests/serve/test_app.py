@@ -1,0 +1,264 @@
+"""The app over real HTTP and a real WebSocket: generation, streaming, bad inputs, overload, reload."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from tests.serve.conftest import MODEL, SR, png_bytes, wav_bytes
+
+pytestmark = pytest.mark.ray
+TIMEOUT = 120
+
+
+def generate(server, audio: bytes, image: bytes | None = None, **fields):
+    files = {"audio": ("speech.wav", audio)}
+    if image is not None:
+        files["image"] = ("photo.png", image)
+    return requests.post(f"{server}/v1/generate", files=files, data={k: str(v) for k, v in fields.items()},
+                         timeout=TIMEOUT)
+
+
+def error_of(response) -> tuple[int, str, str]:
+    body = response.json()["error"]
+    assert body["message"]
+    return response.status_code, body["code"], body["message"]
+
+
+@pytest.fixture(scope="module")
+def portrait(server, portrait_png) -> dict:
+    r = requests.post(f"{server}/v1/portraits", files={"image": ("a.png", portrait_png)}, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_health_model_and_page(server):
+    assert requests.get(f"{server}/healthz", timeout=10).json() == {"status": "ok"}
+    info = requests.get(f"{server}/v1/model", timeout=10).json()
+    assert info["name"] == MODEL and info["alias"] == "champion" and info["version"] == "1"
+    assert info["run_id"] and info["stream_window"]["hop"] == 8
+    page = requests.get(f"{server}/", timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/v1/stream" in requests.get(f"{server}/web/app.js", timeout=10).text
+
+
+def test_portrait_is_prepared_once_and_says_where_the_face_is(server, portrait, portrait_png):
+    assert len(portrait["portrait_id"]) == 64 and portrait["image_size"] == [512, 512]
+    x0, y0, x1, y1 = portrait["face_box"]
+    assert 150 < x0 < x1 < 300 and 40 < y0 < y1 < 220  # the astronaut's face
+    t = time.perf_counter()
+    again = requests.post(f"{server}/v1/portraits", files={"image": ("b.png", portrait_png)}, timeout=TIMEOUT)
+    assert again.json() == portrait and time.perf_counter() - t < 5  # cached by content hash
+
+
+def test_generate_returns_a_playable_mp4_with_audio(server, portrait_png, speech):
+    import av
+
+    r = generate(server, wav_bytes(speech), portrait_png)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "video/mp4"
+    expected = int(np.ceil(len(speech) / SR * 25))
+    assert int(r.headers["x-frames"]) == expected
+    with av.open(io.BytesIO(r.content)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video)]
+        assert (video.width, video.height) == (512, 512)  # pasted back into the photo
+        assert audio.sample_rate == SR
+    assert len(frames) == expected
+
+
+def test_generate_by_portrait_id_crop_and_motion(server, portrait, speech):
+    pid = portrait["portrait_id"]
+    crop = generate(server, wav_bytes(speech), portrait_id=pid, crop_only="true")
+    assert crop.status_code == 200 and crop.headers["x-portrait-id"] == pid
+    motion = generate(server, wav_bytes(speech), portrait_id=pid, output="motion", seed=3)
+    body = motion.json()
+    assert motion.headers["content-type"] == "application/json"
+    assert len(body["expression"]) == len(body["pose"]) == body["frames"] == int(crop.headers["x-frames"])
+    npz = generate(server, wav_bytes(speech), portrait_id=pid, output="npz", seed=3)
+    arrays = np.load(io.BytesIO(npz.content))
+    np.testing.assert_allclose(arrays["expression"], np.array(body["expression"]), rtol=1e-5, atol=1e-6)
+
+
+def test_audio_of_any_rate_and_layout_and_silence(server, portrait, speech):
+    from scipy.signal import resample_poly
+
+    pid = portrait["portrait_id"]
+    for rate, channels in [(44100, 2), (8000, 1)]:
+        audio = resample_poly(speech, rate, SR).astype(np.float32)
+        r = generate(server, wav_bytes(audio, rate, channels), portrait_id=pid, output="motion")
+        assert r.status_code == 200, r.text
+        assert abs(r.json()["frames"] - len(speech) / SR * 25) <= 1
+    silent = generate(server, wav_bytes(np.zeros(SR, np.float32)), portrait_id=pid, output="motion")
+    assert silent.status_code == 200 and silent.json()["frames"] == 25  # a still face, not an error
+
+
+def test_bad_inputs_get_their_status_and_a_message(server, portrait, speech, astronaut):
+    from PIL import Image
+
+    pid, wav = portrait["portrait_id"], wav_bytes(speech)
+    rng = np.random.default_rng(0)
+    junk = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    gradient = np.repeat(np.linspace(0, 255, 256, dtype=np.uint8)[None, :, None], 256, 0).repeat(3, 2)
+    huge = io.BytesIO()
+    Image.new("1", (7000, 7000)).save(huge, format="PNG")  # 49 MP in a few kB
+    cases = {
+        "not an image": (generate(server, wav, junk), 415, "unsupported_media"),
+        "no face": (generate(server, wav, png_bytes(gradient)), 422, "no_face"),
+        "tiny image": (generate(server, wav, png_bytes(astronaut[::16, ::16].copy())), 422, "image_too_small"),
+        "huge image": (generate(server, wav, huge.getvalue()), 413, "image_too_large"),
+        "upside down": (generate(server, wav, png_bytes(astronaut[::-1, ::-1].copy())), 422, "face_upside_down"),
+        "over the size limit": (generate(server, junk * 800, portrait_id=pid), 413, "upload_too_large"),
+        "undecodable audio": (generate(server, junk, portrait_id=pid), 415, "unsupported_media"),
+        "audio too long": (generate(server, wav_bytes(np.zeros(9 * SR, np.float32)), portrait_id=pid), 413,
+                           "audio_too_long"),
+        "bad option": (generate(server, wav, portrait_id=pid, lip_scale="lots"), 422, "invalid_option"),
+        "option out of range": (generate(server, wav, portrait_id=pid, steps=1000), 422, "invalid_option"),
+        "unknown option": (generate(server, wav, portrait_id=pid, volume=3), 422, "invalid_option"),
+        "unknown portrait": (generate(server, wav, portrait_id="0" * 64), 404, "unknown_portrait"),
+        "malformed portrait id": (generate(server, wav, portrait_id="../../etc/passwd"), 422, "invalid_option"),
+        "no image": (generate(server, wav), 400, "missing_field"),
+        "no audio": (requests.post(f"{server}/v1/generate", data={"portrait_id": pid}, files={"x": ("x", b"1")},
+                                   timeout=TIMEOUT), 400, "missing_field"),
+        "json body": (requests.post(f"{server}/v1/generate", json={"audio": "x"}, timeout=TIMEOUT), 415,
+                      "unsupported_media"),
+        "wrong method": (requests.get(f"{server}/v1/generate", timeout=TIMEOUT), 405, "method_not_allowed"),
+        "no route": (requests.get(f"{server}/v1/nothing", timeout=TIMEOUT), 404, "not_found"),
+    }
+    for name, (response, status, code) in cases.items():
+        assert error_of(response)[:2] == (status, code), (name, response.text)
+    assert requests.get(f"{server}/healthz", timeout=10).status_code == 200  # still serving
+
+
+def test_stream_gives_the_offline_frame_count_in_order(server, portrait, speech):
+    from PIL import Image
+
+    from serve.client import stream
+
+    pid = portrait["portrait_id"]
+    offline = generate(server, wav_bytes(speech), portrait_id=pid, output="motion").json()["frames"]
+    result = stream(server, pid, speech, SR, chunk_ms=200, realtime=False)
+    assert result.ready["type"] == "ready" and result.ready["hop_frames"] == 8
+    assert result.error is None and result.close_code == 1000
+    indexes = [h["index"] for h, _, _ in result.frames]
+    assert indexes == list(range(offline)) and result.end == {"type": "end", "frames": offline}
+    header, jpeg, _ = result.frames[-1]
+    assert header["audio"] == [round(header["index"] * SR / 25), round((header["index"] + 1) * SR / 25)]
+    assert Image.open(io.BytesIO(jpeg)).size == (256, 256)
+    # 44.1 kHz stereo-free PCM at another rate streams too
+    from scipy.signal import resample_poly
+
+    other = stream(server, pid, resample_poly(speech, 441, 160).astype(np.float32), 44100, realtime=False)
+    assert abs(len(other.frames) - offline) <= 1 and other.close_code == 1000
+
+
+def test_bad_stream_messages_get_close_codes(server, portrait):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from serve.client import ws_url
+
+    pid = portrait["portrait_id"]
+    start = {"type": "start", "portrait_id": pid, "sample_rate": SR}
+
+    def close_code(*messages) -> tuple[int, str]:
+        with connect(ws_url(server), max_size=None, open_timeout=30) as ws:
+            error = ""
+            try:
+                for m in messages:
+                    ws.send(m if isinstance(m, (bytes, str)) else json.dumps(m))
+                while True:
+                    msg = ws.recv(timeout=30)
+                    if isinstance(msg, str) and json.loads(msg).get("type") == "error":
+                        error = json.loads(msg)["error"]["code"]
+            except ConnectionClosed as exc:
+                return exc.rcvd.code, error
+        raise AssertionError("not closed")
+
+    assert close_code("hello") == (4400, "bad_start_message")
+    assert close_code(b"\x00\x01") == (4400, "bad_message")
+    assert close_code({**start, "portrait_id": "f" * 64}) == (4404, "unknown_portrait")
+    assert close_code({**start, "sample_rate": 12345}) == (4400, "bad_sample_rate")
+    assert close_code({**start, "lip_scale": "x"}) == (4400, "bad_start_message")
+    assert close_code(start, b"\x00" * 3) == (4400, "bad_audio_chunk")
+    assert close_code(start, b"\x00" * 640, "not json") == (4400, "bad_message")
+    assert close_code(start, b"\x00" * 300_000) == (4413, "chunk_too_large")
+    assert close_code(start, *[b"\x00" * 200_000] * 3) == (4413, "audio_too_long")
+
+
+def test_flood_past_the_queue_gets_503_then_serves_normally(server, portrait, speech):
+    pid, wav = portrait["portrait_id"], wav_bytes(speech)
+    statuses: list[int] = []
+
+    def call() -> None:
+        statuses.append(generate(server, wav, portrait_id=pid, crop_only="true").status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert len(statuses) == 10 and set(statuses) <= {200, 503}
+    assert statuses.count(503) >= 1 and statuses.count(200) >= 1, statuses
+    assert generate(server, wav, portrait_id=pid, output="motion").status_code == 200
+
+
+def test_changing_the_model_uri_reloads_without_dropping_the_service(server, app_config, registered):
+    from ray import serve
+
+    from serve.app import APP_NAME, build_app
+
+    _, second = registered
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            answers.append(requests.get(f"{server}/v1/model", timeout=30).status_code)
+            time.sleep(0.1)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        serve.run(build_app(app_config.model_copy(update={"model_uri": f"models:/{MODEL}/{second}"})),
+                  name=APP_NAME, route_prefix="/")
+        deadline = time.time() + 60
+        while requests.get(f"{server}/v1/model", timeout=30).json()["version"] != second:
+            assert time.time() < deadline, "model not reloaded"
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        poller.join()
+    info = requests.get(f"{server}/v1/model", timeout=30).json()
+    assert info["uri"] == f"models:/{MODEL}/{second}" and info["alias"] is None
+    assert answers and set(answers) == {200}
+
+
+def test_api_key_guards_everything_but_health(server, app_config, portrait):
+    import os
+
+    from ray import serve
+
+    from serve.app import APP_NAME, build_app
+    from serve.client import stream
+
+    os.environ["DISENTTALK_API_KEY"] = "s3cret"
+    try:
+        serve.run(build_app(app_config), name=APP_NAME, route_prefix="/")
+    finally:
+        del os.environ["DISENTTALK_API_KEY"]
+    try:
+        assert requests.get(f"{server}/healthz", timeout=30).status_code == 200
+        denied = requests.get(f"{server}/v1/model", timeout=30)
+        assert error_of(denied)[:2] == (401, "unauthorized")
+        assert requests.get(f"{server}/v1/model", headers={"X-API-Key": "s3cret"}, timeout=30).status_code == 200
+        refused = stream(server, portrait["portrait_id"], np.zeros(SR, np.float32), realtime=False)
+        assert refused.error["code"] == "unauthorized"
+    finally:
+        serve.run(build_app(app_config), name=APP_NAME, route_prefix="/")
