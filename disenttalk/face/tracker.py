@@ -45,18 +45,19 @@ def _face_mesh(static: bool, max_faces: int, min_confidence: float):
     )
 
 
+def _all_faces(result, width: int, height: int) -> list[np.ndarray]:
+    """Every detected face as float32 [478,3] pixels."""
+    scale = np.array([width, height, width], dtype=np.float32)
+    return [np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32) * scale
+            for face in result.multi_face_landmarks or ()]
+
+
 def _largest_face(result, width: int, height: int) -> np.ndarray | None:
     """The detected face with the largest landmark bounding box, as float32 [478,3] pixels."""
-    if not result.multi_face_landmarks:
+    faces = _all_faces(result, width, height)
+    if not faces:
         return None
-    best, best_area = None, -1.0
-    for face in result.multi_face_landmarks:
-        pts = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
-        extent = pts[:, :2].max(0) - pts[:, :2].min(0)
-        if extent[0] * extent[1] > best_area:
-            best, best_area = pts, float(extent[0] * extent[1])
-    best *= np.array([width, height, width], dtype=np.float32)
-    return best
+    return max(faces, key=lambda pts: float(np.prod(pts[:, :2].max(0) - pts[:, :2].min(0))))
 
 
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -114,6 +115,11 @@ class FaceTracker:
         """Landmarks float32 [478,3] of the (largest) face in one still image, or None."""
         image = _as_rgb_uint8(image)
         return _largest_face(self._graph(static=True).process(image), image.shape[1], image.shape[0])
+
+    def track_image_all(self, image: np.ndarray) -> list[np.ndarray]:
+        """Landmarks float32 [478,3] of every face (up to ``max_faces``) in one still image."""
+        image = _as_rgb_uint8(image)
+        return _all_faces(self._graph(static=True).process(image), image.shape[1], image.shape[0])
 
     def close(self) -> None:
         """Release the MediaPipe graphs (the tracker can still be used; they are rebuilt)."""

@@ -1,0 +1,119 @@
+"""Faces in ordinary photos: group photos, real identities, and a clear answer when none is usable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+from skimage.transform import rescale
+
+from disenttalk.face.detect import MIN_FACE_PX, find_faces
+from disenttalk.face.portrait import NoUsableFace, prepare_portrait
+from disenttalk.face.tracker import FaceTracker
+from tests import photos
+
+
+def _inside_box(landmarks: np.ndarray, box, slack: float = 0.35) -> bool:
+    """Whether the landmarks' centre lies in the box (widened by ``slack`` of its side)."""
+    x, y, w, h = box
+    cx, cy = landmarks[:, :2].mean(0)
+    return x - slack * w <= cx <= x + (1 + slack) * w and y - slack * h <= cy <= y + (1 + slack) * h
+
+
+def test_group_photo_animates_the_largest_face_and_says_which():
+    image = photos.load("group5")
+    with FaceTracker(static=True) as tracker:  # what generate did before: FaceMesh on the whole photo
+        assert tracker.track_image(image) is None
+    portrait = prepare_portrait(image)
+    assert len(portrait.faces) == 5 and all(f.usable for f in portrait.faces)
+    areas = [f.box[2] * f.box[3] for f in portrait.faces]
+    assert portrait.index == int(np.argmax(areas))
+    assert [f.box[0] for f in portrait.faces] == sorted(f.box[0] for f in portrait.faces)  # left → right
+    answer = portrait.to_dict()
+    assert answer["face"] == portrait.index and len(answer["faces"]) == 5
+    assert answer["box"] == [int(round(v)) for v in portrait.box]
+    assert portrait.crop.shape == (256, 256, 3) and portrait.landmarks.shape == (478, 3)
+    # the crop's landmarks sit where the chosen face is in the photo
+    in_photo = portrait.transform.invert(portrait.landmarks[None])[0]
+    assert _inside_box(in_photo, portrait.box, slack=0.1)
+    # another face on request: a different crop, of that face
+    other = prepare_portrait(image, face_index=(portrait.index + 1) % 5)
+    assert other.box != portrait.box
+    assert _inside_box(other.transform.invert(other.landmarks[None])[0], other.box, slack=0.1)
+
+
+def test_small_faces_side_by_side():
+    image = photos.load("group3")
+    portrait = prepare_portrait(image)
+    assert len(portrait.faces) == 3 and all(f.usable for f in portrait.faces)
+    assert portrait.index == 1  # the middle man's face is the largest (109 px)
+    for face in portrait.faces:
+        assert face.width < 120 and _inside_box(face.landmarks, face.box, slack=0.1)
+    # the pasted-back frame is the photo itself when nothing moves
+    pasted = portrait.paste(image, portrait.crop[None])[0]
+    assert pasted.shape == image.shape and np.abs(pasted.astype(float) - image).mean() < 2.0
+
+
+@pytest.mark.parametrize("name", photos.IDENTITIES)
+def test_each_real_identity_is_found(name):
+    image = photos.load(name)
+    portrait = prepare_portrait(image)
+    assert [f.usable for f in portrait.faces] == [True]
+    assert _inside_box(portrait.faces[0].landmarks, portrait.box, slack=0.1)
+    lm = portrait.landmarks
+    # the crop frames the face as preprocessing does: landmarks fill about 1 / (1 + 2·0.3) of it
+    extent = (lm[:, :2].max(0) - lm[:, :2].min(0)).max()
+    assert 0.5 * 256 < extent < 0.75 * 256
+
+
+def test_no_face_is_a_clear_error():
+    with pytest.raises(NoUsableFace, match="no face found") as err:
+        prepare_portrait(data.coffee())
+    assert err.value.reason == "no_face"
+
+
+@pytest.mark.parametrize(("turns", "words"), [(2, "upside down"), (1, "90° anticlockwise"),
+                                              (3, "90° clockwise")])
+def test_turned_photo_is_named_as_such(astronaut, turns, words):
+    turned = np.ascontiguousarray(np.rot90(astronaut, turns))
+    with pytest.raises(NoUsableFace, match=words) as err:
+        prepare_portrait(turned)
+    assert err.value.reason == "rotated"
+
+
+def test_upside_down_real_photo():
+    image = np.ascontiguousarray(photos.load("grace_hopper")[::-1, ::-1])
+    with pytest.raises(NoUsableFace, match="upside down"):
+        prepare_portrait(image)
+
+
+def test_too_small_and_cut_off_faces_say_so(astronaut):
+    small = (rescale(astronaut, 0.3, channel_axis=2) * 255).astype(np.uint8)
+    small = np.pad(small, ((100, 100), (100, 100), (0, 0)), mode="edge")
+    with pytest.raises(NoUsableFace, match=f"too small.*{MIN_FACE_PX} px") as err:
+        prepare_portrait(small)
+    assert err.value.reason == "too_small" and err.value.faces[0].width < MIN_FACE_PX
+    with pytest.raises(NoUsableFace, match="cut off at the image border") as err:
+        prepare_portrait(np.ascontiguousarray(astronaut[:140]))  # the mouth and chin are outside
+    assert err.value.reason == "cut_off"
+
+
+def test_face_index_out_of_range(astronaut):
+    with pytest.raises(NoUsableFace, match="has 1 face") as err:
+        prepare_portrait(astronaut, face_index=3)
+    assert err.value.reason == "bad_index"
+
+
+def test_find_faces_lists_one_face_for_a_portrait(astronaut):
+    faces = find_faces(astronaut)
+    assert len(faces) == 1 and faces[0].usable and abs(faces[0].roll) < 20
+    assert faces[0].to_dict()["usable"] is True
+
+
+def test_generate_face_crop_keeps_its_contract(astronaut):
+    from workflows.generate import GenerateError, face_crop
+
+    crop, landmarks, transform = face_crop(astronaut)
+    assert crop.shape == (256, 256, 3) and landmarks.shape == (478, 3) and transform.size == 256
+    with pytest.raises(GenerateError, match="no face found"):
+        face_crop(data.coffee())
