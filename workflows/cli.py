@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from serve import app as serve_app
 from tune import sampler as tune_sampler
 from workflows import (
     bench,
@@ -42,6 +43,7 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("register")(register.cli)
 app.command("generate")(generate.cli)
 app.command("quickstart")(quickstart.cli)
+app.command("serve")(serve_app.cli)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -169,4 +169,4 @@ function stopLive() {
   $("live-start").disabled = false;
   $("live-stop").disabled = true;
 }
-$("live-stop").addEventListener("click", stopLive);
+$("live-stop").addEventListener("click", () => { status("Stopping: the last frames are on their way…"); stopLive(); });
