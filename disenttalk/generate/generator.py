@@ -26,6 +26,7 @@ DEFAULT_GUIDANCE = 2.0  # used when the bundle's meta.json carries no tuned "gui
 # training runs, so ``disenttalk tune-sampler`` picks it per bundle (meta.json "eta").
 DEFAULT_ETA = 0.4
 CLIP_X0 = 4.0  # predicted x0 clamped to ±4σ of the training data per dim while sampling
+REST_SECONDS = 2.0  # silence generated to find the model's resting expression
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Generator:
         eta = bundle.meta.get("eta", DEFAULT_ETA)  # a number, or one per region (tune-sampler)
         self.default_eta: float | dict[str, float] = (
             {k: float(v) for k, v in eta.items()} if isinstance(eta, Mapping) else float(eta))
+        self._rest: np.ndarray | None = None  # rest_expression(), computed on first use
 
     @classmethod
     def from_bundle(cls, path: str | Path, **kwargs: Any) -> Generator:
@@ -162,18 +164,74 @@ class Generator:
         return torch.where(mask.bool(), cond, x)[0]  # known values exactly, not float round trips
 
     def to_motion(self, x: torch.Tensor, start: int, settings: Settings) -> Motion:
-        """Normalised [T,N] → Motion: region scales on the deviations, then parameter units."""
-        scaled = x.float().cpu().numpy() * settings.controls.region_scales(self.split)
+        """Normalised [T,N] → Motion: region scales on the deviations from rest, then parameter units."""
+        scaled = x.float().cpu().numpy()
+        scales = settings.controls.region_scales(self.split)
+        if np.any(scales != 1.0):  # scale each region's motion about the resting expression
+            centre = (self.rest_expression() - self.mean) / self.std
+            scaled = centre + (scaled - centre) * scales
         expression = (self.mean + self.std * scaled).astype(np.float32)
         pose = settings.controls.pose_at(np.arange(start, start + len(x)))
         return Motion(expression, pose.astype(np.float32), float(self.fps), start)
 
     # -- frames and video -------------------------------------------------------------------
-    def render(self, motion: Motion, portrait: np.ndarray,
-               portrait_landmarks: np.ndarray | None = None) -> np.ndarray:
-        """Frames uint8 [T,H,W,3]: the portrait's identity and pose, the motion's expression."""
+    def rest_expression(self) -> np.ndarray:
+        """The model's resting expression [N] (parameter units): what it makes of silence.
+
+        A portrait shows its face at rest, so generated motion is applied as its change from
+        this (DESIGN.md §4). Taken from the bundle's meta.json ``rest_expression`` when there,
+        else the per-dim median of the expression generated for ``REST_SECONDS`` of silence
+        (deterministic DDIM, seed 0), computed once per Generator.
+        """
+        if self._rest is None:
+            stored = self.bundle.meta.get("rest_expression")
+            if stored is not None:
+                rest = np.asarray(stored, dtype=np.float32)
+                if rest.shape != (self.split.num_dims,):
+                    raise ValueError(f"meta.json rest_expression has shape {rest.shape}, "
+                                     f"expected ({self.split.num_dims},)")
+            else:
+                silence = np.zeros(int(REST_SECONDS * 16000), np.float32)
+                motion = self.motion(silence, 16000, eta=0.0, seed=0)
+                rest = np.median(motion.expression, axis=0).astype(np.float32)
+            self._rest = rest
+        return self._rest
+
+    def landmarks(self, motion: Motion, portrait_landmarks: np.ndarray,
+                  rest: np.ndarray | str | None = None) -> np.ndarray:
+        """Target landmarks [T,478,3] of a portrait [478,3] under the motion.
+
+        Frame t is the portrait's own shape moved by ``expression_t − rest`` in the morphable
+        model's expression space, at the portrait's pose composed with the motion's pose: the
+        motion means the same on any face, and a new face keeps its shape and resting
+        expression (the identity basis only approximates an unseen face, and whatever of its
+        shape leaks into the expression coefficients stays put). ``rest`` is the expression
+        the portrait is taken to show: None = the model's :meth:`rest_expression` (a photo at
+        rest); ``"portrait"`` = the portrait's own encoded expression (for motion that was
+        encoded from the same face, e.g. its own tracked video: absolute motion); or an [N] array.
+        """
         morphable = self.bundle.morphable
         if morphable is None:
+            raise ValueError("this bundle has no morphable model, so it cannot render video")
+        portrait_landmarks = np.asarray(portrait_landmarks, dtype=np.float32)
+        own, pose0, identity = morphable.encode(portrait_landmarks[None])
+        if rest is None:
+            rest = self.rest_expression()
+        elif isinstance(rest, str):
+            if rest != "portrait":
+                raise ValueError(f"rest must be None, 'portrait' or an [N] array, got {rest!r}")
+            rest = own[0]
+        # decode(e − rest + own) + detail = portrait shape + (e − rest)·B_exp, posed.
+        expression = np.asarray(motion.expression, np.float64) - np.asarray(rest, np.float64) + own[0]
+        pose = compose_pose(np.asarray(pose0).reshape(-1), motion.pose)  # [T,6]
+        detail = morphable.detail(portrait_landmarks)
+        return np.asarray(morphable.decode(expression, pose, identity, detail), dtype=np.float32)
+
+    def render(self, motion: Motion, portrait: np.ndarray,
+               portrait_landmarks: np.ndarray | None = None,
+               rest: np.ndarray | str | None = None) -> np.ndarray:
+        """Frames uint8 [T,H,W,3]: the portrait moved by the motion (see :meth:`landmarks`)."""
+        if self.bundle.morphable is None:
             raise ValueError("this bundle has no morphable model, so it cannot render video")
         portrait = np.asarray(portrait)
         if portrait_landmarks is None:
@@ -184,16 +242,11 @@ class Generator:
             if portrait_landmarks is None:
                 raise ValueError("no face found in the portrait")
         portrait_landmarks = np.asarray(portrait_landmarks, dtype=np.float32)
-        _, pose0, identity = morphable.encode(portrait_landmarks[None])
-        pose = compose_pose(np.asarray(pose0).reshape(-1), motion.pose)  # [T,6]
-        # The identity basis only approximates a new face; carrying the portrait's unmodelled
-        # detail keeps its exact shape, so only the generated expression and pose move it.
-        detail = morphable.detail(portrait_landmarks)
-        landmarks = morphable.decode(motion.expression, pose, identity, detail)
+        landmarks = self.landmarks(motion, portrait_landmarks, rest)
         from disenttalk.render.renderer import WarpRenderer
 
         renderer = WarpRenderer(portrait, portrait_landmarks, device=self.device)
-        return renderer.render(np.asarray(landmarks, dtype=np.float32))
+        return renderer.render(landmarks)
 
     def generate(self, audio: np.ndarray | str | Path, portrait: np.ndarray | str | Path,
                  out_path: str | Path, sample_rate: int = 16000,

@@ -17,8 +17,8 @@ POSE_DIMS = 6  # rotation (3) + translation (3), as the morphable model encodes 
 class Controls:
     """Per-region intensity and where eyes and head pose come from.
 
-    ``*_scale`` multiplies the normalised deviation from the mean of that region's dims (0 = the
-    region rests at its training mean, 1 = as generated, >1 = exaggerated). ``eyes`` is
+    ``*_scale`` multiplies that region's motion, its deviation from the model's resting expression
+    (0 = the region stays as in the portrait, 1 = as generated, >1 = exaggerated). ``eyes`` is
     ``"generate"`` or a reference expression sequence [T_ref, N] whose eye dims are given to the
     denoiser as known values on every frame. ``pose`` is ``"still"`` (the portrait's own pose)
     or a reference pose sequence [T_ref, 6], applied as its change from the first frame.

@@ -154,16 +154,29 @@ def test_short_and_empty_audio(bundle):
     assert len(gen.motion(np.zeros(0, np.float32), SR, steps=2)) == 0
 
 
-def test_lip_scale_zero_rests_lips_at_mean(bundle):
+def test_lip_scale_zero_rests_lips_at_rest(bundle):
     gen = make_gen(bundle, window=30, prefix=8)
     audio = speech_like(3.0)
     base = gen.motion(audio, SR, steps=3, seed=1)
     quiet = gen.motion(audio, SR, steps=3, seed=1, controls=Controls(lip_scale=0.0, global_scale=2.0))
     lip, glob = list(SPLIT.lip), list(SPLIT.global_)
-    assert np.allclose(quiet.expression[:, lip], gen.mean[lip], atol=1e-6)
+    rest = gen.rest_expression()
+    assert rest.shape == (N,) and np.all(np.isfinite(rest))
+    assert np.allclose(quiet.expression[:, lip], rest[lip], atol=1e-5)
     assert np.allclose(quiet.expression[:, list(SPLIT.eye)], base.expression[:, list(SPLIT.eye)])
-    dev = lambda m: (m.expression[:, glob] - gen.mean[glob]) / gen.std[glob]  # noqa: E731
-    assert np.allclose(dev(quiet), 2.0 * dev(base), atol=1e-5)
+    dev = lambda m: (m.expression[:, glob] - rest[glob]) / gen.std[glob]  # noqa: E731
+    assert np.allclose(dev(quiet), 2.0 * dev(base), atol=1e-4)
+
+
+def test_rest_expression_is_silence_or_the_bundles(bundle):
+    import dataclasses
+
+    gen = make_gen(bundle, window=30, prefix=8)
+    silence = gen.motion(np.zeros(SR, np.float32), SR, eta=0.0, seed=0).expression
+    assert np.abs(np.median(silence, 0) - gen.rest_expression()).max() < 0.2 * gen.std.max()
+    stored = np.arange(N, dtype=np.float32)
+    given = make_gen(dataclasses.replace(bundle, meta={**bundle.meta, "rest_expression": stored.tolist()}))
+    np.testing.assert_array_equal(given.rest_expression(), stored)
 
 
 def test_reference_eyes_and_pose_are_reproduced(bundle):
@@ -249,12 +262,16 @@ def test_render_and_generate_video(bundle, face, tmp_path):
 
     portrait, lm, morphable = face
     gen = make_gen(dataclasses.replace(bundle, morphable=morphable), window=30, prefix=8)
-    # the portrait's own expression at its own pose renders the portrait itself
-    expr0, _, _ = morphable.encode(lm[None])
-    still = Motion(np.repeat(expr0, 3, 0).astype(np.float32), np.zeros((3, 6), np.float32))
+    # the model's resting expression renders the portrait itself (motion is relative to it) ...
+    rest = gen.rest_expression()
+    still = Motion(np.repeat(rest[None], 3, 0), np.zeros((3, 6), np.float32))
     frames = gen.render(still, portrait, lm)
     assert frames.shape == (3, 256, 256, 3) and frames.dtype == np.uint8
     assert np.abs(frames.astype(float) - portrait).mean() < 2.0
+    # ... and so does the portrait's own expression when it is declared the rest (absolute motion)
+    expr0, _, _ = morphable.encode(lm[None])
+    own = Motion(np.repeat(expr0, 3, 0).astype(np.float32), np.zeros((3, 6), np.float32))
+    assert np.abs(gen.render(own, portrait, lm, rest="portrait").astype(float) - portrait).mean() < 2.0
     # generated motion moves the face, and the mp4 carries the audio
     audio = speech_like(1.0)
     out = tmp_path / "talk.mp4"
@@ -264,3 +281,30 @@ def test_render_and_generate_video(bundle, face, tmp_path):
     assert abs(len(video.audio) - len(audio)) < 0.05 * SR
     moved = np.abs(video.frames.astype(float) - portrait).mean(axis=(1, 2, 3))
     assert moved.max() > 0.5
+
+
+def test_motion_moves_any_face_the_same_way(bundle, face):
+    """Relative motion: the rest keeps each face's own shape exactly, and a motion displaces two
+    different faces' landmarks alike (in units of face size), whatever their resting expressions."""
+    import dataclasses
+
+    from disenttalk.face import topology as topo
+
+    portrait, lm, morphable = face
+    gen = make_gen(dataclasses.replace(bundle, morphable=morphable), window=30, prefix=8)
+    rest = gen.rest_expression()
+    # another face: wider mouth and eyes set further apart (an identity the model never saw)
+    other = lm.copy()
+    centre = other[:, :2].mean(0)
+    other[list(topo.LIPS), 0] = centre[0] + 1.3 * (other[list(topo.LIPS), 0] - centre[0])
+    other[list(topo.EYES), 0] = centre[0] + 1.1 * (other[list(topo.EYES), 0] - centre[0])
+    rng = np.random.default_rng(5)
+    expression = rest + 2.0 * morphable.expression_std[None] * rng.standard_normal((4, N))
+    motion = Motion(np.r_[rest[None], expression].astype(np.float32), np.zeros((5, 6), np.float32))
+    for face_lm in (lm, other):
+        out = gen.landmarks(motion, face_lm)
+        np.testing.assert_allclose(out[0, :, :2], face_lm[:, :2], atol=1e-3)  # rest = the face itself
+    moved = gen.landmarks(motion, lm)[1:] - lm
+    moved_other = gen.landmarks(motion, other)[1:] - other
+    assert np.abs(moved).max() > 1.0  # the motion does move the face (pixels)
+    np.testing.assert_allclose(moved_other[..., :2], moved[..., :2], atol=0.05 * np.abs(moved).max())
