@@ -36,6 +36,15 @@ class GenerateOptions(BaseModel):
     crop_only: bool = False
     output: Literal["mp4", "motion", "json", "npz"] = "mp4"
     portrait_id: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    face: int | None = Field(None, ge=0, le=99, description="which face of a group photo (default: largest)")
+
+
+class PortraitOptions(BaseModel):
+    """Form fields of ``POST /v1/portraits`` besides the image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    face: int | None = Field(None, ge=0, le=99, description="which face of a group photo (default: largest)")
 
 
 def error_response(err: ApiError) -> JSONResponse:
@@ -134,10 +143,15 @@ def create_app(backend: Any) -> FastAPI:
     @app.post("/v1/portraits")
     async def portraits(request: Request) -> dict:
         form = await _form(request, backend)
+        try:
+            options = PortraitOptions.model_validate(
+                {k: v for k, v in form.multi_items() if isinstance(v, str)})
+        except ValidationError as exc:
+            raise ApiError(422, "invalid_option", _validation_message(exc)) from None
         data = await _file(form, "image")
         if data is None:
             raise ApiError(400, "missing_field", "send the photo as the 'image' file field")
-        return await _call(backend.portraits.prepare.remote(data))
+        return await _call(backend.portraits.prepare.remote(data, False, options.face))
 
     @app.post("/v1/generate")
     async def generate(request: Request) -> Response:
@@ -155,7 +169,7 @@ def create_app(backend: Any) -> FastAPI:
         if image is None and options.portrait_id is None:
             raise ApiError(400, "missing_field", "send an 'image' file or a 'portrait_id'")
         if image is not None:
-            prepared = await _call(backend.portraits.prepare.remote(image, True))
+            prepared = await _call(backend.portraits.prepare.remote(image, True, options.face))
         else:
             prepared = await _call(backend.portraits.get.remote(options.portrait_id))
             if prepared is None:

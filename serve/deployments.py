@@ -30,16 +30,19 @@ class Portraits:
         self.cfg = ServeConfig.from_dict(cfg)
         self.cache: OrderedDict[str, Any] = OrderedDict()
 
-    def prepare(self, data: bytes, full: bool = False) -> Any:
-        """The portrait of ``data`` (prepared now or found in the cache): its summary, or itself."""
+    def prepare(self, data: bytes, full: bool = False, face: int | None = None) -> Any:
+        """The portrait of ``data`` (prepared now or found in the cache): its summary, or itself.
+
+        ``face`` picks a face of a group photo by index (default: the largest usable one).
+        """
         from serve.inputs import decode_image
         from serve.portraits import content_id, prepare
 
-        pid = content_id(data)
+        pid = content_id(data, face)
         portrait = self.get(pid)
         if portrait is None:
             photo = decode_image(data, self.cfg.limits, max_side=self.cfg.limits.max_photo_side)
-            portrait = prepare(pid, photo)
+            portrait = prepare(pid, photo, face)
             self.cache[pid] = portrait
             while len(self.cache) > self.cfg.portrait_cache:
                 self.cache.popitem(last=False)

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class Loaded:
     offline: Any  # disenttalk.generate.Generator, the bundle's window
     live: Any  # the same weights, low-latency window
     workdir: Path | None
+    rest: np.ndarray  # the model's resting expression [N]: both windows render about the same one
 
 
 def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
@@ -81,6 +83,7 @@ def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
         live = Generator(offline.bundle, device=device, window=cfg.stream.window,
                          prefix=cfg.stream.prefix, frontend=offline.frontend,
                          denoiser=offline.denoiser)
+        rest = offline.rest_expression()
     except BaseException:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -89,7 +92,7 @@ def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
                 loaded_at=time.time(), load_s=round(time.perf_counter() - start, 2),
                 stream_window={"hop": live.plan.hop, "prefix": live.plan.prefix,
                                "look_ahead": live.plan.look_ahead, "margin": live.plan.margin})
-    return Loaded(info=info, offline=offline, live=live, workdir=workdir)
+    return Loaded(info=info, offline=offline, live=live, workdir=workdir, rest=rest)
 
 
 def controls(options: Any) -> Any:
@@ -108,6 +111,9 @@ class Engine:
         self.model: Loaded | None = None
         self.load_error: str | None = None
         self._lock = threading.Lock()
+        # Building a portrait's warp renderer (a thin-plate-spline solve) costs ~0.2 s on CPU,
+        # 10x rendering a stream step's 8 frames: built once per portrait and model, reused.
+        self._renderers: OrderedDict[tuple[int, str], Any] = OrderedDict()
 
     # -- model ------------------------------------------------------------------------------
     def load(self, uri: str) -> dict[str, Any]:
@@ -155,7 +161,7 @@ class Engine:
             buf = io.BytesIO()
             np.savez(buf, expression=motion.expression, pose=motion.pose, fps=motion.fps)
             return {"body": buf.getvalue(), "media_type": "application/octet-stream", "meta": meta}
-        frames = self.frames(gen, motion, portrait, options.crop_only)
+        frames = self.frames(model, gen, motion, portrait, options.crop_only)
         t2 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="disenttalk-video-") as tmp:
             out = Path(tmp) / "talk.mp4"
@@ -165,10 +171,28 @@ class Engine:
                     size=[int(frames.shape[2]), int(frames.shape[1])])
         return {"body": body, "media_type": "video/mp4", "meta": meta}
 
-    @staticmethod
-    def frames(gen: Any, motion: Any, portrait: Portrait, crop_only: bool) -> np.ndarray:
-        """Rendered crops [T,S,S,3], or pasted into the photo [T,H,W,3]."""
-        frames = gen.render(motion, portrait.crop, portrait.crop_landmarks)
+    def renderer(self, model: Loaded, portrait: Portrait) -> Any:
+        """The portrait's WarpRenderer under ``model`` (cached, LRU)."""
+        from disenttalk.render.renderer import WarpRenderer
+
+        key = (id(model), portrait.portrait_id)
+        with self._lock:
+            renderer = self._renderers.get(key)
+            if renderer is not None:
+                self._renderers.move_to_end(key)
+                return renderer
+        renderer = WarpRenderer(portrait.crop, portrait.crop_landmarks, device=model.offline.device)
+        with self._lock:
+            self._renderers[key] = renderer
+            while len(self._renderers) > 32:
+                self._renderers.popitem(last=False)
+        return renderer
+
+    def frames(self, model: Loaded, gen: Any, motion: Any, portrait: Portrait,
+               crop_only: bool) -> np.ndarray:
+        """Rendered crops [T,S,S,3], or pasted into the photo [T,H,W,3] (as Generator.render)."""
+        landmarks = gen.landmarks(motion, portrait.crop_landmarks, rest=model.rest)
+        frames = self.renderer(model, portrait).render(landmarks)
         if crop_only or not len(frames):
             return frames
         tr, t = portrait.transform, len(frames)

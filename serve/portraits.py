@@ -1,22 +1,23 @@
 """Portrait preparation: a photo → the face crop the model animates, its landmarks, its box.
 
-:func:`find_face` is the one place the server calls the face pipeline; when face detection
-for group photos lands in ``disenttalk.face``, this is what switches to it.
+:func:`find_face` is the one place the server calls the face pipeline
+(``disenttalk.face.portrait.prepare_portrait``: every face found, the largest usable one
+animated unless the caller picks another, clear reasons when none can be).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from serve.errors import ApiError
 
-# MediaPipe FaceMesh indices: outer eye corners and the lip centre (upper, lower)
-_EYES, _MOUTH = (33, 263), (13, 14)
+# NoUsableFace reasons → the API's error codes (all 422: the photo is readable, the face is not usable)
+REASONS = {"no_face": "no_face", "no_landmarks": "no_face", "rotated": "face_rotated",
+           "too_small": "face_too_small", "cut_off": "face_cut_off", "bad_index": "bad_face_index"}
 
 
 @dataclass
@@ -24,86 +25,48 @@ class Portrait:
     """A prepared photo: everything generation needs besides the audio."""
 
     portrait_id: str
-    photo: np.ndarray  # uint8 [H,W,3] (shrunk to the server's max side)
-    crop: np.ndarray  # uint8 [S,S,3], the framing the model was trained on
-    crop_landmarks: np.ndarray  # float32 [478,3] in crop pixels
-    transform: Any  # disenttalk.face.crop.CropTransform for one frame (crop ↔ photo)
-    face_box: list[int]  # [x0, y0, x1, y1] of the face in ``photo`` pixels
-    roll_deg: float  # head roll in the photo (0 = upright)
+    photo: np.ndarray = field(repr=False)  # uint8 [H,W,3] (shrunk to the server's max side)
+    crop: np.ndarray = field(repr=False)  # uint8 [S,S,3], the framing the model was trained on
+    crop_landmarks: np.ndarray = field(repr=False)  # float32 [478,3] in crop pixels
+    transform: Any = field(repr=False)  # CropTransform for one frame (crop ↔ photo)
+    face: int  # index of the animated face in ``faces``
+    faces: list[dict]  # every face found: box (x, y, w, h), score, usable, problem
+
+    @property
+    def face_box(self) -> list[int]:
+        """(x, y, w, h) of the animated face in ``photo`` pixels."""
+        return self.faces[self.face]["box"]
 
     def summary(self) -> dict:
         """What ``POST /v1/portraits`` answers."""
         h, w = self.photo.shape[:2]
-        return {"portrait_id": self.portrait_id, "face_box": self.face_box, "image_size": [w, h],
-                "crop_size": int(self.crop.shape[0]), "roll_deg": round(self.roll_deg, 1)}
+        return {"portrait_id": self.portrait_id, "face_box": self.face_box, "face": self.face,
+                "faces": self.faces, "image_size": [w, h], "crop_size": int(self.crop.shape[0])}
 
 
-def content_id(data: bytes) -> str:
-    """The portrait id: SHA-256 of the uploaded bytes (same photo, same id, cached once)."""
-    return hashlib.sha256(data).hexdigest()
+def content_id(data: bytes, face: int | None = None) -> str:
+    """The portrait id: SHA-256 of the uploaded bytes and the face asked for (cached once)."""
+    digest = hashlib.sha256(data)
+    if face is not None:
+        digest.update(f"#face={face}".encode())
+    return digest.hexdigest()
 
 
-def roll_degrees(landmarks: np.ndarray) -> float:
-    """Angle of the face's up direction (mouth → eyes) from the image's up, in degrees."""
-    eyes = landmarks[list(_EYES), :2].mean(0)
-    mouth = landmarks[list(_MOUTH), :2].mean(0)
-    dx, dy = eyes - mouth
-    return math.degrees(math.atan2(dx, -dy))  # y grows downwards
+def find_face(image: np.ndarray, face: int | None = None) -> Any:
+    """``disenttalk.face.portrait.Portrait`` of the chosen face; 422 with the reason if none is usable."""
+    from disenttalk.face.portrait import NoUsableFace, prepare_portrait
+    from workflows.clipworker import FaceConfig
 
-
-def find_face(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
-    """(crop, crop landmarks, CropTransform) of the face in ``image``; 422 if there is none.
-
-    An upside-down face is refused rather than animated: FaceMesh can lay an upright mesh over
-    it (eyes on the mouth), so the photo and its half-turn are both scored by the face
-    detector FaceMesh starts from, and the half-turn winning clearly means "upside down".
-    """
-    from workflows.generate import GenerateError, face_crop
-
-    flipped = np.ascontiguousarray(image[::-1, ::-1])
+    framing = FaceConfig()  # the crop preprocessing gives the training clips
     try:
-        found = face_crop(image)
-    except GenerateError:
-        found = None
-    upright, turned = detection_score(image), detection_score(flipped)
-    if turned > max(upright + UPSIDE_DOWN_MARGIN, 0.5):
-        raise ApiError(422, "face_upside_down",
-                       "the face in the image is upside down; send an upright photo")
-    if found is None:
-        raise ApiError(422, "no_face", "no face found in the image")
-    return found
+        return prepare_portrait(image, face, size=framing.crop_size, margin=framing.crop_margin)
+    except NoUsableFace as exc:
+        raise ApiError(422, REASONS.get(exc.reason, "no_face"), str(exc)) from None
 
 
-UPSIDE_DOWN_MARGIN = 0.1  # detector score: the astronaut scores 0.92 upright, 0.65 upside down
-
-
-def detection_score(image: np.ndarray) -> float:
-    """Best MediaPipe short-range face detection score in ``image`` (0 when none)."""
-    import os
-
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    import mediapipe as mp
-
-    with mp.solutions.face_detection.FaceDetection(model_selection=0,
-                                                   min_detection_confidence=0.3) as detector:
-        result = detector.process(np.ascontiguousarray(image))
-    return max((float(d.score[0]) for d in result.detections or []), default=0.0)
-
-
-def prepare(portrait_id: str, photo: np.ndarray, max_roll_deg: float = 60.0) -> Portrait:
+def prepare(portrait_id: str, photo: np.ndarray, face: int | None = None) -> Portrait:
     """Find, check and crop the face of ``photo``."""
-    crop, crop_landmarks, transform = find_face(photo)
-    landmarks = transform.invert(crop_landmarks[None])[0]  # photo pixels
-    roll = roll_degrees(landmarks)
-    if abs(roll) > 120:
-        raise ApiError(422, "face_upside_down",
-                       "the face in the image is upside down; send an upright photo")
-    if abs(roll) > max_roll_deg:
-        raise ApiError(422, "face_rotated",
-                       f"the face is turned {roll:+.0f} degrees from upright; rotate the photo")
-    h, w = photo.shape[:2]
-    lo = np.clip(np.floor(landmarks[:, :2].min(0)), 0, [w - 1, h - 1]).astype(int)
-    hi = np.clip(np.ceil(landmarks[:, :2].max(0)), 0, [w - 1, h - 1]).astype(int)
-    return Portrait(portrait_id=portrait_id, photo=photo, crop=crop,
-                    crop_landmarks=np.asarray(crop_landmarks, np.float32), transform=transform,
-                    face_box=[int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])], roll_deg=roll)
+    found = find_face(photo, face)
+    return Portrait(portrait_id=portrait_id, photo=photo, crop=found.crop,
+                    crop_landmarks=np.asarray(found.landmarks, np.float32), transform=found.transform,
+                    face=found.index, faces=[f.to_dict() for f in found.faces])

@@ -129,8 +129,6 @@ def open_stream(engine: Any, start: StartMessage) -> dict[str, Any]:
 def step_stream(engine: Any, state: dict[str, Any], audio: np.ndarray, final: bool,
                 portrait: Any) -> dict[str, Any]:
     """Push audio (and flush when ``final``): the new state and the frame messages now ready."""
-    from serve.engine import Engine
-
     model = engine.current()
     start = StartMessage(**state["start"])
     stream = attach(state["stream"], model.live)
@@ -141,7 +139,7 @@ def step_stream(engine: Any, state: dict[str, Any], audio: np.ndarray, final: bo
     quality = engine.cfg.stream.jpeg_quality
     packets = []
     for motion in motions:
-        frames = Engine.frames(model.live, motion, portrait, start.crop_only)
+        frames = engine.frames(model, model.live, motion, portrait, start.crop_only)
         for k, frame in enumerate(frames):
             i = motion.start + k
             header = {"type": "frame", "index": i, "t": round(i / fps, 4),

@@ -139,3 +139,277 @@ def face(
         if name not in FACE_COMPONENTS:
             raise typer.BadParameter(f"unknown component {name!r}; expected one of {list(FACE_COMPONENTS)}")
         print(json.dumps(FACE_COMPONENTS[name](size, frames, repeats)), flush=True)
+
+
+def _train_batch(batch: int, window: int, n: int, features: int, seed: int):
+    """A synthetic denoiser batch with the demo corpus's shapes (N dims, log-mel features)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return {"expression": torch.randn(batch, window, n, generator=g),
+            "audio": torch.randn(batch, window, features, generator=g)}
+
+
+def _denoiser_steps(batch_size: int, steps: int, warmup: int, threads: int, n: int,
+                    ddp: bool = False) -> dict:
+    """Time ``steps`` denoiser train steps (Eq. 8 + λ·Eq. 10) in this process; seconds per step."""
+    import statistics
+    import time
+
+    import torch
+
+    from disenttalk.face.regions import RegionSplit
+    from disenttalk.model.config import ModelConfig
+    from disenttalk.model.denoiser import Denoiser
+    from disenttalk.model.diffusion import GaussianDiffusion
+    from disenttalk.model.sync import SyncExpert
+    from disenttalk.model.train import denoiser_train_step
+
+    torch.set_num_threads(threads)
+    cfg = ModelConfig(n_expression=n, k_lip=min(13, n // 3), k_eye=min(8, n // 4))
+    split = RegionSplit.contiguous(cfg.n_expression, cfg.k_lip, cfg.k_eye)
+    features = 2 * cfg.audio.n_mels
+    denoiser = Denoiser(cfg.denoiser, split, features)
+    expert = SyncExpert(cfg.sync, audio_dim=features, lip_dim=cfg.k_lip)
+    if ddp:
+        import ray.train.torch
+
+        # as the train stage wraps it
+        denoiser = ray.train.torch.prepare_model(
+            denoiser, parallel_strategy_kwargs={"find_unused_parameters": True})
+    opt = torch.optim.Adam(denoiser.parameters(), lr=1e-3)
+    diffusion = GaussianDiffusion(cfg.diffusion)
+    batch = _train_batch(batch_size, 80, n, features, 0)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        denoiser_train_step(denoiser, diffusion, batch, opt, split=split, expert=expert,
+                            generator=gen)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return {"s_per_step": statistics.median(times), "steps": steps}
+
+
+def _ray_train_loop(config: dict) -> None:
+    import ray.train
+
+    out = _denoiser_steps(config["batch"], config["steps"], config["warmup"], config["threads"],
+                          config["n"], ddp=True)
+    ray.train.report(out)
+
+
+@app.command("train")
+def train_speed(
+    batch_size: int = typer.Option(32, help="Global batch (windows of 80 frames per step)."),
+    steps: int = typer.Option(30, help="Timed steps per case (median reported)."),
+    warmup: int = typer.Option(5, help="Untimed steps first."),
+    n_expression: int = typer.Option(24, help="Expression dims N (the demo's fit uses 24)."),
+    case: list[str] = typer.Option(["plain", "ray-1x2", "ray-2x1"], "--case",
+                                   help="plain = one process, 2 threads; ray-WxC = Ray Train, "
+                                        "W workers × C CPUs (DDP), batch split across workers."),
+) -> None:
+    """Denoiser training throughput: a plain loop vs Ray Train layouts on the same global batch."""
+    import json
+    import tempfile
+
+    for name in case:
+        if name == "plain":
+            out = _denoiser_steps(batch_size, steps, warmup, 2, n_expression)
+            workers, cpus = 1, 2
+        elif name.startswith("ray-"):
+            import ray
+            import ray.train
+            from ray.train.torch import TorchTrainer
+
+            from workflows.raycluster import RayConfig, init_ray, shutdown_if_started
+
+            workers, cpus = (int(v) for v in name[4:].split("x"))
+            started = init_ray(RayConfig(num_cpus=max(2, workers * cpus), progress_bars=False))
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    trainer = TorchTrainer(
+                        _ray_train_loop,
+                        train_loop_config={"batch": batch_size // workers, "steps": steps,
+                                           "warmup": warmup, "threads": cpus, "n": n_expression},
+                        scaling_config=ray.train.ScalingConfig(
+                            num_workers=workers, resources_per_worker={"CPU": cpus}),
+                        run_config=ray.train.RunConfig(storage_path=tmp, name="bench-train"))
+                    out = trainer.fit().metrics
+            finally:
+                shutdown_if_started(started)
+        else:
+            raise typer.BadParameter(f"unknown case {name!r}")
+        print(json.dumps({"case": name, "workers": workers, "cpus_per_worker": cpus,
+                          "global_batch": batch_size, "s_per_step": round(out["s_per_step"], 4),
+                          "steps_per_s": round(1.0 / out["s_per_step"], 3),
+                          "windows_per_s": round(batch_size / out["s_per_step"], 1)}), flush=True)
+
+
+def _bench_inputs(image: str | None, audio: str | None, seconds: float):
+    """(photo bytes, speech float32 16 kHz): the files given, else the astronaut and a warbling tone."""
+    import io
+
+    import numpy as np
+
+    if image:
+        photo = open(image, "rb").read()  # noqa: SIM115 - the user's own file, read once
+    else:
+        from PIL import Image
+        from skimage import data
+
+        buf = io.BytesIO()
+        Image.fromarray(data.astronaut()).save(buf, format="PNG")
+        photo = buf.getvalue()
+    if audio:
+        from disenttalk import media
+
+        speech = media.read_audio(audio)
+    else:
+        t = np.arange(int(seconds * 16000)) / 16000
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t) ** 2  # syllable-like loudness
+        speech = (0.3 * envelope * np.sin(2 * np.pi * (180 + 60 * np.sin(2 * np.pi * 4 * t)) * t))
+    return photo, speech.astype(np.float32)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    import numpy as np
+
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+class _ReplicaWatch:
+    """Polls ``serve.status()`` for one deployment's running replicas (needs a Ray connection)."""
+
+    def __init__(self, app_name: str, deployment: str, address: str) -> None:
+        import threading
+
+        import ray
+
+        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+        self.app, self.deployment, self.samples = app_name, deployment, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import time
+
+        from ray import serve
+
+        t0 = time.perf_counter()
+        while not self._stop.is_set():
+            try:
+                dep = serve.status().applications[self.app].deployments[self.deployment]
+                running = int(dep.replica_states.get("RUNNING", 0))
+                self.samples.append((round(time.perf_counter() - t0, 1), running))
+            except Exception:  # noqa: BLE001 - a missed sample is not a failure
+                pass
+            self._stop.wait(1.0)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(5)
+        counts = [n for _, n in self.samples]
+        changes = [s for i, s in enumerate(self.samples) if i == 0 or s[1] != self.samples[i - 1][1]]
+        return {"replicas_min": min(counts, default=None), "replicas_max": max(counts, default=None),
+                "replicas_final": counts[-1] if counts else None, "replica_changes": changes}
+
+
+@app.command("serve")
+def serve_bench(
+    url: str = typer.Option("http://127.0.0.1:8000", help="Base URL of a running app (disenttalk serve)."),
+    image: str | None = typer.Option(None, help="Portrait photo (default: the astronaut)."),
+    audio: str | None = typer.Option(None, help="Speech file (default: a synthetic 4 s voice-like tone)."),
+    seconds: float = typer.Option(4.0, help="Length of the default audio."),
+    clients: int = typer.Option(4, help="Concurrent HTTP clients of /v1/generate."),
+    requests_total: int = typer.Option(16, "--requests", help="Generate requests in all (0: skip)."),
+    output: str = typer.Option("mp4", help="mp4 | motion."),
+    crop_only: bool = typer.Option(True, help="Generate the 256² crop (else pasted into the photo)."),
+    steps: int | None = typer.Option(None, help="DDIM steps (default: the server's)."),
+    max_streams: int = typer.Option(3, help="Ramp concurrent real-time streams 1..N (0: skip)."),
+    stream_seconds: float = typer.Option(8.0, help="Audio per stream, sent in real time."),
+    chunk_ms: int = typer.Option(200, help="Audio per WebSocket message."),
+    watch: str | None = typer.Option(None, help="Ray address (e.g. auto) to record the generator's replica count."),
+    app_name: str = typer.Option("disenttalk", help="Serve application name (with --watch)."),
+) -> None:
+    """Load test of a running app: latency, throughput, 503s; stream first-frame latency and fps."""
+    import io
+    import json
+    import os
+    import statistics
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import requests
+    from scipy.io import wavfile
+
+    from serve.client import stream
+
+    key = os.environ.get("DISENTTALK_API_KEY")
+    headers = {"X-API-Key": key} if key else {}
+    photo, speech = _bench_inputs(image, audio, seconds)
+    buf = io.BytesIO()
+    wavfile.write(buf, 16000, (np.clip(speech, -1, 1) * 32767).astype(np.int16))
+    wav = buf.getvalue()
+    r = requests.post(f"{url}/v1/portraits", files={"image": ("photo", photo)}, headers=headers, timeout=300)
+    if r.status_code != 200:
+        raise typer.BadParameter(f"{url}/v1/portraits answered {r.status_code}: {r.text[:300]}")
+    pid = r.json()["portrait_id"]
+    model = requests.get(f"{url}/v1/model", headers=headers, timeout=60).json()
+    print(json.dumps({"url": url, "model": model.get("uri"), "version": model.get("version"),
+                      "device": model.get("device"), "audio_s": round(len(speech) / 16000, 2)}), flush=True)
+    watcher = _ReplicaWatch(app_name, "Animator", watch) if watch else None
+    fields = {"portrait_id": pid, "output": output, "crop_only": str(crop_only).lower()}
+    if steps:
+        fields["steps"] = str(steps)
+
+    def one(_: int) -> tuple[int, float, int]:
+        t0 = time.perf_counter()
+        resp = requests.post(f"{url}/v1/generate", files={"audio": ("speech.wav", wav)}, data=fields,
+                             headers=headers, timeout=600)
+        frames = int(resp.headers.get("x-frames", 0)) if resp.status_code == 200 else 0
+        return resp.status_code, time.perf_counter() - t0, frames
+
+    if requests_total > 0:
+        one(0)  # warm-up (first request pays lazy imports and allocations)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            results = list(pool.map(one, range(requests_total)))
+        wall = time.perf_counter() - t0
+        ok = [lat for code, lat, _ in results if code == 200]
+        frames = sum(f for *_, f in results)
+        print(json.dumps({
+            "bench": "generate", "clients": clients, "requests": requests_total, "ok": len(ok),
+            "status_503": sum(code == 503 for code, *_ in results),
+            "other_errors": sum(code not in (200, 503) for code, *_ in results),
+            "p50_s": _percentile(ok, 50), "p95_s": _percentile(ok, 95),
+            "throughput_rps": round(len(ok) / wall, 3), "frames_per_s": round(frames / wall, 1),
+            "audio_s_per_s": round(len(ok) * len(speech) / 16000 / wall, 2),
+            "output": output, "crop_only": crop_only}), flush=True)
+
+    sustained = 0
+    if max_streams > 0:
+        long_speech = np.resize(speech, int(stream_seconds * 16000))
+        for n in range(1, max_streams + 1):
+            with ThreadPoolExecutor(n) as pool:
+                runs = list(pool.map(lambda _: stream(url, pid, long_speech, 16000, chunk_ms=chunk_ms,
+                                                      realtime=True, api_key=key), range(n)))
+            firsts = [s.first_frame_s for s in runs if s.first_frame_s is not None]
+            fps = [s.fps for s in runs if s.fps is not None]
+            lag = [s.frames[-1][2] - s.first_chunk_at - stream_seconds for s in runs if s.frames]
+            realtime = (len(fps) == n and min(fps) >= 24.0 and max(lag) <= 1.5
+                        and all(s.close_code == 1000 for s in runs))
+            sustained = n if realtime and sustained == n - 1 else sustained
+            print(json.dumps({
+                "bench": "stream", "concurrent": n, "chunk_ms": chunk_ms, "audio_s": stream_seconds,
+                "frames": [len(s.frames) for s in runs],
+                "first_frame_s_p50": _percentile(firsts, 50), "first_frame_s_max": _percentile(firsts, 100),
+                "fps_min": round(min(fps), 1) if fps else None,
+                "fps_median": round(statistics.median(fps), 1) if fps else None,
+                "end_lag_s_max": round(max(lag), 2) if lag else None, "realtime": realtime,
+                "errors": [s.error for s in runs if s.error]}), flush=True)
+        print(json.dumps({"bench": "stream_capacity", "realtime_streams_sustained": sustained}), flush=True)
+    if watcher is not None:
+        print(json.dumps({"bench": "replicas", "deployment": "Animator", **watcher.stop()}), flush=True)

@@ -50,11 +50,25 @@ def test_health_model_and_page(server):
 
 def test_portrait_is_prepared_once_and_says_where_the_face_is(server, portrait, portrait_png):
     assert len(portrait["portrait_id"]) == 64 and portrait["image_size"] == [512, 512]
-    x0, y0, x1, y1 = portrait["face_box"]
-    assert 150 < x0 < x1 < 300 and 40 < y0 < y1 < 220  # the astronaut's face
+    x, y, w, h = portrait["face_box"]
+    assert 150 < x < x + w < 300 and 40 < y < y + h < 220  # the astronaut's face
+    assert portrait["face"] == 0 and len(portrait["faces"]) == 1
     t = time.perf_counter()
     again = requests.post(f"{server}/v1/portraits", files={"image": ("b.png", portrait_png)}, timeout=TIMEOUT)
     assert again.json() == portrait and time.perf_counter() - t < 5  # cached by content hash
+
+
+def test_group_photo_animates_the_largest_face_or_the_one_asked_for(server, astronaut):
+    small = np.pad(astronaut[::2, ::2], ((128, 128), (0, 0), (0, 0)))
+    group = png_bytes(np.ascontiguousarray(np.concatenate([astronaut, small, astronaut[:, ::-1]], 1)))
+    default = requests.post(f"{server}/v1/portraits", files={"image": ("g.png", group)}, timeout=TIMEOUT).json()
+    assert len(default["faces"]) >= 2, default
+    widths = [f["box"][2] for f in default["faces"]]
+    assert default["face_box"][2] == max(widths)
+    other = requests.post(f"{server}/v1/portraits", files={"image": ("g.png", group)},
+                          data={"face": str(len(widths) - 1)}, timeout=TIMEOUT).json()
+    assert other["face"] == len(widths) - 1 and other["portrait_id"] != default["portrait_id"]
+    assert other["face_box"] == default["faces"][-1]["box"]
 
 
 def test_generate_returns_a_playable_mp4_with_audio(server, portrait_png, speech):
@@ -113,7 +127,9 @@ def test_bad_inputs_get_their_status_and_a_message(server, portrait, speech, ast
         "no face": (generate(server, wav, png_bytes(gradient)), 422, "no_face"),
         "tiny image": (generate(server, wav, png_bytes(astronaut[::16, ::16].copy())), 422, "image_too_small"),
         "huge image": (generate(server, wav, huge.getvalue()), 413, "image_too_large"),
-        "upside down": (generate(server, wav, png_bytes(astronaut[::-1, ::-1].copy())), 422, "face_upside_down"),
+        "upside down": (generate(server, wav, png_bytes(astronaut[::-1, ::-1].copy())), 422, "face_rotated"),
+        "face too small": (generate(server, wav, png_bytes(astronaut[::6, ::6].copy())), 422, "face_too_small"),
+        "no such face": (generate(server, wav, png_bytes(astronaut), face=3), 422, "bad_face_index"),
         "over the size limit": (generate(server, junk * 800, portrait_id=pid), 413, "upload_too_large"),
         "undecodable audio": (generate(server, junk, portrait_id=pid), 415, "unsupported_media"),
         "audio too long": (generate(server, wav_bytes(np.zeros(9 * SR, np.float32)), portrait_id=pid), 413,
