@@ -41,7 +41,19 @@ from workflows.register import resolve_bundle
 from workflows.tracking import MlflowConfig
 
 SYSTEM = "model"
-REFERENCES = ("truth", "still", "shifted")  # scored like the model; "truth" is the upper bound
+# scored like the model: "truth" (the clip itself), "oracle" (the truth's motion encoded with the
+# bundle's morphable model and rendered + re-tracked exactly like the model's: the best the
+# model could score through this render path), "still" (no motion), "shifted" (truth delayed)
+REFERENCES = ("truth", "oracle", "still", "shifted")
+
+
+def gap_closed(model: float, still: float, oracle: float) -> float:
+    """(still − model) / (still − oracle): 0 = no better than a still face, 1 = as good as the
+    truth's own motion through the same render path; NaN when the two references coincide."""
+    span = still - oracle
+    if not (math.isfinite(model) and math.isfinite(span)) or span <= 0:
+        return math.nan
+    return float((still - model) / span)
 
 
 class EvaluateConfig(StrictConfig):
@@ -180,9 +192,9 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     from disenttalk import media
     from disenttalk.face.tracker import FaceTracker
     from disenttalk.generate.generator import Generator
-    from disenttalk.generate.motion import Controls
+    from disenttalk.generate.motion import Controls, Motion
     from disenttalk.metrics import baselines, clip
-    from disenttalk.metrics.landmarks import blink_rate_error, landmark_blink_rate
+    from disenttalk.metrics.landmarks import blink_rate_error, landmark_blink_rate, lmd
     from disenttalk.metrics.sync import load_evaluator
 
     cfg = EvaluateConfig.from_json(cfg_json)
@@ -201,27 +213,38 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
         cfg, rec.clip_id, info, truth_frames[0], truth_lm[0] if rec.valid[0] else None)
     kw = dict(steps=cfg.steps, sampler=cfg.sampler, guidance=cfg.guidance, eta=cfg.eta, seed=cfg.seed)
 
-    def render(controls: Controls, **over: Any) -> tuple[np.ndarray, np.ndarray]:
-        motion = gen.motion(audio, rec.sample_rate, controls=controls, **{**kw, **over})
+    def track(motion: Motion) -> tuple[np.ndarray, np.ndarray]:
         frames = gen.render(motion, portrait, portrait_lm)[:t]
         return frames, FaceTracker().track(frames).landmarks
 
-    frames, lm = render(Controls())
+    def render(controls: Controls, **over: Any) -> tuple[np.ndarray, np.ndarray, Motion]:
+        motion = gen.motion(audio, rec.sample_rate, controls=controls, **{**kw, **over})
+        return (*track(motion), motion)
+
+    frames, lm, motion = render(Controls())
     extra_rates = []
     for k in range(1, cfg.blink_samples):
-        _, other = render(Controls(), seed=cfg.seed + k)
+        _, other, _ = render(Controls(), seed=cfg.seed + k)
         extra_rates.append(landmark_blink_rate(other, fps))
+    expression, pose, identity = bundle.morphable.encode(fill_gaps(truth_lm))
     fidelity = None
     if cfg.fidelity:
-        expression, pose, _ = bundle.morphable.encode(fill_gaps(truth_lm))
-        f_frames, f_lm = render(Controls(eyes=expression, pose=pose))
+        f_frames, f_lm, _ = render(Controls(eyes=expression, pose=pose))
         fidelity = clip.Trace(landmarks=f_lm, frames=f_frames)
+    # the oracle: the truth's own expression through encode → render → re-track, like the model's
+    o_frames, o_lm = track(Motion(expression.astype(np.float32), np.zeros((t, 6), np.float32), fps))
+
+    def decoded_lmd(expr: np.ndarray) -> float:
+        """LMD of an expression sequence decoded with the clip's own identity and pose (no render)."""
+        n = min(len(expr), t)
+        return lmd(bundle.morphable.decode(expr[:n], pose[:n], identity), truth_lm[:n])
 
     def lips(x: np.ndarray) -> np.ndarray:
         return lip_params(x, bundle.morphable, bundle.split, evaluator.norm)
 
     truth = clip.Trace(landmarks=truth_lm, lip=lips(truth_lm), frames=truth_frames)
-    systems = {SYSTEM: clip.Trace(landmarks=lm, lip=lips(lm), frames=frames), "truth": truth}
+    systems = {SYSTEM: clip.Trace(landmarks=lm, lip=lips(lm), frames=frames), "truth": truth,
+               "oracle": clip.Trace(landmarks=o_lm, lip=lips(o_lm), frames=o_frames)}
     shift = baselines.shift_frames(fps, cfg.shift_seconds)
     systems["still"] = clip.Trace(*(baselines.still(x) for x in (truth.landmarks, truth.lip, truth.frames)))  # noqa: E501
     systems["shifted"] = clip.Trace(*(baselines.delayed(x, shift) for x in (truth.landmarks, truth.lip,
@@ -233,6 +256,9 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     scores = {name: clip.score_clip(trace, truth, fidelity=fidelity if name == SYSTEM else None,
                                     **score_kw)
               for name, trace in systems.items()}
+    scores[SYSTEM]["lmd_decoded"] = decoded_lmd(motion.expression)
+    scores["oracle"]["lmd_decoded"] = decoded_lmd(expression)
+    scores["still"]["lmd_decoded"] = decoded_lmd(baselines.still(expression))
     model = scores[SYSTEM]
     if extra_rates and math.isfinite(model["blink_rate"]):
         model["blink_rate"] = float(np.mean([model["blink_rate"], *extra_rates]))
@@ -241,7 +267,7 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     return {"clip_id": rec.clip_id, "language": rec.language, "split": rec.split,
             "reference": reference, "scores": scores,
             "curves": {name: {k: v.tolist() for k, v in clip.curves(systems[name]).items()}
-                       for name in (SYSTEM, "truth", "still", "shifted")}}
+                       for name in (SYSTEM, "truth", "oracle", "still", "shifted")}}
 
 
 # -- the evaluator sync expert ----------------------------------------------------------------------
@@ -303,6 +329,11 @@ def aggregate(results: list[dict], groups: dict[str, list[dict]]) -> dict[str, d
                 values = np.array([s[m] for s in scored], dtype=float)
                 entry[m] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
             table[system][split] = entry
+    for split, entry in table[SYSTEM].items():
+        still, oracle = table["still"][split], table["oracle"][split]
+        entry["gap_closed"] = gap_closed(entry["lmd"], still["lmd"], oracle["lmd"])
+        entry["gap_closed_decoded"] = gap_closed(entry["lmd_decoded"], still["lmd_decoded"],
+                                                 oracle["lmd_decoded"])
     return table
 
 
@@ -310,12 +341,14 @@ def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
     """One markdown table: rows (split, system), columns the metrics."""
     from disenttalk.metrics.clip import METRICS
 
-    lines = ["| split | system | n | " + " | ".join(METRICS) + " |",
-             "|---|---|---|" + "---|" * len(METRICS)]
+    columns = (*METRICS, "gap_closed", "gap_closed_decoded")
+    lines = ["| split | system | n | " + " | ".join(columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
     for split in table[SYSTEM]:
         for system, splits in table.items():
             row = splits[split]
-            cells = " | ".join("–" if math.isnan(row[m]) else f"{row[m]:.4g}" for m in METRICS)
+            cells = " | ".join("–" if math.isnan(row.get(m, math.nan)) else f"{row[m]:.4g}"
+                               for m in columns)
             lines.append(f"| {split} | {system} | {int(row['n_clips'])} | {cells} |")
     return "\n".join(lines) + "\n"
 
@@ -329,7 +362,7 @@ def plot_split(result: dict, split: str, folder: Path) -> list[Path]:
 
     curves = result["curves"]
     specs = {"ear": ("eye aspect ratio", (SYSTEM, "truth")),
-             "mouth": ("mouth opening (× inter-ocular)", (SYSTEM, "truth", "shifted")),
+             "mouth": ("mouth opening (× inter-ocular)", (SYSTEM, "truth", "oracle")),
              "change": ("landmark change per frame (× inter-ocular)", (SYSTEM, "truth", "still"))}
     files = []
     for key, (label, systems) in specs.items():
@@ -409,7 +442,8 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
             tracker.log_metrics({f"baseline/{name}/{split}/{m}": v for name, splits in base.items()
                                  for split, row in splits.items() for m, v in row.items()
                                  if math.isfinite(v)})
-            summary = {split: {m: row[m] for m in ("n_clips", "sync_conf", "lmd", "blink_rate", "cpbd", "psnr")}
+            summary = {split: {m: row[m] for m in ("n_clips", "lmd", "gap_closed", "lmd_decoded",
+                                                   "blink_rate", "blink_duration", "sync_conf")}
                        for split, row in metrics.items()}
             summary["seconds"] = round(time.perf_counter() - tic, 1)
             summary["mlflow_run"] = tracker.run_id or "disabled"

@@ -176,13 +176,13 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
 
 def _headline(summary: dict[str, Any]) -> str:
     """A short table: model vs baselines on LMD and blink rate per split."""
-    keys = ("lmd", "blink_rate", "sync_conf")
-    lines = [f"{'split':<12}{'system':<10}" + "".join(f"{k:>12}" for k in keys)]
+    keys = ("lmd", "gap_closed", "blink_rate", "blink_duration", "landmark_change", "sync_conf")
+    lines = [f"{'split':<12}{'system':<10}" + "".join(f"{k:>16}" for k in keys)]
     systems = {"model": summary["metrics"], **summary["baselines"]}
     for split in summary["metrics"]:
         for name, table in systems.items():
             row = table.get(split, {})
-            cells = "".join(f"{row.get(k, float('nan')):>12.3f}" for k in keys)
+            cells = "".join(f"{row.get(k, float('nan')):>16.4f}" for k in keys)
             lines.append(f"{split:<12}{name:<10}{cells}")
     return "\n".join(lines)
 

@@ -252,7 +252,8 @@ class Loop:
             expert=self.frozen_expert, sync_weight=self.train.sync_weight,
             audio_drop_prob=self.train.audio_drop_prob, generator=gen,
             prefix_prob=self.train.prefix_prob, max_prefix=self.train.max_prefix,
-            region_prob=self.train.region_prob, grad_clip=self.train.grad_clip)
+            region_prob=self.train.region_prob, grad_clip=self.train.grad_clip,
+            lip_weight=self.train.lip_weight, velocity_weight=self.train.velocity_weight)
 
     def _val_batches(self):
         for i in range(self.stage.run.val_batches):
@@ -276,7 +277,9 @@ class Loop:
             return {}
         out = [denoiser_eval_step(_plain(self.nets.denoiser), self.diffusion, b, split=self.split,
                                   expert=self.frozen_expert, sync_weight=self.train.sync_weight,
-                                  generator=g) for b, g in self._val_batches()]
+                                  generator=g, lip_weight=self.train.lip_weight,
+                                  velocity_weight=self.train.velocity_weight)
+               for b, g in self._val_batches()]
         return _mean_dicts(out)
 
 

@@ -154,7 +154,8 @@ class Generator:
         audio = feats[None]
 
         def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return cfg_eps(self.denoiser, x, t, audio, cond, mask, settings.guidance)
+            out = cfg_eps(self.denoiser, x, t, audio, cond, mask, settings.guidance)
+            return self.diffusion.to_eps(x, t, out)
 
         # noise of window i from (seed, i) alone: reproducible, and the same offline and streamed
         state = np.random.SeedSequence([settings.seed, index]).generate_state(1, dtype=np.uint64)[0]

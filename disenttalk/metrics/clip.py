@@ -15,6 +15,7 @@ from disenttalk.metrics.sync import MAX_OFFSET, Embedder, sync_sweep
 METRICS = (
     "sync_conf", "sync_dist", "sync_offset", "lmd", "blink_rate", "blink_rate_error",
     "cpbd", "psnr", "ssim", "landmark_change", "pixel_change", "face_found",
+    "blink_duration", "lmd_decoded",
 )
 
 
@@ -43,6 +44,9 @@ def score_clip(
 ) -> dict[str, float]:
     """Metrics of ``test`` vs ``truth``; ``fidelity`` (made with the source's pose and eyes) gives PSNR/SSIM.
 
+    ``blink_duration`` is the median length (s) of the eye closures, single-frame dips included;
+    ``lmd_decoded`` (LMD of the motion before rendering) is filled in by the caller, who has it.
+
     Without ``fidelity`` PSNR/SSIM compare ``test`` itself with the truth frames, on every
     ``image_stride``-th frame (CPBD on every ``cpbd_stride``-th). Metrics whose
     inputs are missing are NaN, so tables keep one schema.
@@ -58,6 +62,8 @@ def score_clip(
     if truth_blink_rate is None:
         truth_blink_rate = landmarks.landmark_blink_rate(truth.landmarks[:t], fps)
     out["blink_rate_error"] = landmarks.blink_rate_error(out["blink_rate"], truth_blink_rate)
+    durations = landmarks.blink_durations(test.landmarks[:t], fps)
+    out["blink_duration"] = float(np.median(durations)) if len(durations) else math.nan
     change = landmarks.landmark_change(test.landmarks[:t])
     out["landmark_change"] = float(np.nanmean(change)) if np.isfinite(change).any() else math.nan
     if expert is not None and audio_features is not None and test.lip is not None:

@@ -75,3 +75,10 @@ def blink_rate_error(rate: float, truth_rate: float) -> float:
 def landmark_blink_rate(landmarks: np.ndarray, fps: float) -> float:
     """Blinks per second from landmarks [T,478,3]: eye aspect ratio → blink detection (face.measures)."""
     return measures.blink_rate(measures.eye_aspect_ratio(landmarks), fps)
+
+
+def blink_durations(landmarks: np.ndarray, fps: float) -> np.ndarray:
+    """Durations (s) of every eye closure in landmarks [T,478,3], single-frame dips included
+    (``min_frames=1``), so flicker shows up as 40 ms closures beside real 100–400 ms blinks."""
+    blinks = measures.detect_blinks(measures.eye_aspect_ratio(landmarks), fps, min_frames=1)
+    return np.array([end - start for start, end in blinks], dtype=np.float64)

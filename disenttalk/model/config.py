@@ -92,6 +92,8 @@ class TrainConfig(StrictConfig):
     batch_size: int = Field(32, gt=0)
     window: int = Field(80, gt=0)  # frames per training sequence (3.2 s at 25 fps)
     sync_weight: float = Field(0.01, ge=0)  # λ in L_total = L_noise + λ L_sync
+    lip_weight: float = Field(1.0, gt=0)  # L_noise weight of the lip dims (others 1)
+    velocity_weight: float = Field(0.0, ge=0)  # weight of the x0̂ frame-to-frame change loss
     audio_drop_prob: float = Field(0.1, ge=0, le=1)  # classifier-free guidance (Eq. 9)
     prefix_prob: float = Field(0.5, ge=0, le=1)  # share of sequences with a known prefix
     max_prefix: int = Field(20, ge=0)  # frames; covers the generator's window overlap

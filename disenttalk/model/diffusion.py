@@ -19,12 +19,19 @@ from torch import nn
 
 from disenttalk.config import StrictConfig
 
+Prediction = Literal["eps", "x0", "v"]
+
 
 class DiffusionConfig(StrictConfig):
-    """Noise schedule: T steps, linear (DDPM) or cosine (Nichol & Dhariwal) β_t."""
+    """Noise schedule: T steps, linear (DDPM) or cosine (Nichol & Dhariwal) β_t; what the network predicts."""
 
     num_timesteps: int = 400
     schedule: Literal["linear", "cosine"] = "linear"
+    # The network's output: ε (the paper, Eq. 8), the clean sequence x0 (as motion diffusion
+    # models such as MDM and DiffPoseTalk do: the loss weighs every noise level by how wrong the
+    # motion itself is, which on small corpora learns the audio → lip mapping far faster), or
+    # v = √ᾱ ε − √(1−ᾱ) x0. Samplers always receive ε (converted with :meth:`GaussianDiffusion.to_eps`).
+    prediction: Prediction = "eps"
     # None = DDPM's 1e-4 … 0.02 at T=1000, rescaled by 1000/T so that ᾱ_T ≈ 0 for any T
     # (at T=400 the unscaled range would leave √ᾱ_T ≈ 0.13 of the signal in "pure noise").
     beta_start: float | None = None
@@ -94,6 +101,40 @@ class GaussianDiffusion(nn.Module):
         return (
             x_t - _bcast(self.sqrt_alphas_cumprod, t, x_t) * x0
         ) / _bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+
+    def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """What the network is trained to output for (x0, t, ε): ε, x0 or v."""
+        kind = self.cfg.prediction
+        if kind == "eps":
+            return noise
+        if kind == "x0":
+            return x0
+        return (_bcast(self.sqrt_alphas_cumprod, t, x0) * noise
+                - _bcast(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0)
+
+    def to_x0(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The clean sequence x0̂ implied by a network output."""
+        kind = self.cfg.prediction
+        if kind == "eps":
+            return self.predict_x0(x_t, t, out)
+        if kind == "x0":
+            return out
+        return (_bcast(self.sqrt_alphas_cumprod, t, x_t) * x_t
+                - _bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t) * out)
+
+    def to_eps(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The noise ε̂ implied by a network output (what the samplers step with).
+
+        Affine in ``out`` with coefficients fixed by (x_t, t), so classifier-free guidance
+        combines outputs of any kind exactly as it combines ε.
+        """
+        kind = self.cfg.prediction
+        if kind == "eps":
+            return out
+        if kind == "x0":
+            return self.predict_eps(x_t, t, out)
+        return (_bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t
+                + _bcast(self.sqrt_alphas_cumprod, t, x_t) * out)
 
     def sample_timesteps(self, batch: int, generator: torch.Generator | None = None,
                          device: torch.device | str | None = None) -> torch.Tensor:

@@ -146,11 +146,22 @@ def random_cond_mask(shape: torch.Size, split: RegionSplit, generator: torch.Gen
     return mask
 
 
+def dim_weights(split: RegionSplit, lip_weight: float, device: torch.device | None = None) -> torch.Tensor:
+    """Per-dim loss weights [N]: ``lip_weight`` on the lip dims, 1 elsewhere."""
+    w = torch.ones(split.num_dims, device=device)
+    if split.lip:
+        w[list(split.lip)] = float(lip_weight)
+    return w
+
+
 def _denoiser_losses(denoiser: torch.nn.Module, diffusion: GaussianDiffusion, batch: Batch, *,
                      split: RegionSplit, expert: SyncExpert | None, sync_weight: float,
-                     audio_drop_prob: float, generator: torch.Generator, mask_kwargs: dict | None
+                     audio_drop_prob: float, generator: torch.Generator, mask_kwargs: dict | None,
+                     lip_weight: float = 1.0, velocity_weight: float = 0.0
                      ) -> dict[str, torch.Tensor]:
-    """L_noise (Eq. 8) on unknown entries + λ·L_sync (Eq. 10) on x0̂'s lip dims."""
+    """L_noise (Eq. 8, on the network's target: ε, x0 or v) on unknown entries, lip dims weighted
+    by ``lip_weight``; + λ·L_sync (Eq. 10) on x0̂'s lip dims; + a velocity term on x0̂'s
+    frame-to-frame change (as in MDM), which keeps motion from jittering."""
     x0, audio = batch["expression"], batch["audio"]
     b = x0.shape[0]
     t = diffusion.sample_timesteps(b, generator=generator).to(x0.device)
@@ -161,15 +172,20 @@ def _denoiser_losses(denoiser: torch.nn.Module, diffusion: GaussianDiffusion, ba
     else:
         mask = random_cond_mask(x0.shape, split, generator, **mask_kwargs).to(x0)
     drop = (torch.rand(b, generator=generator) < audio_drop_prob).to(x0.device)
-    eps_hat = denoiser(x_t, t, audio, cond=x0, cond_mask=mask, drop_audio=drop)
+    out = denoiser(x_t, t, audio, cond=x0, cond_mask=mask, drop_audio=drop)
     # known entries are handed to the network (and pinned by the sampler): nothing to learn there
-    l_noise = noise_loss(eps_hat, noise, weight=1.0 - mask)
+    weight = (1.0 - mask) * dim_weights(split, lip_weight, x0.device)
+    l_noise = noise_loss(out, diffusion.target(x0, t, noise), weight=weight)
+    x0_hat = torch.where(mask.bool(), x0, diffusion.to_x0(x_t, t, out))
+    l_vel = torch.zeros((), device=x0.device)
+    if velocity_weight > 0:
+        l_vel = noise_loss(x0_hat.diff(dim=1), x0.diff(dim=1), weight=weight[:, 1:])
     l_sync = torch.zeros((), device=x0.device)
     keep = ~drop  # the sync loss needs the audio the lips should follow
     if expert is not None and sync_weight > 0 and bool(keep.any()):
-        x0_hat = torch.where(mask.bool(), x0, diffusion.predict_x0(x_t, t, eps_hat))
         l_sync = sync_loss(expert, x0_hat[keep][..., list(split.lip)], audio[keep])
-    return {"loss": l_noise + sync_weight * l_sync, "noise_loss": l_noise, "sync_loss": l_sync}
+    return {"loss": l_noise + velocity_weight * l_vel + sync_weight * l_sync,
+            "noise_loss": l_noise, "velocity_loss": l_vel, "sync_loss": l_sync}
 
 
 def denoiser_train_step(denoiser: torch.nn.Module, diffusion: GaussianDiffusion, batch: Batch,
@@ -177,15 +193,16 @@ def denoiser_train_step(denoiser: torch.nn.Module, diffusion: GaussianDiffusion,
                         expert: SyncExpert | None = None, sync_weight: float = 0.01,
                         audio_drop_prob: float = 0.1, generator: torch.Generator,
                         prefix_prob: float = 0.5, max_prefix: int = 20, region_prob: float = 0.2,
-                        grad_clip: float = 1.0) -> dict[str, float]:
+                        grad_clip: float = 1.0, lip_weight: float = 1.0,
+                        velocity_weight: float = 0.0) -> dict[str, float]:
     """One step of L_total = L_noise + λ·L_sync; the expert (if any) is frozen here."""
     denoiser.train()
     if expert is not None:
         expert.eval().requires_grad_(False)
     losses = _denoiser_losses(
         denoiser, diffusion, batch, split=split, expert=expert, sync_weight=sync_weight,
-        audio_drop_prob=audio_drop_prob, generator=generator,
-        mask_kwargs={"prefix_prob": prefix_prob, "max_prefix": max_prefix,
+        audio_drop_prob=audio_drop_prob, generator=generator, lip_weight=lip_weight,
+        velocity_weight=velocity_weight, mask_kwargs={"prefix_prob": prefix_prob, "max_prefix": max_prefix,
                      "region_prob": region_prob})
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
@@ -197,12 +214,14 @@ def denoiser_train_step(denoiser: torch.nn.Module, diffusion: GaussianDiffusion,
 @torch.no_grad()
 def denoiser_eval_step(denoiser: torch.nn.Module, diffusion: GaussianDiffusion, batch: Batch, *,
                        split: RegionSplit, expert: SyncExpert | None = None,
-                       sync_weight: float = 0.01, generator: torch.Generator) -> dict[str, float]:
-    """Held-out L_noise / L_sync at random timesteps, with audio and no known values."""
+                       sync_weight: float = 0.01, generator: torch.Generator,
+                       lip_weight: float = 1.0, velocity_weight: float = 0.0) -> dict[str, float]:
+    """Held-out losses at random timesteps, with audio and no known values."""
     denoiser.eval()
     if expert is not None:
         expert.eval()
     losses = _denoiser_losses(denoiser, diffusion, batch, split=split, expert=expert,
                               sync_weight=sync_weight, audio_drop_prob=0.0, generator=generator,
-                              mask_kwargs=None)
+                              mask_kwargs=None, lip_weight=lip_weight,
+                              velocity_weight=velocity_weight)
     return {k: float(v) for k, v in losses.items()}

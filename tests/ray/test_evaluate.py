@@ -27,14 +27,20 @@ def test_evaluate_writes_tables_baselines_and_mlflow_metrics(ray_cluster, mlflow
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"val", "test", "test/en", "test_xling"}
     for row in metrics.values():
-        assert set(row) == {"n_clips", *METRICS} and row["n_clips"] == 1
+        assert set(row) == {"n_clips", "gap_closed", "gap_closed_decoded", *METRICS}
+        assert row["n_clips"] == 1
         assert row["lmd"] >= 0 and 0 <= row["cpbd"] <= 1 and np.isfinite(row["sync_conf"])
     baselines = json.loads((out / "baselines.json").read_text())
     assert set(baselines) == set(REFERENCES)
     assert all(set(b) == set(metrics) for b in baselines.values())
+    assert "gap_closed" in (out / "metrics.md").read_text()
     assert baselines["still"]["val"]["landmark_change"] == 0.0
     assert baselines["truth"]["val"]["lmd"] == pytest.approx(0.0, abs=1e-9)
     assert baselines["shifted"]["val"]["lmd"] > 0
+    # the oracle (truth's motion through encode → render → re-track) lies between truth and still
+    oracle = baselines["oracle"]["val"]
+    assert oracle["lmd_decoded"] <= baselines["still"]["val"]["lmd_decoded"] + 1e-6
+    assert np.isfinite(oracle["lmd"]) and np.isfinite(metrics["val"]["lmd_decoded"])
     assert (out / "metrics.md").read_text().count("| val |") == 1 + len(REFERENCES)
     assert sorted(p.name for p in (out / "plots").glob("val_*.png")) == [
         "val_change.png", "val_ear.png", "val_mouth.png"]

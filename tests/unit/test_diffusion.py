@@ -224,3 +224,27 @@ def test_ddim_eta_per_dim_matches_scalar_steps_dim_by_dim(diffusion):
     assert close(same.step(eps, t, x, generator=torch.Generator().manual_seed(2)), b)
     with pytest.raises(ValueError, match="eta"):
         DDIMSampler(diffusion, eta=torch.tensor([0.5, 1.5]))
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_prediction_targets_convert_exactly(prediction):
+    """The network's target for (x0, t, ε) maps back to the same x0 and ε, for every parameterisation."""
+    d = GaussianDiffusion(DiffusionConfig(num_timesteps=400, prediction=prediction))
+    g = torch.Generator().manual_seed(5)
+    x0, eps = torch.randn(6, 9, 4, generator=g), torch.randn(6, 9, 4, generator=g)
+    t = torch.tensor([0, 1, 50, 200, 398, 399])
+    xt = d.q_sample(x0, t, eps)
+    out = d.target(x0, t, eps)
+    assert torch.allclose(d.to_x0(xt, t, out), x0, atol=2e-3)
+    assert torch.allclose(d.to_eps(xt, t, out), eps, atol=2e-3)
+
+
+def test_guidance_on_x0_outputs_equals_guidance_on_eps():
+    """to_eps is affine with weights fixed by (x_t, t): guiding outputs then converting = converting then guiding."""
+    d = GaussianDiffusion(DiffusionConfig(num_timesteps=400, prediction="x0"))
+    g = torch.Generator().manual_seed(6)
+    xt, a, b = (torch.randn(3, 5, 4, generator=g) for _ in range(3))
+    t = torch.tensor([10, 200, 390])
+    s = 2.5
+    guided = d.to_eps(xt, t, s * a + (1 - s) * b)
+    assert torch.allclose(guided, s * d.to_eps(xt, t, a) + (1 - s) * d.to_eps(xt, t, b), atol=1e-4)

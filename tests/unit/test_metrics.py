@@ -200,6 +200,7 @@ def test_score_clip_truth_vs_itself_and_still(portrait):
     assert same["lmd"] == pytest.approx(0.0, abs=1e-9) and same["blink_rate_error"] == 0.0
     assert same["blink_rate"] == pytest.approx(1 / (t / fps)) and same["psnr"] == 100.0
     assert same["sync_offset"] == 0 and same["sync_conf"] > 0
+    assert same["blink_duration"] == pytest.approx(4 / fps)  # the one 4-frame closure
 
     frozen = Trace(*(baselines.still(x) for x in (lm, lip, frames)))
     still = score_clip(frozen, truth, **kw)
@@ -207,3 +208,22 @@ def test_score_clip_truth_vs_itself_and_still(portrait):
     assert still["lmd"] > 0 and still["blink_rate"] == 0.0 and still["psnr"] < 100.0
     assert still["sync_conf"] < same["sync_conf"]
     assert set(curves(truth)) == {"ear", "mouth", "change"}
+
+
+def test_blink_durations_count_single_frame_flicker():
+    from disenttalk.metrics.landmarks import blink_durations
+
+    ear = np.full(100, 0.3)
+    ear[10] = 0.05  # one-frame dip (flicker)
+    ear[40:46] = 0.05  # a 240 ms blink
+    durations = blink_durations(ear_face(ear), 25.0)
+    assert durations.tolist() == pytest.approx([0.04, 0.24])
+
+
+def test_gap_closed_between_still_and_oracle():
+    from workflows.evaluate import gap_closed
+
+    assert gap_closed(0.02, still=0.025, oracle=0.012) == pytest.approx(5 / 13)
+    assert gap_closed(0.012, still=0.025, oracle=0.012) == pytest.approx(1.0)
+    assert gap_closed(0.03, still=0.025, oracle=0.012) < 0  # worse than a still face
+    assert np.isnan(gap_closed(0.02, still=0.012, oracle=0.012))  # no gap to close

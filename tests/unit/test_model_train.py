@@ -71,7 +71,7 @@ def test_train_step_is_reproducible_from_the_generator():
         results.append((out, next(iter(denoiser.parameters())).detach().clone()))
     assert results[0][0] == results[1][0]
     assert torch.equal(results[0][1], results[1][1])
-    assert set(results[0][0]) == {"loss", "noise_loss", "sync_loss", "grad_norm"}
+    assert set(results[0][0]) == {"loss", "noise_loss", "velocity_loss", "sync_loss", "grad_norm"}
 
 
 def test_sync_loss_flows_to_the_denoiser_and_not_the_expert():
