@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+TEETH_REACH = 0.8  # the visible teeth end at this fraction of the way from the mouth centre to a corner
+
 
 def curve_at(xs: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
     """Piecewise-linear y(x) of curves [B,V,2] at columns xs [w] (held flat past the ends), → [B,w]."""
@@ -57,6 +59,7 @@ def paint_mouth(
     teeth: torch.Tensor,  # [3] colour of the upper teeth
     teeth_fraction: float,
     feather: float,
+    corner_shade: float = 0.0,  # how much darker cavity and teeth get at the mouth corners
 ) -> torch.Tensor:
     """Dark cavity between the inner lips, a light band of upper teeth hanging from the upper lip."""
     top, bottom = curve_at(xs, upper), curve_at(xs, lower)  # [B,w]
@@ -72,7 +75,13 @@ def paint_mouth(
     depth = ((ys[None, :, None] - top[:, None]) / gap[:, None].clamp_min(1e-3)).clamp(0.0, 1.0)
     shade_cavity = 0.5 + (2.0 * depth - 1.0).abs() * 0.5
     shade_teeth = 1.0 - 0.3 * (1.0 - (teeth_edge[:, None] - ys[None, :, None]).abs()).clamp(0, 1)
-    colour = (
+    # The lips shade the mouth's sides: darker towards the corners (a parabola across the mouth),
+    # where the teeth end before the corners and the dark cavity shows beside them.
+    mid, half = 0.5 * (corners[0] + corners[1]), (0.5 * (corners[1] - corners[0])).clamp_min(1e-3)
+    across = ((xs[None] - mid[:, None]) / half[:, None]).clamp(-1.0, 1.0)  # [B,w]
+    shade_side = (1.0 - corner_shade * across**2)[:, None, None]  # [B,1,1,w]
+    is_teeth = is_teeth * ((TEETH_REACH - across.abs()) / 0.2).clamp(0.0, 1.0)[:, None]
+    colour = shade_side * (
         is_teeth[:, None] * shade_teeth[:, None] * teeth[:, None, None]
         + (1.0 - is_teeth[:, None]) * shade_cavity[:, None] * cavity[:, None, None]
     )  # [B,3,h,w]
@@ -92,6 +101,7 @@ def paint_eyelid(
     lash_width: torch.Tensor,  # [B] pixels
     grow: torch.Tensor,  # [B] pixels the skin reaches past the eye outline (lashes, lid rims)
     feather: float,
+    lid_shade: float = 0.0,  # the lid darkens by this much from its old edge down to its new one
 ) -> torch.Tensor:
     """Eyelid skin over the part of the eye opening the lowered lid now covers, lash on its edge."""
     g = (grow * strength)[:, None]  # [B,1]: nothing grows while the lid has not moved
@@ -110,7 +120,10 @@ def paint_eyelid(
     )
     along = ramp(xs[None] - left[:, None], feather) * ramp(right[:, None] - xs[None], feather)
     lash_alpha = on_lid * along[:, None]  # [B,h,w]
-    roi = blend(roi, skin[:, None, None], covered)
+    # The lid curves away from the light as it comes down over the eyeball: shade it towards its edge.
+    depth = ((ys[None, :, None] - open_top[:, None]) / (top - open_top)[:, None].clamp_min(1.0))
+    shade = 1.0 - lid_shade * depth.clamp(0.0, 1.0)  # [B,h,w]
+    roi = blend(roi, skin[:, None, None] * shade[:, None], covered)
     return blend(roi, lash[:, None, None], lash_alpha * strength[:, None, None])
 
 

@@ -21,6 +21,9 @@ from disenttalk.render.paint import paint_eyelid, paint_mouth
 from disenttalk.render.warp import ThinPlateField, still_anchors
 
 _INNER_UPPER, _INNER_LOWER = list(topo.LIPS_INNER_UPPER), list(topo.LIPS_INNER_LOWER)
+# Cheeks, forehead and nose bridge: skin that is neither lips, eyes, brows nor (usually) beard.
+_SKIN = (50, 280, 101, 330, 117, 346, 118, 347, 205, 425, 36, 266, 151, 9, 108, 337, 6, 197)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _EYES = (  # (upper lid, lower lid, eyebrow) per eye; lids share their corner points
     (list(topo.RIGHT_EYE_UPPER), list(topo.RIGHT_EYE_LOWER), list(topo.RIGHT_EYEBROW)),
     (list(topo.LEFT_EYE_UPPER), list(topo.LEFT_EYE_LOWER), list(topo.LEFT_EYEBROW)),
@@ -39,11 +42,19 @@ class RenderConfig(StrictConfig):
     feather: float = 1.0  # anti-aliasing ramp of painted edges
     mouth_open_ramp: float = 0.06  # extra opening (× mouth width) that fully paints the cavity
     teeth_fraction: float = 0.16  # visible upper-teeth height (× mouth width)
-    cavity_rgb: tuple[int, int, int] = (52, 18, 22)
-    teeth_rgb: tuple[int, int, int] = (232, 226, 214)
+    # Mouth colours come from the portrait itself (so grey, dim or low-contrast photos get a mouth
+    # in their own tones): the cavity is its lip colour darkened, the teeth its skin tone
+    # desaturated at the brightness of its skin highlights. A colour given here overrides that.
+    cavity_rgb: tuple[int, int, int] | None = None
+    teeth_rgb: tuple[int, int, int] | None = None
+    cavity_darkness: float = 0.2  # cavity = lip colour × this
+    teeth_brightness: float = 0.92  # teeth luminance = skin highlight luminance × this
+    teeth_saturation: float = 0.3  # share of the skin's hue kept in the teeth (0 = grey)
+    corner_shade: float = 0.45  # cavity and teeth darken by this much into the mouth corners
     lash_darkness: float = 0.35  # lash colour = skin colour × this
     lash_width: float = 0.07  # lash-line half width (× eye width)
     lid_grow: float = 0.06  # painted lid skin reaches this far past the eye outline (× eye width)
+    lid_shade: float = 0.15  # a closed lid darkens by this share from its crease side to its edge
 
 
 class WarpRenderer:
@@ -77,22 +88,53 @@ class WarpRenderer:
         )
         self.image = torch.as_tensor(portrait, device=self.device).permute(2, 0, 1)[None].float()
         self._source_t = torch.as_tensor(self.source, device=self.device)
-        self._cavity = torch.tensor(cfg.cavity_rgb, dtype=torch.float32, device=self.device)
-        self._teeth = torch.tensor(cfg.teeth_rgb, dtype=torch.float32, device=self.device)
+        cavity, teeth = self._mouth_colours(portrait)
+        self._cavity = torch.tensor(cavity, dtype=torch.float32, device=self.device)
+        self._teeth = torch.tensor(teeth, dtype=torch.float32, device=self.device)
         self._skin = [self._lid_skin(portrait, up, br) for up, _, br in _EYES]
         src = self._source_t
         self._mouth_opening = (src[_INNER_LOWER] - src[_INNER_UPPER]).norm(dim=-1).amax()
 
     # -- portrait-only quantities ------------------------------------------------------------
+    def _sample(self, portrait: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """Portrait colours [P,3] float at pixel positions [P,2] (nearest pixel, clipped)."""
+        xy = np.clip(np.floor(points).astype(int), 0, [self.width - 1, self.height - 1])
+        return portrait[xy[:, 1], xy[:, 0]].astype(np.float32)
+
+    def _mouth_colours(self, portrait: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(cavity, teeth) RGB [3] float from the portrait's lips and skin (or the config's colours)."""
+        cfg, src = self.config, self.source
+        # Lip colour: points half way between the outer and the inner lip contours.
+        lips = np.concatenate([
+            0.5 * (src[list(topo.LIPS_OUTER_UPPER)] + src[_INNER_UPPER]),
+            0.5 * (src[list(topo.LIPS_OUTER_LOWER)] + src[_INNER_LOWER]),
+        ])[1:-1]  # drop a corner point (shared by the contours)
+        lip = np.median(self._sample(portrait, lips), 0)
+        skin = self._sample(portrait, src[list(_SKIN)])
+        luma = skin @ _LUMA
+        tone = np.median(skin, 0)
+        highlight = float(np.percentile(luma, 95))
+        grey = float(tone @ _LUMA)
+        # the skin's hue, mostly washed out, at the brightness of the skin's highlights
+        hue = tone / max(grey, 1.0)
+        teeth = highlight * cfg.teeth_brightness * (1.0 + cfg.teeth_saturation * (hue - 1.0))
+        cavity = lip * cfg.cavity_darkness
+        if cfg.cavity_rgb is not None:
+            cavity = np.asarray(cfg.cavity_rgb, np.float32)
+        if cfg.teeth_rgb is not None:
+            teeth = np.asarray(cfg.teeth_rgb, np.float32)
+        return np.clip(cavity, 0, 255), np.clip(teeth, 0, 255)
+
     def _lid_skin(self, portrait: np.ndarray, upper: list[int], brow: list[int]) -> torch.Tensor:
         """Median colour of the lid skin between the upper lid and the eyebrow, [3] float."""
         lid = self.source[upper]  # [V,2]
         lift = self.source[brow, 1].mean() - lid[:, 1].mean()  # negative: the brow is above
         samples = np.concatenate([lid + [0.0, f * lift] for f in (0.25, 0.35, 0.45)])
-        xy = np.clip(np.floor(samples).astype(int), 0, [self.width - 1, self.height - 1])
-        return torch.tensor(
-            np.median(portrait[xy[:, 1], xy[:, 0]].astype(np.float32), 0), device=self.device
-        )
+        colours = self._sample(portrait, samples)
+        # Lashes, brow hairs and glasses frames are darker than the lid skin: leave out the
+        # darkest 40 % of the samples before taking the median.
+        keep = np.argsort(colours @ _LUMA)[int(0.4 * len(colours)):]
+        return torch.tensor(np.median(colours[keep], 0), device=self.device)
 
     # -- rendering ---------------------------------------------------------------------------
     def render(self, target_landmarks: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -136,7 +178,7 @@ class WarpRenderer:
             roi, xs, ys = self._crop(frames, box)
             roi[:] = paint_mouth(
                 roi, xs, ys, upper, lower, strength, self._cavity, self._teeth,
-                cfg.teeth_fraction, cfg.feather,
+                cfg.teeth_fraction, cfg.feather, cfg.corner_shade,
             )  # fmt: skip
 
     def _paint_eye(
@@ -162,7 +204,7 @@ class WarpRenderer:
             roi, xs, ys = self._crop(frames, self._box(torch.cat([open_up, low_t], 1), margin))
             roi[:] = paint_eyelid(
                 roi, xs, ys, open_up, up_t, low_t, strength, skin, skin * cfg.lash_darkness,
-                (cfg.lash_width * eye_width).clamp_min(0.75), grow, cfg.feather,
+                (cfg.lash_width * eye_width).clamp_min(0.75), grow, cfg.feather, cfg.lid_shade,
             )  # fmt: skip
 
     def _box(self, points: torch.Tensor, margin: float) -> tuple[int, int, int, int]:
