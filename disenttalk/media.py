@@ -132,6 +132,7 @@ def read_image(path: str | Path) -> np.ndarray:
         image = io.imread(str(path))
     except Exception as exc:  # imageio/PIL raise several types for unreadable files
         raise MediaError(f"{path}: not a readable image ({exc})") from exc
+    image = _exif_upright(path, image)
     if image.ndim == 2:
         image = gray2rgb(image)
     if image.ndim != 3 or image.shape[2] < 3:
@@ -140,6 +141,19 @@ def read_image(path: str | Path) -> np.ndarray:
     if image.dtype != np.uint8:
         image = (np.clip(image / max(float(image.max()), 1e-8), 0, 1) * 255).astype(np.uint8)
     return np.ascontiguousarray(image)
+
+
+def _exif_upright(path: Path, image: np.ndarray) -> np.ndarray:
+    """The image as it is meant to be seen: phones store photos sideways with an EXIF orientation."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as pil:
+            if pil.getexif().get(0x0112, 1) in (1, None):  # 0x0112: Orientation
+                return image
+            return np.asarray(ImageOps.exif_transpose(pil))
+    except Exception:  # not a format PIL reads (imageio did): no EXIF to honour
+        return image
 
 
 @contextmanager

@@ -132,3 +132,21 @@ def test_read_image_converts_to_rgb_uint8_and_names_bad_files(tmp_path):
         with pytest.raises(MediaError, match=reason) as info:
             read_image(path)
         assert path.name in str(info.value)
+
+
+def test_read_image_turns_a_phone_photo_upright(tmp_path):
+    """A JPEG stored sideways with EXIF orientation 6 (rotate 90° clockwise to view) comes back upright."""
+    from PIL import Image
+
+    from disenttalk.media import read_image
+
+    upright = np.zeros((40, 30, 3), np.uint8)
+    upright[:10] = 255  # a white band along the top
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))  # what the sensor wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    stored.save(path, exif=exif, quality=95)
+    image = read_image(path)
+    assert image.shape == (40, 30, 3)
+    assert image[:10].mean() > 200 and image[15:].mean() < 50
