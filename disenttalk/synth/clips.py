@@ -49,8 +49,14 @@ def prepare_identities(speakers: Sequence[Speaker], portrait_path: str | None = 
     image = base_portrait(portrait_path)
     with FaceTracker() as tracker:
         face = tracker.track_image(image)
-        if face is None:
-            raise ValueError(f"no face found in the portrait {portrait_path or '(astronaut)'}")
+        if face is None:  # small faces (a group photo): the full-range detector, largest face
+            from disenttalk.face.detect import NoUsableFace, choose_face, find_faces
+
+            faces = find_faces(image)
+            try:
+                face = faces[choose_face(faces)].landmarks
+            except NoUsableFace as exc:
+                raise ValueError(f"portrait {portrait_path or '(astronaut)'}: {exc}") from exc
         out = {}
         for spk in speakers:
             portrait = speaker_portrait(image, face, spk)

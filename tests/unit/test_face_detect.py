@@ -117,3 +117,14 @@ def test_generate_face_crop_keeps_its_contract(astronaut):
     assert crop.shape == (256, 256, 3) and landmarks.shape == (478, 3) and transform.size == 256
     with pytest.raises(GenerateError, match="no face found"):
         face_crop(data.coffee())
+
+
+def test_demo_speakers_from_a_group_photo():
+    """``demo-data --portrait`` on a photo whose faces FaceMesh alone misses: the largest face."""
+    from disenttalk.synth.clips import prepare_identities
+    from disenttalk.synth.speakers import make_speakers
+
+    photos.load("group5")  # skips when the package is missing
+    ids = prepare_identities(make_speakers(2, seed=0), str(photos.photo_path("group5")))
+    for identity in ids.values():
+        assert identity.portrait.shape == (256, 256, 3) and identity.landmarks.shape == (478, 3)
