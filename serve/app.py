@@ -128,3 +128,10 @@ def cli(
     finally:
         serve.shutdown()
         shutdown_if_started(started)
+
+
+def __getattr__(name: str) -> Any:
+    """``serve.app:app``, the default application, built on first access (``serve build`` needs one)."""
+    if name == "app":
+        return build({})
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

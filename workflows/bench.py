@@ -392,6 +392,7 @@ def serve_bench(
     sustained = 0
     if max_streams > 0:
         long_speech = np.resize(speech, int(stream_seconds * 16000))
+        stream(url, pid, speech[:16000], 16000, chunk_ms=chunk_ms, realtime=False, api_key=key)  # warm-up
         for n in range(1, max_streams + 1):
             with ThreadPoolExecutor(n) as pool:
                 runs = list(pool.map(lambda _: stream(url, pid, long_speech, 16000, chunk_ms=chunk_ms,
