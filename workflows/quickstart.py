@@ -187,16 +187,32 @@ def _headline(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def preset_path(preset: str) -> Path | None:
+    """``configs/quickstart.yaml`` for the ``demo`` preset, ``configs/quickstart_<preset>.yaml`` otherwise."""
+    from workflows.common import default_config_path
+
+    if preset == "demo":
+        return None  # load_config's default: configs/quickstart.yaml
+    path = default_config_path(f"quickstart_{preset}")
+    if not path.exists():
+        known = sorted(p.stem.removeprefix("quickstart_") for p in path.parent.glob("quickstart_*.yaml"))
+        raise typer.BadParameter(f"unknown preset {preset!r}; known: demo, {', '.join(known)}")
+    return path
+
+
 def cli(
     config: Path | None = typer.Option(None, help="YAML config (default configs/quickstart.yaml)"),
+    preset: str = typer.Option("demo", help="demo (≈20 min on 2 cores) | long (the best model in "
+                                            "≤ 2 h: more data, a longer schedule)"),
     set_: list[str] = typer.Option([], "--set", help="override, e.g. corpus.clips_per_language=10"),
-    out: Path | None = typer.Option(None, help="output folder (default <workspace>/quickstart)"),
+    out: Path | None = typer.Option(None, help="output folder (default <workspace>/quickstart, "
+                                               "or quickstart-<preset>)"),
 ) -> None:
     """Run the whole job on the demo corpus: data, training, evaluation, registry, a sample video."""
     from workflows.common import load_config
 
-    cfg = load_config(QuickstartConfig, "quickstart", config, set_)
-    root = out or paths.home() / "quickstart"
+    cfg = load_config(QuickstartConfig, "quickstart", config or preset_path(preset), set_)
+    root = out or paths.home() / ("quickstart" if preset == "demo" else f"quickstart-{preset}")
     tic = time.perf_counter()
     summary = run(cfg, root)
     typer.echo("\n" + _headline(summary))

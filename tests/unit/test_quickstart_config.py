@@ -1,20 +1,36 @@
-"""configs/quickstart.yaml: every stage override it carries is valid for that stage's config."""
+"""configs/quickstart*.yaml: every stage override a preset carries is valid for that stage's config."""
 
 from __future__ import annotations
 
+import pytest
 
-def test_quickstart_overrides_apply_to_every_stage():
+PRESETS = ("demo", "long")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_quickstart_overrides_apply_to_every_stage(preset):
+    from tune import sampler as tune_sampler
     from workflows import evaluate, fit, train
     from workflows.clipworker import PreprocessConfig
     from workflows.common import load_config
-    from workflows.quickstart import QuickstartConfig
+    from workflows.quickstart import QuickstartConfig, preset_path
 
-    cfg = load_config(QuickstartConfig, "quickstart", None, [])
+    cfg = load_config(QuickstartConfig, "quickstart", preset_path(preset), [])
     o = cfg.overrides
     load_config(PreprocessConfig, "preprocess", None, o.preprocess)
     load_config(fit.FitConfig, "fit", None, o.fit)
     stage = train.load_stage_config(None, o.train)
     steps = [s for s in o.train if s.startswith("train.denoiser_steps=")]
     assert steps and stage.train.denoiser_steps == int(steps[0].split("=")[1])  # overrides took effect
+    load_config(tune_sampler.SamplerSearchConfig, "tune_sampler", None, o.tune_sampler)
     ev = load_config(evaluate.EvaluateConfig, "evaluate", None, o.evaluate)
     assert ev.max_clips_per_split > 0 and cfg.champion_metric.split("/")[-1] == "lmd"
+
+
+def test_unknown_preset_is_refused_with_the_known_ones():
+    import typer
+
+    from workflows.quickstart import preset_path
+
+    with pytest.raises(typer.BadParameter, match="known: demo, long"):
+        preset_path("huge")
