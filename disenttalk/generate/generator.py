@@ -26,7 +26,9 @@ DEFAULT_GUIDANCE = 2.0  # used when the bundle's meta.json carries no tuned "gui
 # training runs, so ``disenttalk tune-sampler`` picks it per bundle (meta.json "eta").
 DEFAULT_ETA = 0.4
 CLIP_X0 = 4.0  # predicted x0 clamped to ±4σ of the training data per dim while sampling
-REST_SECONDS = 2.0  # silence generated to find the model's resting expression
+REST_SECONDS = 1.2  # silence generated to find the model's resting expression ...
+REST_STEPS = 10  # ... with this many deterministic DDIM steps (a median over frames needs no more)
+_REST_CACHE: dict[tuple[str, str, float], np.ndarray] = {}  # per process: evaluate builds a Generator per clip
 
 
 @dataclass
@@ -154,8 +156,7 @@ class Generator:
         audio = feats[None]
 
         def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            out = cfg_eps(self.denoiser, x, t, audio, cond, mask, settings.guidance)
-            return self.diffusion.to_eps(x, t, out)
+            return cfg_eps(self.denoiser, x, t, audio, cond, mask, settings.guidance)
 
         # noise of window i from (seed, i) alone: reproducible, and the same offline and streamed
         state = np.random.SeedSequence([settings.seed, index]).generate_state(1, dtype=np.uint64)[0]
@@ -182,21 +183,27 @@ class Generator:
         A portrait shows its face at rest, so generated motion is applied as its change from
         this (DESIGN.md §4). Taken from the bundle's meta.json ``rest_expression`` when there,
         else the per-dim median of the expression generated for ``REST_SECONDS`` of silence
-        (deterministic DDIM, seed 0), computed once per Generator.
+        (deterministic DDIM, seed 0), computed once per bundle in a process.
         """
-        if self._rest is None:
-            stored = self.bundle.meta.get("rest_expression")
-            if stored is not None:
-                rest = np.asarray(stored, dtype=np.float32)
-                if rest.shape != (self.split.num_dims,):
-                    raise ValueError(f"meta.json rest_expression has shape {rest.shape}, "
-                                     f"expected ({self.split.num_dims},)")
-            else:
-                silence = np.zeros(int(REST_SECONDS * 16000), np.float32)
-                motion = self.motion(silence, 16000, eta=0.0, seed=0)
-                rest = np.median(motion.expression, axis=0).astype(np.float32)
-            self._rest = rest
-        return self._rest
+        if self._rest is not None:
+            return self._rest
+        stored = self.bundle.meta.get("rest_expression")
+        key = (str(self.bundle.path), str(self.bundle.meta.get("created_at")), self.default_guidance)
+        if stored is not None:
+            rest = np.asarray(stored, dtype=np.float32)
+            if rest.shape != (self.split.num_dims,):
+                raise ValueError(f"meta.json rest_expression has shape {rest.shape}, "
+                                 f"expected ({self.split.num_dims},)")
+        elif self.bundle.path is not None and key in _REST_CACHE:
+            rest = _REST_CACHE[key]
+        else:
+            silence = np.zeros(int(REST_SECONDS * 16000), np.float32)
+            motion = self.motion(silence, 16000, steps=REST_STEPS, eta=0.0, seed=0)
+            rest = np.median(motion.expression, axis=0).astype(np.float32)
+            if self.bundle.path is not None:
+                _REST_CACHE[key] = rest
+        self._rest = rest
+        return rest
 
     def landmarks(self, motion: Motion, portrait_landmarks: np.ndarray,
                   rest: np.ndarray | str | None = None) -> np.ndarray:
