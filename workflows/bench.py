@@ -174,9 +174,7 @@ def _denoiser_steps(batch_size: int, steps: int, warmup: int, threads: int, n: i
     if ddp:
         import ray.train.torch
 
-        # as the train stage wraps it
-        denoiser = ray.train.torch.prepare_model(
-            denoiser, parallel_strategy_kwargs={"find_unused_parameters": True})
+        denoiser = ray.train.torch.prepare_model(denoiser)  # as the train stage wraps it
     opt = torch.optim.Adam(denoiser.parameters(), lr=1e-3)
     diffusion = GaussianDiffusion(cfg.diffusion)
     batch = _train_batch(batch_size, 80, n, features, 0)
@@ -414,3 +412,56 @@ def serve_bench(
         print(json.dumps({"bench": "stream_capacity", "realtime_streams_sustained": sustained}), flush=True)
     if watcher is not None:
         print(json.dumps({"bench": "replicas", "deployment": "Animator", **watcher.stop()}), flush=True)
+
+
+@app.command("generate")
+def generate_bench(
+    model: str = typer.Option("models:/disenttalk@champion", help="Model URI or bundle folder."),
+    image: str | None = typer.Option(None, help="Portrait photo (default: the astronaut, 512²)."),
+    audio: str | None = typer.Option(None, help="Speech file (default: a synthetic voice-like tone)."),
+    seconds: float = typer.Option(8.0, help="Length of the default audio."),
+    steps: int = typer.Option(25, help="DDIM steps."),
+    repeats: int = typer.Option(3, help="Timed runs per case (the median is reported)."),
+    threads: int | None = typer.Option(None, help="torch threads (a 1-CPU Serve replica has 1)."),
+) -> None:
+    """Audio → mp4 speed with the model loaded and the portrait prepared (what a serving replica does)."""
+    import json
+    import statistics
+    import time
+    from types import SimpleNamespace
+
+    import torch
+
+    from serve.config import ServeConfig
+    from serve.engine import Engine
+    from serve.inputs import decode_image
+    from serve.portraits import content_id, prepare
+
+    if threads:
+        torch.set_num_threads(threads)
+    photo_bytes, speech = _bench_inputs(image, audio, seconds)
+    engine = Engine(ServeConfig())
+    t0 = time.perf_counter()
+    info = engine.load(model)
+    cfg = engine.cfg.limits
+    portrait = prepare(content_id(photo_bytes), decode_image(photo_bytes, cfg, cfg.max_photo_side))
+    print(json.dumps({"model": model, "version": info["version"], "device": info["device"],
+                      "threads": torch.get_num_threads(), "load_s": round(time.perf_counter() - t0, 2),
+                      "audio_s": round(len(speech) / 16000, 2), "photo": portrait.summary()["image_size"]}),
+          flush=True)
+    options = dict(steps=steps, guidance=None, seed=0, lip_scale=1.0, eye_scale=1.0, global_scale=1.0)
+    engine.generate(speech[:16000], portrait, SimpleNamespace(**options, output="mp4", crop_only=True))
+    for case, crop_only in (("crop", True), ("pasted", False)):
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            meta = engine.generate(speech, portrait, SimpleNamespace(**options, output="mp4",
+                                                                     crop_only=crop_only))["meta"]
+            runs.append((time.perf_counter() - start, meta))
+        wall = statistics.median(r[0] for r in runs)
+        meta = min(runs, key=lambda r: abs(r[0] - wall))[1]
+        print(json.dumps({"case": case, "size": meta["size"], "frames": meta["frames"], "seconds": round(wall, 3),
+                          "frames_per_s": round(meta["frames"] / wall, 1),
+                          "motion_rtf": round(meta["motion_s"] / (len(speech) / 16000), 4),
+                          "motion_s": meta["motion_s"], "render_s": meta["render_s"],
+                          "encode_s": meta["encode_s"], "steps": steps}), flush=True)

@@ -183,9 +183,10 @@ class Loop:
         expert = _plain(self.nets.expert).to(self.device).eval()
         expert.requires_grad_(False)  # frozen: only a critic of the denoiser's lip motion
         self.frozen_expert = expert
-        # find_unused: the null-audio embedding is unused in steps where no sample is dropped.
-        self.nets.denoiser = ray.train.torch.prepare_model(
-            self.nets.denoiser, parallel_strategy_kwargs={"find_unused_parameters": True})
+        # Every parameter gets a gradient each step (the null-audio embedding too: it is selected
+        # per sample by torch.where, so it is in the graph even when no sample is dropped), so DDP
+        # needs no unused-parameter search, which costs a graph traversal per step.
+        self.nets.denoiser = ray.train.torch.prepare_model(self.nets.denoiser)
         self._phase("denoiser", self.train.denoiser_steps, self._denoiser_step,
                     self._denoiser_eval)
         if self.rank == 0:

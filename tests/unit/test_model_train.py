@@ -117,3 +117,41 @@ def test_denoiser_overfits_one_batch():
                                   grad_clip=10.0)
         losses.append(out["noise_loss"])
     assert losses[-1] < losses[0] / 5, (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0"])
+def test_every_denoiser_parameter_gets_a_gradient_without_audio_dropout(prediction):
+    """DDP runs without find_unused_parameters: a step where no sample drops its audio must still
+    reach every parameter (the null-audio embedding included)."""
+    torch.manual_seed(0)
+    denoiser = Denoiser(DenoiserConfig(dim=32, num_blocks=2, heads=2, region_dim=16), SPLIT, F)
+    diffusion = GaussianDiffusion(DiffusionConfig(num_timesteps=50, prediction=prediction))
+    opt = torch.optim.SGD(denoiser.parameters(), lr=0.0)
+    denoiser_train_step(denoiser, diffusion, _batch(), opt, split=SPLIT, audio_drop_prob=0.0,
+                        generator=torch.Generator().manual_seed(1), velocity_weight=0.5,
+                        lip_weight=2.0)
+    missing = [n for n, p in denoiser.named_parameters() if p.grad is None]
+    assert not missing
+
+
+def test_x0_prediction_learns_the_clean_sequence_and_weights_lip_dims():
+    """With the x0 target the loss is the error of x0̂ itself; lip_weight scales the lip dims' share."""
+    torch.manual_seed(0)
+    diffusion = GaussianDiffusion(DiffusionConfig(num_timesteps=50, prediction="x0"))
+
+    class Perfect(torch.nn.Module):  # returns the clean sequence it was handed as cond
+        def forward(self, x_t, t, audio, cond=None, cond_mask=None, drop_audio=None):
+            return cond + 0.0 * self.w
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+    from disenttalk.model.train import _denoiser_losses
+
+    out = _denoiser_losses(Perfect(), diffusion, _batch(), split=SPLIT, expert=None,
+                           sync_weight=0.0, audio_drop_prob=0.0,
+                           generator=torch.Generator().manual_seed(2), mask_kwargs=None,
+                           velocity_weight=1.0)
+    assert float(out["noise_loss"]) == pytest.approx(0.0, abs=1e-10)
+    assert float(out["velocity_loss"]) == pytest.approx(0.0, abs=1e-10)
