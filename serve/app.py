@@ -31,16 +31,23 @@ def build_app(cfg: Any) -> Any:
 
     from serve.config import deployment_options
     from serve.deployments import API_KEY_ENV, Animator, Ingress, Portraits
+    from workflows.raycluster import forwarded_env
+
+    # Replicas get this process's MLflow / S3 / workspace settings (the ingress also the API
+    # key) whatever environment the Ray cluster was started with.
+    env = forwarded_env()
+    key = {API_KEY_ENV: os.environ[API_KEY_ENV]} if os.environ.get(API_KEY_ENV) else {}
+
+    def options(section: Any, extra_env: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+        opts = {**deployment_options(section), **extra}
+        if env or extra_env:
+            opts["ray_actor_options"]["runtime_env"] = {"env_vars": {**env, **(extra_env or {})}}
+        return opts
 
     data = cfg.to_dict()
-    portraits = Portraits.options(**deployment_options(cfg.portraits)).bind(data)
-    animator = Animator.options(**deployment_options(cfg.generator),
-                                user_config={"model_uri": cfg.model_uri}).bind(data)
-    ingress_opts = deployment_options(cfg.ingress)
-    if os.environ.get(API_KEY_ENV):  # replicas do not inherit a driver's later environment
-        ingress_opts["ray_actor_options"]["runtime_env"] = {
-            "env_vars": {API_KEY_ENV: os.environ[API_KEY_ENV]}}
-    return Ingress.options(**ingress_opts).bind(portraits, animator, data)
+    portraits = Portraits.options(**options(cfg.portraits)).bind(data)
+    animator = Animator.options(**options(cfg.generator, user_config={"model_uri": cfg.model_uri})).bind(data)
+    return Ingress.options(**options(cfg.ingress, key)).bind(portraits, animator, data)
 
 
 def build(args: dict[str, Any]) -> Any:

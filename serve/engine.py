@@ -113,7 +113,7 @@ class Engine:
         self._lock = threading.Lock()
         # Building a portrait's warp renderer (a thin-plate-spline solve) costs ~0.2 s on CPU,
         # 10x rendering a stream step's 8 frames: built once per portrait and model, reused.
-        self._renderers: OrderedDict[tuple[int, str], Any] = OrderedDict()
+        self._renderers: OrderedDict[str, Any] = OrderedDict()  # by portrait id
 
     # -- model ------------------------------------------------------------------------------
     def load(self, uri: str) -> dict[str, Any]:
@@ -121,6 +121,7 @@ class Engine:
         new = load_model(uri, self.cfg)
         with self._lock:
             old, self.model, self.load_error = self.model, new, None
+            self._renderers.clear()  # the new model may sit on another device
         if old is not None and old.workdir:
             shutil.rmtree(old.workdir, ignore_errors=True)
         return new.info
@@ -172,10 +173,10 @@ class Engine:
         return {"body": body, "media_type": "video/mp4", "meta": meta}
 
     def renderer(self, model: Loaded, portrait: Portrait) -> Any:
-        """The portrait's WarpRenderer under ``model`` (cached, LRU)."""
+        """The portrait's WarpRenderer on ``model``'s device (cached, LRU)."""
         from disenttalk.render.renderer import WarpRenderer
 
-        key = (id(model), portrait.portrait_id)
+        key = portrait.portrait_id
         with self._lock:
             renderer = self._renderers.get(key)
             if renderer is not None:

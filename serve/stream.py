@@ -123,7 +123,8 @@ def open_stream(engine: Any, start: StartMessage) -> dict[str, Any]:
              "hop_frames": plan.hop, "look_ahead_frames": plan.look_ahead,
              "latency_s": round((plan.hop + plan.look_ahead + plan.margin) / fps, 3),
              "model_version": model.info["version"]}
-    return {"stream": detach(stream), "start": start.model_dump(), "frames": 0, "ready": ready}
+    return {"stream": detach(stream), "start": start.model_dump(exclude={"api_key"}), "frames": 0,
+            "ready": ready}
 
 
 def step_stream(engine: Any, state: dict[str, Any], audio: np.ndarray, final: bool,
