@@ -61,12 +61,17 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def registered(ray_cluster, mlflow_uri, tiny_bundle):
-    """The tiny bundle registered twice as MODEL (versions for the reload test); champion = first."""
-    from workflows.register import register
+    """The tiny bundle registered twice as MODEL (versions for the reload test); champion = first.
+
+    Each test module registers its own two versions in the session's store.
+    """
+    from mlflow import MlflowClient
+
+    from workflows.register import CHAMPION, register
 
     first = register(str(tiny_bundle), {"test": {"lmd": 0.5}}, name=MODEL, experiment="serve-test")
     second = register(str(tiny_bundle), {"test": {"lmd": 0.9}}, name=MODEL, experiment="serve-test")
-    assert first["champion"] and not second["champion"]
+    MlflowClient().set_registered_model_alias(MODEL, CHAMPION, first["version"])
     return first["version"], second["version"]
 
 

@@ -38,10 +38,10 @@ def portrait(server, portrait_png) -> dict:
     return r.json()
 
 
-def test_health_model_and_page(server):
+def test_health_model_and_page(server, registered):
     assert requests.get(f"{server}/healthz", timeout=10).json() == {"status": "ok"}
     info = requests.get(f"{server}/v1/model", timeout=10).json()
-    assert info["name"] == MODEL and info["alias"] == "champion" and info["version"] == "1"
+    assert info["name"] == MODEL and info["alias"] == "champion" and info["version"] == registered[0]
     assert info["run_id"] and info["stream_window"]["hop"] == 8
     page = requests.get(f"{server}/", timeout=10)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
