@@ -47,12 +47,12 @@ class Limits(StrictConfig):
     """What one request may send; beyond these the caller gets 413 (or a WebSocket close)."""
 
     max_upload_mb: float = 20.0  # one multipart file (image or audio)
-    max_audio_s: float = 120.0  # /v1/generate audio after decoding
+    max_audio_s: float = 60.0  # /v1/generate audio after decoding (the video is built in memory)
     max_stream_s: float = 600.0  # audio over one WebSocket stream
     max_chunk_kb: int = 256  # one WebSocket binary message
     max_image_pixels: int = 40_000_000  # width × height of a photo
     min_image_side: int = 64  # smaller photos cannot hold a trackable face
-    max_photo_side: int = 1280  # larger photos are shrunk first (the pasted video's size)
+    max_photo_side: int = 1024  # larger photos are shrunk first (the pasted video's size)
     max_steps: int = 100  # sampler steps a caller may ask for (DDPM is not offered)
 
 

@@ -196,7 +196,25 @@ class Engine:
         frames = self.renderer(model, portrait).render(landmarks)
         if crop_only or not len(frames):
             return frames
-        tr, t = portrait.transform, len(frames)
-        full = type(tr)(centres=np.repeat(tr.centres, t, 0), sides=np.repeat(tr.sides, t, 0),
-                        size=tr.size, frame_shape=tr.frame_shape)
-        return full.paste(np.repeat(portrait.photo[None], t, 0), frames)
+        return paste(portrait, frames)
+
+
+def paste(portrait: Portrait, frames: np.ndarray) -> np.ndarray:
+    """Crops [T,S,S,3] put back into the photo [T,H,W,3].
+
+    The face box is the same in every frame, so only the photo's rectangle under it is warped
+    (CropTransform.paste over the whole photo spent ~50 ms a 512² frame resampling pixels that
+    stay the photo's): the same numbers, a fraction of the work.
+    """
+    tr = portrait.transform
+    h, w = portrait.photo.shape[:2]
+    half = float(tr.sides[0]) / 2 + 2
+    cx, cy = (float(v) for v in tr.centres[0])
+    x0, y0 = max(0, int(np.floor(cx - half))), max(0, int(np.floor(cy - half)))
+    x1, y1 = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
+    t = len(frames)
+    region = type(tr)(centres=np.repeat(tr.centres - np.array([[x0, y0]]), t, 0),
+                      sides=np.repeat(tr.sides, t, 0), size=tr.size, frame_shape=(y1 - y0, x1 - x0))
+    out = np.repeat(portrait.photo[None], t, 0)
+    out[:, y0:y1, x0:x1] = region.paste(out[:, y0:y1, x0:x1], frames)
+    return out

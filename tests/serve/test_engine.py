@@ -23,3 +23,8 @@ def test_cached_renderer_matches_generator_render(tiny_bundle, astronaut, speech
         np.testing.assert_array_equal(engine.frames(model, model.offline, motion, portrait, True), expected)
     pasted = engine.frames(model, model.offline, motion, portrait, False)
     assert pasted.shape == (len(motion), 512, 512, 3)
+    tr, t = portrait.transform, len(expected)  # the whole-photo paste, as workflows.generate does it
+    full = type(tr)(centres=np.repeat(tr.centres, t, 0), sides=np.repeat(tr.sides, t, 0), size=tr.size,
+                    frame_shape=tr.frame_shape)
+    reference = full.paste(np.repeat(astronaut[None], t, 0), expected)
+    assert np.abs(pasted.astype(int) - reference).max() <= 1
