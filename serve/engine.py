@@ -60,7 +60,7 @@ class Loaded:
     offline: Any  # disenttalk.generate.Generator, the bundle's window
     live: Any  # the same weights, low-latency window
     workdir: Path | None
-    rest: np.ndarray  # the model's resting expression [N]: both windows render about the same one
+    rest: np.ndarray | str  # "portrait" (absolute motion) or the model's resting expression [N]
 
 
 def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
@@ -83,7 +83,9 @@ def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
         live = Generator(offline.bundle, device=device, window=cfg.stream.window,
                          prefix=cfg.stream.prefix, frontend=offline.frontend,
                          denoiser=offline.denoiser)
-        rest = offline.rest_expression()
+        # the bundle's motion reference, fixed once so both windows render about the same rest
+        rest = ("portrait" if offline.motion_reference == "absolute"
+                else offline.rest_expression())
     except BaseException:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -73,6 +73,22 @@ def norm_stats(data: str, fit: str, rows: list[dict[str, Any]]) -> dict[str, np.
     return {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
 
 
+def rest_expression(clips: list[Clip], quantile: float = 0.1) -> np.ndarray | None:
+    """The corpus's face at rest [N]: the per-dim median expression over the quietest frames
+    (lowest mean log-mel, i.e. pauses and silence around the speech) of ``clips``.
+
+    Generation moves a portrait by ``expression − rest`` (the model's motion as a change from
+    the face at rest). None when the clips have no valid frames.
+    """
+    energy = [c.audio[c.valid].mean(-1) for c in clips if c.valid.any()]
+    if not energy:
+        return None
+    energy_all = np.concatenate(energy)
+    expression = np.concatenate([c.expression[c.valid] for c in clips if c.valid.any()])
+    quiet = energy_all <= np.quantile(energy_all, quantile)
+    return np.median(expression[quiet], axis=0).astype(np.float32)
+
+
 class WindowSampler:
     """Uniform W-frame windows over a set of clips (every valid start equally likely)."""
 

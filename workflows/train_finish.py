@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workflows import storage
+from workflows import storage, train_data
 
 if TYPE_CHECKING:
     from workflows.train_loops import Loop
@@ -56,6 +56,10 @@ def write_outputs(loop: Loop, run: Any | None) -> str:
                        "denoiser_steps": loop.train.denoiser_steps,
                        "mlflow_run_id": loop.progress.mlflow_run_id,
                        "history": loop.progress.history}}
+    if loop.model.audio.frontend == "mel":  # quiet frames are found by log-mel energy
+        rest = train_data.rest_expression(loop.sampler.clips)
+        if rest is not None:
+            extra["rest_expression"] = rest.tolist()
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp, BUNDLE) if storage.is_s3(out) else Path(target)
         write_bundle(local, config=loop.model, morphable=read_morphable(loop.config["fit"]),

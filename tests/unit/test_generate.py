@@ -261,8 +261,9 @@ def test_render_and_generate_video(bundle, face, tmp_path):
     from disenttalk import media
 
     portrait, lm, morphable = face
-    gen = make_gen(dataclasses.replace(bundle, morphable=morphable), window=30, prefix=8)
-    # the model's resting expression renders the portrait itself (motion is relative to it) ...
+    gen = make_gen(dataclasses.replace(bundle, morphable=morphable), window=30, prefix=8,
+                   motion_reference="relative")
+    # relative motion: the model's resting expression renders the portrait itself ...
     rest = gen.rest_expression()
     still = Motion(np.repeat(rest[None], 3, 0), np.zeros((3, 6), np.float32))
     frames = gen.render(still, portrait, lm)
@@ -291,7 +292,8 @@ def test_motion_moves_any_face_the_same_way(bundle, face):
     from disenttalk.face import topology as topo
 
     portrait, lm, morphable = face
-    gen = make_gen(dataclasses.replace(bundle, morphable=morphable), window=30, prefix=8)
+    gen = make_gen(dataclasses.replace(bundle, morphable=morphable), window=30, prefix=8,
+                   motion_reference="relative")
     rest = gen.rest_expression()
     # another face: wider mouth and eyes set further apart (an identity the model never saw)
     other = lm.copy()
@@ -308,3 +310,17 @@ def test_motion_moves_any_face_the_same_way(bundle, face):
     moved_other = gen.landmarks(motion, other)[1:] - other
     assert np.abs(moved).max() > 1.0  # the motion does move the face (pixels)
     np.testing.assert_allclose(moved_other[..., :2], moved[..., :2], atol=0.05 * np.abs(moved).max())
+
+
+def test_absolute_motion_is_the_default_and_keeps_the_portraits_own_expression(bundle, face):
+    import dataclasses
+
+    portrait, lm, morphable = face
+    gen = make_gen(dataclasses.replace(bundle, morphable=morphable), window=30, prefix=8)
+    assert gen.motion_reference == "absolute"
+    expr0, _, _ = morphable.encode(lm[None])
+    own = Motion(np.repeat(expr0, 2, 0).astype(np.float32), np.zeros((2, 6), np.float32))
+    np.testing.assert_allclose(gen.landmarks(own, lm), gen.landmarks(own, lm, rest="portrait"))
+    np.testing.assert_allclose(gen.landmarks(own, lm)[0, :, :2], lm[:, :2], atol=1e-3)
+    with pytest.raises(ValueError, match="motion_reference"):
+        make_gen(bundle, motion_reference="sideways")
