@@ -176,7 +176,7 @@ def _denoiser_steps(batch_size: int, steps: int, warmup: int, threads: int, n: i
 
         denoiser = ray.train.torch.prepare_model(denoiser)  # as the train stage wraps it
     opt = torch.optim.Adam(denoiser.parameters(), lr=1e-3)
-    diffusion = GaussianDiffusion(cfg.diffusion)
+    diffusion = GaussianDiffusion(cfg.diffusion, split)
     batch = _train_batch(batch_size, 80, n, features, 0)
     gen = torch.Generator().manual_seed(0)
     times = []

@@ -148,7 +148,7 @@ class Loop:
             self.norm = {k: np.asarray(v, dtype=np.float32) for k, v in self.progress.norm.items()}
         self.progress.norm = {k: v.tolist() for k, v in self.norm.items()}
         self.sampler, self.val_sampler = self._samplers()
-        self.diffusion = GaussianDiffusion(self.model.diffusion).to(self.device)
+        self.diffusion = GaussianDiffusion(self.model.diffusion, self.split).to(self.device)
         self.tracker = _Tracker(self) if self.rank == 0 else None
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from disenttalk.bundle import Bundle, load_bundle, load_into
+from disenttalk.face.editors import close_lips
 from disenttalk.face.regions import REGIONS
 from disenttalk.generate.motion import Controls, Motion, compose_pose, pingpong
 from disenttalk.generate.stream import MotionStream, WindowPlan
@@ -26,9 +27,6 @@ DEFAULT_GUIDANCE = 2.0  # used when the bundle's meta.json carries no tuned "gui
 # training runs, so ``disenttalk tune-sampler`` picks it per bundle (meta.json "eta").
 DEFAULT_ETA = 0.4
 CLIP_X0 = 4.0  # predicted x0 clamped to ±4σ of the training data per dim while sampling
-REST_SECONDS = 1.2  # silence generated to find the model's resting expression ...
-REST_STEPS = 10  # ... with this many deterministic DDIM steps (a median over frames needs no more)
-_REST_CACHE: dict[tuple[str, str, float], np.ndarray] = {}  # per process: evaluate builds a Generator per clip
 # How generated expression drives a portrait by default: "absolute" = the expression itself on the
 # portrait's identity (the expression space carries some identity, and the model's output carries
 # the shape of the training speakers it sounds like), "relative" = the portrait's own expression
@@ -75,7 +73,7 @@ class Generator:
             denoiser = load_into(Denoiser(cfg.denoiser, bundle.split, frontend.feature_dim),
                                  bundle.denoiser_state, "denoiser.pt")
         self.denoiser = denoiser.eval().to(self.device)
-        self.diffusion = GaussianDiffusion(cfg.diffusion).to(self.device)
+        self.diffusion = GaussianDiffusion(cfg.diffusion, bundle.split).to(self.device)
         look_ahead = getattr(cfg.denoiser, "look_ahead", 0)
         self.plan = WindowPlan(hop=window - prefix, prefix=prefix, look_ahead=look_ahead,
                                context=context, margin=margin)
@@ -192,32 +190,45 @@ class Generator:
 
     # -- frames and video -------------------------------------------------------------------
     def rest_expression(self) -> np.ndarray:
-        """The model's resting expression [N] (parameter units): what it makes of silence.
+        """The resting expression [N] (parameter units) of the model's faces: lips closed, eyes open.
 
-        A portrait shows its face at rest, so generated motion is applied as its change from
-        this (DESIGN.md §4). Taken from the bundle's meta.json ``rest_expression`` when there,
-        else the per-dim median of the expression generated for ``REST_SECONDS`` of silence
-        (deterministic DDIM, seed 0), computed once per bundle in a process.
+        The bundle's meta.json ``rest_expression`` (the corpus's quietest frames) when there,
+        else the morphable model's mean shape with its lips closed (the geometric editor of
+        Eq. 1–2) encoded with zero identity; without a morphable model, the training mean.
         """
         if self._rest is not None:
             return self._rest
         stored = self.bundle.meta.get("rest_expression")
-        key = (str(self.bundle.path), str(self.bundle.meta.get("created_at")), self.default_guidance)
+        morphable = self.bundle.morphable
         if stored is not None:
             rest = np.asarray(stored, dtype=np.float32)
             if rest.shape != (self.split.num_dims,):
                 raise ValueError(f"meta.json rest_expression has shape {rest.shape}, "
                                  f"expected ({self.split.num_dims},)")
-        elif self.bundle.path is not None and key in _REST_CACHE:
-            rest = _REST_CACHE[key]
+        elif morphable is not None:
+            rest = morphable.encode(close_lips(morphable.mean)[None],
+                                    identity=np.zeros(morphable.n_identity))[0][0]
         else:
-            silence = np.zeros(int(REST_SECONDS * 16000), np.float32)
-            motion = self.motion(silence, 16000, steps=REST_STEPS, eta=0.0, seed=0)
-            rest = np.median(motion.expression, axis=0).astype(np.float32)
-            if self.bundle.path is not None:
-                _REST_CACHE[key] = rest
-        self._rest = rest
-        return rest
+            rest = self.mean
+        self._rest = np.asarray(rest, dtype=np.float32)
+        return self._rest
+
+    def portrait_rest(self, portrait_landmarks: np.ndarray) -> np.ndarray:
+        """The expression [N] relative motion takes a portrait to show: :meth:`rest_expression`
+        plus what the photo shows beyond closed lips (its encoding minus that of its lips-closed
+        edit, both with its identity).
+
+        The difference of two encodings of one face cancels the part of its identity that the
+        identity basis misses and that leaks into the expression coefficients (the reason plain
+        "portrait − corpus rest" counted identity twice), and keeps what the photo really does
+        with its mouth: a smile with parted lips closes when the motion rests, as the demo
+        corpus's truth does.
+        """
+        morphable = self.bundle.morphable
+        lm = np.asarray(portrait_landmarks, dtype=np.float64)
+        own, _, identity = morphable.encode(lm[None])
+        closed = morphable.encode(close_lips(lm)[None], identity=identity)[0]
+        return (self.rest_expression() + own[0] - closed[0]).astype(np.float32)
 
     def landmarks(self, motion: Motion, portrait_landmarks: np.ndarray,
                   rest: np.ndarray | str | None = None) -> np.ndarray:
@@ -230,8 +241,8 @@ class Generator:
         shape leaks into the expression coefficients stays put). ``rest`` is the expression
         the portrait is taken to show: ``"portrait"`` = the portrait's own encoded expression
         (absolute motion: the expression itself on the portrait's identity); an [N] array; or
-        None = the generator's ``motion_reference``: "absolute" (the default) as ``"portrait"``,
-        "relative" the model's :meth:`rest_expression` (a photo at rest).
+        None = the generator's ``motion_reference``: "absolute" as ``"portrait"``, "relative"
+        :meth:`portrait_rest`.
         """
         morphable = self.bundle.morphable
         if morphable is None:
@@ -239,7 +250,7 @@ class Generator:
         portrait_landmarks = np.asarray(portrait_landmarks, dtype=np.float32)
         own, pose0, identity = morphable.encode(portrait_landmarks[None])
         if rest is None:
-            rest = "portrait" if self.motion_reference == "absolute" else self.rest_expression()
+            rest = "portrait" if self.motion_reference == "absolute" else self.portrait_rest(portrait_landmarks)
         if isinstance(rest, str):
             if rest != "portrait":
                 raise ValueError(f"rest must be None, 'portrait' or an [N] array, got {rest!r}")

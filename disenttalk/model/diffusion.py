@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
+
+from pydantic import field_validator
 
 from disenttalk.config import StrictConfig
 
@@ -32,6 +34,18 @@ class DiffusionConfig(StrictConfig):
     # motion itself is, which on small corpora learns the audio → lip mapping far faster), or
     # v = √ᾱ ε − √(1−ᾱ) x0. Samplers always receive ε (converted with :meth:`GaussianDiffusion.to_eps`).
     prediction: Prediction = "eps"
+    # Per-region exceptions, e.g. {"eye": "eps"}: blinks are not driven by the audio, and an x0
+    # target averages such unpredictable events away (on the demo corpus x0 everywhere gave a
+    # third of the truth's blink rate), while ε keeps them as samples of the noise.
+    region_prediction: dict[str, Prediction] = {}
+
+    @field_validator("region_prediction")
+    @classmethod
+    def _regions(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - {"lip", "eye", "global"})
+        if unknown:
+            raise ValueError(f"region_prediction: unknown regions {unknown}; use lip, eye, global")
+        return value
     # None = DDPM's 1e-4 … 0.02 at T=1000, rescaled by 1000/T so that ᾱ_T ≈ 0 for any T
     # (at T=400 the unscaled range would leave √ᾱ_T ≈ 0.13 of the signal in "pure noise").
     beta_start: float | None = None
@@ -67,9 +81,19 @@ def _bcast(values: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tens
 class GaussianDiffusion(nn.Module):
     """Forward process q(x_t | x0) and the x0 ↔ ε relations (schedule in float64, buffers float32)."""
 
-    def __init__(self, cfg: DiffusionConfig | None = None) -> None:
+    def __init__(self, cfg: DiffusionConfig | None = None, split: Any = None) -> None:
+        """``split`` (a RegionSplit) places ``cfg.region_prediction``'s exceptions on their dims."""
         super().__init__()
         self.cfg = cfg or DiffusionConfig()
+        # kind → bool mask [N] of the dims predicted that way; one kind = no masks needed
+        self.kinds: dict[str, torch.Tensor] | None = None
+        if self.cfg.region_prediction:
+            if split is None:
+                raise ValueError("region_prediction needs the region split of the parameters")
+            kinds = np.full(split.num_dims, self.cfg.prediction, dtype=object)
+            for region, kind in self.cfg.region_prediction.items():
+                kinds[list(split.indices(region))] = kind
+            self.kinds = {k: torch.from_numpy(kinds == k) for k in set(kinds.tolist())}
         betas = make_betas(self.cfg)
         abar = np.cumprod(1.0 - betas)
         self.num_timesteps = len(betas)
@@ -102,25 +126,29 @@ class GaussianDiffusion(nn.Module):
             x_t - _bcast(self.sqrt_alphas_cumprod, t, x_t) * x0
         ) / _bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t)
 
+    def _per_kind(self, fn: Callable[[str], torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        """fn(kind) on every dim predicted as that kind (one call when all dims share one)."""
+        if self.kinds is None:
+            return fn(self.cfg.prediction)
+        out = torch.zeros_like(like)
+        for kind, dims in self.kinds.items():
+            out = torch.where(dims.to(like.device), fn(kind), out)
+        return out
+
     def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """What the network is trained to output for (x0, t, ε): ε, x0 or v."""
-        kind = self.cfg.prediction
-        if kind == "eps":
-            return noise
-        if kind == "x0":
-            return x0
-        return (_bcast(self.sqrt_alphas_cumprod, t, x0) * noise
-                - _bcast(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0)
+        """What the network is trained to output for (x0, t, ε): ε, x0 or v (per dim)."""
+        a = _bcast(self.sqrt_alphas_cumprod, t, x0)
+        b = _bcast(self.sqrt_one_minus_alphas_cumprod, t, x0)
+        table = {"eps": lambda: noise, "x0": lambda: x0, "v": lambda: a * noise - b * x0}
+        return self._per_kind(lambda kind: table[kind](), x0)
 
     def to_x0(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The clean sequence x0̂ implied by a network output."""
-        kind = self.cfg.prediction
-        if kind == "eps":
-            return self.predict_x0(x_t, t, out)
-        if kind == "x0":
-            return out
-        return (_bcast(self.sqrt_alphas_cumprod, t, x_t) * x_t
-                - _bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t) * out)
+        a = _bcast(self.sqrt_alphas_cumprod, t, x_t)
+        b = _bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+        table = {"eps": lambda: (x_t - b * out) / a, "x0": lambda: out,
+                 "v": lambda: a * x_t - b * out}
+        return self._per_kind(lambda kind: table[kind](), x_t)
 
     def to_eps(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """The noise ε̂ implied by a network output (what the samplers step with).
@@ -128,13 +156,11 @@ class GaussianDiffusion(nn.Module):
         Affine in ``out`` with coefficients fixed by (x_t, t), so classifier-free guidance
         combines outputs of any kind exactly as it combines ε.
         """
-        kind = self.cfg.prediction
-        if kind == "eps":
-            return out
-        if kind == "x0":
-            return self.predict_eps(x_t, t, out)
-        return (_bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t
-                + _bcast(self.sqrt_alphas_cumprod, t, x_t) * out)
+        a = _bcast(self.sqrt_alphas_cumprod, t, x_t)
+        b = _bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t)
+        table = {"eps": lambda: out, "x0": lambda: (x_t - a * out) / b,
+                 "v": lambda: b * x_t + a * out}
+        return self._per_kind(lambda kind: table[kind](), x_t)
 
     def sample_timesteps(self, batch: int, generator: torch.Generator | None = None,
                          device: torch.device | str | None = None) -> torch.Tensor:

@@ -248,3 +248,24 @@ def test_guidance_on_x0_outputs_equals_guidance_on_eps():
     s = 2.5
     guided = d.to_eps(xt, t, s * a + (1 - s) * b)
     assert torch.allclose(guided, s * d.to_eps(xt, t, a) + (1 - s) * d.to_eps(xt, t, b), atol=1e-4)
+
+
+def test_region_prediction_mixes_targets_per_dim():
+    """x0 on lip/global dims and ε on the eye dims: each dim's target and conversions follow its kind."""
+    from disenttalk.face.regions import RegionSplit
+
+    split = RegionSplit(lip=(0, 1), eye=(2,), global_=(3,))
+    d = GaussianDiffusion(DiffusionConfig(num_timesteps=400, prediction="x0",
+                                          region_prediction={"eye": "eps"}), split)
+    g = torch.Generator().manual_seed(8)
+    x0, eps = torch.randn(3, 5, 4, generator=g), torch.randn(3, 5, 4, generator=g)
+    t = torch.tensor([3, 150, 399])
+    xt = d.q_sample(x0, t, eps)
+    out = d.target(x0, t, eps)
+    assert torch.equal(out[..., [0, 1, 3]], x0[..., [0, 1, 3]]) and torch.equal(out[..., 2], eps[..., 2])
+    assert torch.allclose(d.to_x0(xt, t, out), x0, atol=2e-3)
+    assert torch.allclose(d.to_eps(xt, t, out), eps, atol=2e-3)
+    with pytest.raises(ValueError, match="region split"):
+        GaussianDiffusion(DiffusionConfig(prediction="x0", region_prediction={"eye": "eps"}))
+    with pytest.raises(Exception, match="unknown regions"):
+        DiffusionConfig(region_prediction={"nose": "eps"})
