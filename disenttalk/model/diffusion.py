@@ -15,9 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
-
 from pydantic import field_validator
+from torch import nn
 
 from disenttalk.config import StrictConfig
 
