@@ -27,12 +27,15 @@ DEFAULT_GUIDANCE = 2.0  # used when the bundle's meta.json carries no tuned "gui
 # training runs, so ``disenttalk tune-sampler`` picks it per bundle (meta.json "eta").
 DEFAULT_ETA = 0.4
 CLIP_X0 = 4.0  # predicted x0 clamped to ±4σ of the training data per dim while sampling
-# How generated expression drives a portrait by default: "absolute" = the expression itself on the
-# portrait's identity (the expression space carries some identity, and the model's output carries
-# the shape of the training speakers it sounds like), "relative" = the portrait's own expression
-# moved by (expression − the corpus's resting expression). On 6 demo val clips (re-tracked renders
-# of the speakers' photos) the truth's own motion scores LMD 0.018 absolute and 0.028 relative
-# (worse than a still face, 0.026): the identity in the expression coefficients counts twice.
+# How generated expression drives a portrait: "absolute" (the default) = the expression itself on
+# the portrait's identity (the identity the expression coefficients carry then shrinks or skews an
+# unseen face's motion), "relative" = the portrait moved by (expression − the rest it is taken to
+# show: the rest expression plus what the photo shows beyond closed lips, Generator.portrait_rest).
+# Re-tracked renders of 5 demo test/test_xling clips on the speakers' photos (one bundle, still
+# face 0.0229): model LMD 0.0209 absolute, 0.0139 relative with the corpus's rest in the bundle
+# (0.0205 with the mean-face fallback); the truth's own motion 0.0179 / 0.0093 (0.0154).
+# Subtracting the corpus rest from the plain encoding instead counts identity twice (0.028).
+# Callers that fix ``rest`` themselves must use portrait_rest(landmarks) for relative motion.
 MOTION_REFERENCES = ("absolute", "relative")
 
 
