@@ -60,7 +60,6 @@ class Loaded:
     offline: Any  # disenttalk.generate.Generator, the bundle's window
     live: Any  # the same weights, low-latency window
     workdir: Path | None
-    rest: np.ndarray | str  # "portrait" (absolute motion) or the model's resting expression [N]
 
 
 def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
@@ -82,10 +81,7 @@ def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
             raise ValueError(f"{uri}: this bundle has no morphable model, so it cannot make video")
         live = Generator(offline.bundle, device=device, window=cfg.stream.window,
                          prefix=cfg.stream.prefix, frontend=offline.frontend,
-                         denoiser=offline.denoiser)
-        # the bundle's motion reference, fixed once so both windows render about the same rest
-        rest = ("portrait" if offline.motion_reference == "absolute"
-                else offline.rest_expression())
+                         denoiser=offline.denoiser, motion_reference=offline.motion_reference)
     except BaseException:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -94,7 +90,7 @@ def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
                 loaded_at=time.time(), load_s=round(time.perf_counter() - start, 2),
                 stream_window={"hop": live.plan.hop, "prefix": live.plan.prefix,
                                "look_ahead": live.plan.look_ahead, "margin": live.plan.margin})
-    return Loaded(info=info, offline=offline, live=live, workdir=workdir, rest=rest)
+    return Loaded(info=info, offline=offline, live=live, workdir=workdir)
 
 
 def controls(options: Any) -> Any:
@@ -194,7 +190,8 @@ class Engine:
     def frames(self, model: Loaded, gen: Any, motion: Any, portrait: Portrait,
                crop_only: bool) -> np.ndarray:
         """Rendered crops [T,S,S,3], or pasted into the photo [T,H,W,3] (as Generator.render)."""
-        landmarks = gen.landmarks(motion, portrait.crop_landmarks, rest=model.rest)
+        # each portrait's own rest (Generator.portrait_rest), the same in both windows
+        landmarks = gen.landmarks(motion, portrait.crop_landmarks)
         frames = self.renderer(model, portrait).render(landmarks)
         if crop_only or not len(frames):
             return frames

@@ -27,10 +27,11 @@ DEFAULT_GUIDANCE = 2.0  # used when the bundle's meta.json carries no tuned "gui
 # training runs, so ``disenttalk tune-sampler`` picks it per bundle (meta.json "eta").
 DEFAULT_ETA = 0.4
 CLIP_X0 = 4.0  # predicted x0 clamped to ±4σ of the training data per dim while sampling
-# How generated expression drives a portrait: "absolute" (the default) = the expression itself on
+# How generated expression drives a portrait: "absolute" = the expression itself on
 # the portrait's identity (the identity the expression coefficients carry then shrinks or skews an
 # unseen face's motion), "relative" = the portrait moved by (expression − the rest it is taken to
-# show: the rest expression plus what the photo shows beyond closed lips, Generator.portrait_rest).
+# show: the rest expression plus what the photo shows beyond closed lips, Generator.portrait_rest;
+# the default).
 # Re-tracked renders of 5 demo test/test_xling clips on the speakers' photos (one bundle, still
 # face 0.0229): model LMD 0.0209 absolute, 0.0139 relative with the corpus's rest in the bundle
 # (0.0205 with the mean-face fallback); the truth's own motion 0.0179 / 0.0093 (0.0154).
@@ -87,7 +88,7 @@ class Generator:
         self.default_eta: float | dict[str, float] = (
             {k: float(v) for k, v in eta.items()} if isinstance(eta, Mapping) else float(eta))
         self._rest: np.ndarray | None = None  # rest_expression(), computed on first use
-        reference = motion_reference or bundle.meta.get("motion_reference", "absolute")
+        reference = motion_reference or bundle.meta.get("motion_reference", "relative")
         if reference not in MOTION_REFERENCES:
             raise ValueError(f"motion_reference must be one of {MOTION_REFERENCES}, got {reference!r}")
         self.motion_reference = reference
@@ -244,8 +245,8 @@ class Generator:
         shape leaks into the expression coefficients stays put). ``rest`` is the expression
         the portrait is taken to show: ``"portrait"`` = the portrait's own encoded expression
         (absolute motion: the expression itself on the portrait's identity); an [N] array; or
-        None = the generator's ``motion_reference``: "absolute" as ``"portrait"``, "relative"
-        :meth:`portrait_rest`.
+        None = the generator's ``motion_reference``: "relative" (the default)
+        :meth:`portrait_rest`, "absolute" as ``"portrait"``.
         """
         morphable = self.bundle.morphable
         if morphable is None:

@@ -323,15 +323,20 @@ def test_motion_moves_any_face_the_same_way(bundle, face):
     np.testing.assert_allclose(moved_other[..., :2], moved[..., :2], atol=0.05 * np.abs(moved).max())
 
 
-def test_absolute_motion_is_the_default_and_keeps_the_portraits_own_expression(bundle, face):
+def test_relative_motion_is_the_default_and_absolute_keeps_the_portraits_own_expression(bundle, face):
     import dataclasses
 
     portrait, lm, morphable = face
-    gen = make_gen(dataclasses.replace(bundle, morphable=morphable), window=30, prefix=8)
-    assert gen.motion_reference == "absolute"
+    with_face = dataclasses.replace(bundle, morphable=morphable)
+    gen = make_gen(with_face, window=30, prefix=8)
+    assert gen.motion_reference == "relative"
+    np.testing.assert_allclose(gen.landmarks(Motion(np.repeat(gen.portrait_rest(lm)[None], 2, 0),
+                                                    np.zeros((2, 6), np.float32)), lm)[0, :, :2],
+                               lm[:, :2], atol=1e-3)  # the portrait's own rest renders it as it is
+    absolute = make_gen(with_face, window=30, prefix=8, motion_reference="absolute")
     expr0, _, _ = morphable.encode(lm[None])
     own = Motion(np.repeat(expr0, 2, 0).astype(np.float32), np.zeros((2, 6), np.float32))
-    np.testing.assert_allclose(gen.landmarks(own, lm), gen.landmarks(own, lm, rest="portrait"))
-    np.testing.assert_allclose(gen.landmarks(own, lm)[0, :, :2], lm[:, :2], atol=1e-3)
+    np.testing.assert_allclose(absolute.landmarks(own, lm), gen.landmarks(own, lm, rest="portrait"))
+    np.testing.assert_allclose(absolute.landmarks(own, lm)[0, :, :2], lm[:, :2], atol=1e-3)
     with pytest.raises(ValueError, match="motion_reference"):
         make_gen(bundle, motion_reference="sideways")
