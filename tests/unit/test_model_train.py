@@ -153,5 +153,5 @@ def test_x0_prediction_learns_the_clean_sequence_and_weights_lip_dims():
                            sync_weight=0.0, audio_drop_prob=0.0,
                            generator=torch.Generator().manual_seed(2), mask_kwargs=None,
                            velocity_weight=1.0)
-    assert float(out["noise_loss"]) == pytest.approx(0.0, abs=1e-10)
-    assert float(out["velocity_loss"]) == pytest.approx(0.0, abs=1e-10)
+    assert float(out["noise_loss"].detach()) == pytest.approx(0.0, abs=1e-10)
+    assert float(out["velocity_loss"].detach()) == pytest.approx(0.0, abs=1e-10)
