@@ -145,7 +145,7 @@ class GaussianDiffusion(nn.Module):
         """The clean sequence x0̂ implied by a network output."""
         a = _bcast(self.sqrt_alphas_cumprod, t, x_t)
         b = _bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t)
-        table = {"eps": lambda: (x_t - b * out) / a, "x0": lambda: out,
+        table = {"eps": lambda: self.predict_x0(x_t, t, out), "x0": lambda: out,
                  "v": lambda: a * x_t - b * out}
         return self._per_kind(lambda kind: table[kind](), x_t)
 
@@ -157,7 +157,7 @@ class GaussianDiffusion(nn.Module):
         """
         a = _bcast(self.sqrt_alphas_cumprod, t, x_t)
         b = _bcast(self.sqrt_one_minus_alphas_cumprod, t, x_t)
-        table = {"eps": lambda: out, "x0": lambda: (x_t - a * out) / b,
+        table = {"eps": lambda: out, "x0": lambda: self.predict_eps(x_t, t, out),
                  "v": lambda: b * x_t + a * out}
         return self._per_kind(lambda kind: table[kind](), x_t)
 
