@@ -198,8 +198,14 @@ def write_video(
     fps: float,
     audio: np.ndarray | None = None,
     sample_rate: int = SAMPLE_RATE,
+    preset: str | None = None,
 ) -> None:
-    """Write uint8 [T,H,W,3] RGB frames as H.264 yuv420p MP4 (GOP 25), with optional AAC audio."""
+    """Write uint8 [T,H,W,3] RGB frames as H.264 yuv420p MP4 (GOP 25), with optional AAC audio.
+
+    ``preset`` is libx264's speed/size trade-off (None = its default, ``medium``): ``veryfast``
+    encodes a 256² talking face ~2.3× faster at about the same size, which is what a server
+    answering in real time wants.
+    """
     import av
 
     frames = np.asarray(frames)
@@ -220,6 +226,8 @@ def write_video(
             vstream.width, vstream.height = frames.shape[2], frames.shape[1]
             vstream.pix_fmt = "yuv420p"
             vstream.codec_context.gop_size = GOP_SIZE
+            if preset:
+                vstream.options = {"preset": preset}
             astream = None
             if audio is not None:
                 astream = out.add_stream("aac", rate=sample_rate, layout="mono")

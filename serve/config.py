@@ -57,14 +57,17 @@ class Limits(StrictConfig):
 
 
 class StreamOptions(StrictConfig):
-    """The low-latency window of ``/v1/stream`` (offline generation keeps the bundle's 80/20).
+    """The low-latency window of ``/v1/stream`` (offline generation keeps the generator's 160/20).
 
-    A frame is out once ``hop + look_ahead + margin`` frames of its audio have arrived, plus one
-    window's compute: hop 8 at 25 fps → 0.32 s + 0.16 s of audio before frame 0.
+    Frame 0 is out once ``first_hop + look_ahead + margin`` frames of audio have arrived, plus one
+    window's compute: first_hop 4 at 25 fps → 0.16 s + 0.16 s of audio. Later windows make
+    ``hop`` = window − prefix frames each (8: half the calls of hop 4, so two streams per replica
+    keep up).
     """
 
     window: int = 16  # frames per denoiser call
     prefix: int = 8  # of them carried over from the previous call (hop = window − prefix)
+    first_hop: int | None = 4  # new frames of the first call (None: hop)
     steps: int = 10  # DDIM steps per window
     jpeg_quality: int = 80
     sample_rates: list[int] = [8000, 16000, 22050, 24000, 32000, 44100, 48000]
@@ -77,8 +80,9 @@ class ServeConfig(StrictConfig):
     host: str = "127.0.0.1"
     port: int = 8000
     route_prefix: str = "/"
-    steps: int = 25  # /v1/generate default DDIM steps
+    steps: int = 10  # /v1/generate default DDIM steps (quadratic spacing)
     portrait_cache: int = 128  # prepared portraits kept per Portraits replica (LRU)
+    video_preset: str = "veryfast"  # libx264 preset of /v1/generate's mp4 (medium: ~2.3× slower, same size)
     limits: Limits = Limits()
     stream: StreamOptions = StreamOptions()
     ingress: DeploymentOptions = DeploymentOptions(

@@ -80,7 +80,8 @@ def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
         if offline.bundle.morphable is None:
             raise ValueError(f"{uri}: this bundle has no morphable model, so it cannot make video")
         live = Generator(offline.bundle, device=device, window=cfg.stream.window,
-                         prefix=cfg.stream.prefix, frontend=offline.frontend,
+                         prefix=cfg.stream.prefix, first_hop=cfg.stream.first_hop,
+                         frontend=offline.frontend,
                          denoiser=offline.denoiser, motion_reference=offline.motion_reference)
     except BaseException:
         if workdir:
@@ -88,7 +89,8 @@ def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
         raise
     info.update(bundle=str(path), device=str(offline.device), fps=float(offline.fps),
                 loaded_at=time.time(), load_s=round(time.perf_counter() - start, 2),
-                stream_window={"hop": live.plan.hop, "prefix": live.plan.prefix,
+                stream_window={"hop": live.plan.hop, "first_hop": live.plan.first_hop,
+                               "prefix": live.plan.prefix,
                                "look_ahead": live.plan.look_ahead, "margin": live.plan.margin})
     return Loaded(info=info, offline=offline, live=live, workdir=workdir)
 
@@ -164,7 +166,8 @@ class Engine:
         t2 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="disenttalk-video-") as tmp:
             out = Path(tmp) / "talk.mp4"
-            media.write_video(out, frames, motion.fps, audio=audio, sample_rate=16000)
+            media.write_video(out, frames, motion.fps, audio=audio, sample_rate=16000,
+                              preset=self.cfg.video_preset)
             body = out.read_bytes()
         meta.update(render_s=round(t2 - t1, 3), encode_s=round(time.perf_counter() - t2, 3),
                     size=[int(frames.shape[2]), int(frames.shape[1])])

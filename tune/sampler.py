@@ -45,11 +45,12 @@ class SamplerSearchConfig(StrictConfig):
 
     split: str = "val"
     max_clips: int = Field(12, gt=0)
-    eye_etas: tuple[float, ...] = (0.0, 0.1, 0.2, 0.35, 0.5)  # DDIM η of the eye dims
+    eye_etas: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # DDIM η of the eye dims
     lip_etas: tuple[float, ...] = (0.8,)  # DDIM η of the lip and global dims
     guidances: tuple[float, ...] = (2.0,)
     seeds: tuple[int, ...] = (0, 1)  # more seeds: more blinks counted, less noise per setting
-    steps: int = Field(25, gt=0)  # DDIM steps, as generation uses
+    steps: int = Field(10, gt=0)  # DDIM steps, as generation uses
+    spacing: Literal["uniform", "quadratic"] = "quadratic"  # DDIM timesteps, as generation uses
     reference: Literal["auto", "portrait", "first_frame"] = "auto"  # as in evaluate
     lmd_tolerance: float = Field(0.05, ge=0)  # settings within this fraction of the best lmd compete
     storage_path: str | None = None  # Ray Tune results (local or s3://); None = <workspace>/ray_results
@@ -99,6 +100,7 @@ def score_setting(config: dict[str, Any]) -> dict[str, float]:
         truth_rate = info.get("blink_rate", lm_metrics.landmark_blink_rate(truth, fps))
         for seed in config["seeds"]:
             motion = gen.motion(audio, rec.sample_rate, steps=config["steps"], sampler="ddim",
+                                spacing=config["spacing"],
                                 seed=seed, eta=region_eta(config), guidance=config["guidance"])
             tracked = FaceTracker().track(gen.render(motion, image, image_lm)[:t]).landmarks
             blinks += lm_metrics.landmark_blink_rate(tracked, fps) * t / fps
@@ -148,7 +150,8 @@ def run(cfg: SamplerSearchConfig, bundle: str, data: str, corpus: str | None = N
                      "lip_eta": tune.grid_search(list(cfg.lip_etas)),
                      "guidance": tune.grid_search(list(cfg.guidances)),
                      "bundle": str(folder.resolve()), "data": data, "rows": rows,
-                     "seeds": list(cfg.seeds), "steps": cfg.steps, "threads": cfg.cpus_per_trial,
+                     "seeds": list(cfg.seeds), "steps": cfg.steps, "spacing": cfg.spacing,
+                     "threads": cfg.cpus_per_trial,
                      "reference": cfg.reference, "info": {r["clip_id"]: info.get(r["clip_id"], {})
                                                           for r in rows}}
             tuner = tune.Tuner(

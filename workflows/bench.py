@@ -427,7 +427,7 @@ def generate_bench(
     image: str | None = typer.Option(None, help="Portrait photo (default: the astronaut, 512²)."),
     audio: str | None = typer.Option(None, help="Speech file (default: a synthetic voice-like tone)."),
     seconds: float = typer.Option(8.0, help="Length of the default audio."),
-    steps: int = typer.Option(25, help="DDIM steps."),
+    steps: int = typer.Option(10, help="DDIM steps."),
     repeats: int = typer.Option(3, help="Timed runs per case (the median is reported)."),
     threads: int | None = typer.Option(None, help="torch threads (a 1-CPU Serve replica has 1)."),
 ) -> None:

@@ -63,7 +63,8 @@ class EvaluateConfig(StrictConfig):
     per_language: tuple[str, ...] = ("test",)  # these splits are also reported per language
     max_clips_per_split: int = Field(8, gt=0)
     sampler: Literal["ddim", "ddpm"] = "ddim"
-    steps: int = Field(25, gt=0)
+    steps: int = Field(10, gt=0)
+    spacing: Literal["uniform", "quadratic"] = "quadratic"  # DDIM timesteps (diffusion.DEFAULT_SPACING)
     guidance: float | None = None  # None: the bundle's tuned value
     eta: float | None = None  # DDIM η; None: the bundle's default
     seed: int = 0
@@ -211,7 +212,8 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     feats = evaluator.frontend(audio, rec.sample_rate, num_frames=t)
     reference, portrait, portrait_lm = tracked_reference(
         cfg, rec.clip_id, info, truth_frames[0], truth_lm[0] if rec.valid[0] else None)
-    kw = dict(steps=cfg.steps, sampler=cfg.sampler, guidance=cfg.guidance, eta=cfg.eta, seed=cfg.seed)
+    kw = dict(steps=cfg.steps, sampler=cfg.sampler, guidance=cfg.guidance, eta=cfg.eta, seed=cfg.seed,
+              spacing=cfg.spacing)
 
     def track(motion: Motion) -> tuple[np.ndarray, np.ndarray]:
         frames = gen.render(motion, portrait, portrait_lm)[:t]

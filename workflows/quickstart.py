@@ -37,7 +37,7 @@ class SampleSection(StrictConfig):
 
     split: str = "test"
     language: str = "en"
-    steps: int = Field(25, gt=0)
+    steps: int = Field(10, gt=0)
     seed: int = 0
 
 

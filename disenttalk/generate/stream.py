@@ -11,7 +11,9 @@ window and ``margin`` frames past it, so the frontend's own borders (STFT paddin
 the frames used. Offline generation is one ``push`` of the whole audio and a ``flush``; a stream
 pushes chunks. Both cut the same slices and seed window i's noise from (seed, i), so a stream
 yields exactly the offline motion (same numbers, not just close), with a latency of one hop
-plus ``look_ahead + margin`` frames plus compute.
+plus ``look_ahead + margin`` frames plus compute. ``first_hop`` (shorter than ``hop``) makes the
+first window's new frames fewer, so a stream shows its first frame sooner and then runs at the
+cheaper long hop.
 """
 
 from __future__ import annotations
@@ -38,15 +40,19 @@ class WindowPlan:
     look_ahead: int
     context: int
     margin: int
+    first_hop: int | None = None  # new frames of window 0 (None: hop)
 
     def __post_init__(self) -> None:
         if self.hop < 1 or min(self.prefix, self.look_ahead, self.context, self.margin) < 0:
             raise ValueError(f"invalid window plan {self}")
+        if self.first_hop is not None and not 1 <= self.first_hop <= self.hop:
+            raise ValueError(f"first_hop must be in 1..hop, got {self.first_hop}")
 
     def frames(self, i: int, total: int | None = None) -> tuple[int, int, int, int]:
         """(first prefix frame, first new frame, end of new frames, end of generated frames)."""
-        new_start = i * self.hop
-        new_end = (i + 1) * self.hop
+        first = self.hop if self.first_hop is None else self.first_hop
+        new_start = 0 if i == 0 else first + (i - 1) * self.hop
+        new_end = first + i * self.hop
         gen_end = new_end + self.look_ahead
         if total is not None:
             new_end, gen_end = min(new_end, total), min(gen_end, total)

@@ -21,6 +21,15 @@ from torch import nn
 from disenttalk.config import StrictConfig
 
 Prediction = Literal["eps", "x0", "v"]
+Spacing = Literal["uniform", "quadratic"]
+# Generation's sampler: DDIM with 10 quadratically spaced steps. On the demo model (24 val + test
+# clips, decoded landmarks, 2 seeds) that closes as much of the lip gap as 25 uniform steps
+# (0.469 / 0.451 vs 0.466 / 0.444) at 2.5x less compute; 10 uniform steps lose 6-9 % of it
+# (0.437 / 0.397). Few steps spent at high noise, where an x0-predicting network sees only the
+# mean, and more near the data, where lip shapes are decided.
+DEFAULT_STEPS = 10
+DEFAULT_SPACING: Spacing = "quadratic"
+SPACINGS = ("uniform", "quadratic")
 
 
 class DiffusionConfig(StrictConfig):
@@ -175,13 +184,23 @@ class _Sampler:
         self.diffusion = diffusion
         self.set_timesteps(diffusion.num_timesteps)
 
-    def set_timesteps(self, k: int | None = None) -> None:
-        """Use k timesteps, evenly spaced and ending at T-1 ("trailing", so sampling starts at pure noise)."""
+    def set_timesteps(self, k: int | None = None, spacing: Spacing = "uniform") -> None:
+        """Use k timesteps starting at T-1 ("trailing", so sampling starts at pure noise):
+        ``uniform`` = evenly spaced; ``quadratic`` = t_i ≈ T·(1 − i/k)² (DDIM's quadratic
+        schedule: dense near the data, sparse at high noise)."""
         T = self.diffusion.num_timesteps
         k = T if k is None else int(k)
         if not 1 <= k <= T:
             raise ValueError(f"number of steps must be in 1..{T}, got {k}")
-        ts = np.round(np.arange(T, 0, -T / k)).astype(np.int64) - 1
+        if spacing == "uniform":
+            ts = np.round(np.arange(T, 0, -T / k)).astype(np.int64) - 1
+        elif spacing == "quadratic":
+            ts = np.round(T * (1.0 - np.arange(k) / k) ** 2).astype(np.int64) - 1
+            for i in range(k - 2, -1, -1):  # strictly descending down to ≥ 0: k distinct steps
+                ts[i + 1] = max(ts[i + 1], k - 2 - i)
+                ts[i] = max(ts[i], ts[i + 1] + 1)
+        else:
+            raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
         self.timesteps = torch.from_numpy(ts)  # descending LongTensor
         self._prev = {int(a): int(b) for a, b in zip(ts, list(ts[1:]) + [-1], strict=True)}
 
@@ -256,14 +275,16 @@ Sampler = DDPMSampler | DDIMSampler
 
 
 def make_sampler(diffusion: GaussianDiffusion, name: str, steps: int | None = None,
-                 eta: float | Sequence[float] | torch.Tensor = 0.0) -> Sampler:
-    """``"ddpm"`` (all T steps unless ``steps``) or ``"ddim"`` (``steps``, default 25)."""
+                 eta: float | Sequence[float] | torch.Tensor = 0.0,
+                 spacing: Spacing | None = None) -> Sampler:
+    """``"ddpm"`` (all T steps unless ``steps``; uniform unless ``spacing``) or ``"ddim"``
+    (``steps``, default :data:`DEFAULT_STEPS`; ``spacing`` default :data:`DEFAULT_SPACING`)."""
     if name == "ddpm":
         sampler: Sampler = DDPMSampler(diffusion)
-        sampler.set_timesteps(steps)
+        sampler.set_timesteps(steps, spacing or "uniform")
     elif name == "ddim":
         sampler = DDIMSampler(diffusion, eta=eta)
-        sampler.set_timesteps(steps or 25)
+        sampler.set_timesteps(steps or DEFAULT_STEPS, spacing or DEFAULT_SPACING)
     else:
         raise ValueError(f"unknown sampler {name!r}; expected 'ddpm' or 'ddim'")
     return sampler

@@ -106,6 +106,22 @@ def test_timesteps_descend_and_start_at_noise(diffusion):
         s.step(torch.zeros(1), 3 if 3 not in ts else -5, torch.zeros(1))
 
 
+@pytest.mark.parametrize("k", [1, 2, 10, 20, 49, 50])
+def test_quadratic_spacing_is_dense_near_the_data(diffusion, k):
+    T = diffusion.num_timesteps  # 50
+    s = DDIMSampler(diffusion)
+    s.set_timesteps(k, "quadratic")
+    ts = s.timesteps.numpy()
+    assert len(ts) == k and ts[0] == T - 1 and (ts[1:] < ts[:-1]).all() and ts[-1] >= 0
+    if 2 < k < T // 2:  # gaps grow with t: the last step is shorter than the first
+        assert ts[-2] - ts[-1] < ts[0] - ts[1]
+        uniform = DDIMSampler(diffusion)
+        uniform.set_timesteps(k)
+        assert ts[-1] < uniform.timesteps[-1]
+    with pytest.raises(ValueError, match="spacing"):
+        s.set_timesteps(k, "cubic")
+
+
 def test_ddim_with_fixed_generator_is_deterministic(diffusion):
     model = AudioDenoiser()
     audio = torch.randn(2, 9, 4, generator=torch.Generator().manual_seed(4))

@@ -148,6 +148,26 @@ def test_stream_latency_is_one_hop(bundle):
     assert stream.flush() == [] and pytest.raises(RuntimeError, stream.push, audio[:10])
 
 
+def test_short_first_hop_comes_sooner_and_streams_like_offline(bundle):
+    gen = make_gen(bundle, window=30, prefix=8, first_hop=5)
+    plan = gen.plan
+    stream = gen.open_stream(SR, steps=2, seed=0)
+    need = round((plan.first_hop + plan.look_ahead + plan.margin) * SR / FPS)
+    audio = speech_like(4.1, seed=2)
+    assert stream.push(audio[: need - 1]) == []
+    first = stream.push(audio[need - 1 : need])
+    assert len(first) == 1 and first[0].start == 0 and len(first[0]) == plan.first_hop
+    second = stream.push(audio[need : need + round(plan.hop * SR / FPS)])
+    assert [(m.start, len(m)) for m in second] == [(plan.first_hop, plan.hop)]
+    streamed = Motion.concat(first + second + stream.push(audio[need + round(plan.hop * SR / FPS):])
+                             + stream.flush())
+    offline = gen.motion(audio, SR, steps=2, seed=0)
+    assert len(streamed) == len(offline) == int(np.ceil(4.1 * FPS))
+    assert np.array_equal(streamed.expression, offline.expression)
+    with pytest.raises(ValueError, match="first_hop"):
+        make_gen(bundle, window=30, prefix=8, first_hop=23)
+
+
 def test_short_and_empty_audio(bundle):
     gen = make_gen(bundle, window=30, prefix=8)
     assert len(gen.motion(speech_like(0.1), SR, steps=2)) == 3
