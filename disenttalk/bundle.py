@@ -9,6 +9,9 @@ Layout::
     sync_expert.pt   SyncExpert state dict
     denoiser.pt      Denoiser state dict
     meta.json        versions, created_at, optional metrics / extra fields
+    blinks.npz       optional: the training clips' blinks: ``direction`` [K_eye] (eye dims of a
+                     closed eye minus an open one, parameter units) and ``curves`` [M,L] (closure
+                     0..1 over time), the blinks generation adds by default
 
 A bundle is written to a temporary sibling directory and renamed into place, so a reader never
 sees half a bundle; :func:`load_bundle` checks every piece and names the one that is wrong.
@@ -35,6 +38,7 @@ from disenttalk.model.config import ModelConfig
 FORMAT_VERSION = 1
 REQUIRED = ("config.json", "regions.json", "norm.npz", "sync_expert.pt", "denoiser.pt", "meta.json")
 MORPHABLE = "morphable.npz"
+BLINKS = "blinks.npz"
 
 
 class BundleError(ValueError):
@@ -53,6 +57,7 @@ class Bundle:
     denoiser_state: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
     morphable: Any = None  # disenttalk.face.morphable.MorphableModel | None
+    blinks: dict[str, np.ndarray] | None = None  # direction [K_eye], curves [M,L]; see above
 
     @property
     def num_dims(self) -> int:
@@ -83,6 +88,20 @@ def _check_norm(norm: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _check_blinks(blinks: dict[str, np.ndarray], k_eye: int) -> dict[str, np.ndarray]:
+    try:
+        direction = np.asarray(blinks["direction"], dtype=np.float32)
+        curves = np.asarray(blinks["curves"], dtype=np.float32)
+    except KeyError as exc:
+        raise BundleError(f"{BLINKS}: missing {exc}") from None
+    if direction.shape != (k_eye,) or curves.ndim != 2 or curves.shape[0] < 1 or curves.shape[1] < 2:
+        raise BundleError(f"{BLINKS}: direction {direction.shape} / curves {curves.shape}, "
+                          f"expected ({k_eye},) / [M,L]")
+    if not (np.all(np.isfinite(direction)) and np.all((curves >= 0) & (curves <= 1))):
+        raise BundleError(f"{BLINKS}: non-finite direction or closures outside 0..1")
+    return {"direction": direction, "curves": curves}
+
+
 def _check_consistent(config: ModelConfig, split: RegionSplit) -> None:
     if split.num_dims != config.n_expression:
         raise BundleError(f"regions: {split.num_dims} dims, config says n_expression={config.n_expression}")
@@ -106,13 +125,15 @@ def update_meta(path: str | Path, **fields: Any) -> dict[str, Any]:
 def write_bundle(path: str | Path, *, config: ModelConfig, morphable: Any | None, split: RegionSplit,
                  norm: dict[str, np.ndarray], expert_state: dict[str, torch.Tensor],
                  denoiser_state: dict[str, torch.Tensor], extra: dict[str, Any] | None = None,
-                 overwrite: bool = False) -> Path:
+                 blinks: dict[str, np.ndarray] | None = None, overwrite: bool = False) -> Path:
     """Write a bundle directory atomically (temp dir + rename); ``extra`` goes into meta.json."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
     _check_consistent(config, split)
     norm = _check_norm(norm, split.num_dims)
+    if blinks is not None:
+        blinks = _check_blinks(blinks, len(split.eye))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -123,6 +144,8 @@ def write_bundle(path: str | Path, *, config: ModelConfig, morphable: Any | None
         torch.save({k: v.detach().cpu() for k, v in denoiser_state.items()}, tmp / "denoiser.pt")
         if morphable is not None:
             morphable.save(tmp / MORPHABLE)
+        if blinks is not None:
+            np.savez(tmp / BLINKS, **blinks)
         meta = {"format_version": FORMAT_VERSION, "versions": _versions(),
                 "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                 "has_morphable": morphable is not None, **(extra or {})}
@@ -184,9 +207,18 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(f"{MORPHABLE}: unreadable ({exc})") from exc
     elif meta.get("has_morphable"):
         raise BundleError(f"{path}: missing {MORPHABLE} (meta.json says it was written)")
+    blinks = None
+    if (path / BLINKS).is_file():
+        try:
+            with np.load(path / BLINKS, allow_pickle=False) as data:
+                blinks = {k: data[k] for k in data.files}
+        except Exception as exc:
+            raise BundleError(f"{BLINKS}: unreadable ({exc})") from exc
+        blinks = _check_blinks(blinks, len(split.eye))
     return Bundle(path=path, config=config, split=split, norm=norm,
                   expert_state=_load_state(path / "sync_expert.pt"),
-                  denoiser_state=_load_state(path / "denoiser.pt"), meta=meta, morphable=morphable)
+                  denoiser_state=_load_state(path / "denoiser.pt"), meta=meta, morphable=morphable,
+                  blinks=blinks)
 
 
 def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], name: str) -> torch.nn.Module:

@@ -33,6 +33,7 @@ class GenerateOptions(BaseModel):
     lip_scale: float = Field(1.0, ge=0.0, le=3.0)
     eye_scale: float = Field(1.0, ge=0.0, le=3.0)
     global_scale: float = Field(1.0, ge=0.0, le=3.0)
+    blinks: bool = Field(True, description="add the training corpus's blinks when the model has them")
     crop_only: bool = False
     output: Literal["mp4", "motion", "json", "npz"] = "mp4"
     portrait_id: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")

@@ -4,7 +4,7 @@ Protocol (client → server):
 
 1. a text message ``{"type": "start", "portrait_id": ..., "sample_rate": 16000, "channels": 1,
    "format": "pcm16", ...options}`` (options as ``/v1/generate``: steps, guidance, seed,
-   lip/eye/global_scale, crop_only; ``api_key`` when the server has one);
+   lip/eye/global_scale, blinks, crop_only; ``api_key`` when the server has one);
 2. binary messages of little-endian PCM16 audio at that rate (interleaved if stereo), any
    length up to the chunk limit (100–200 ms each is typical);
 3. a text message ``{"type": "end"}``: the rest of the audio is generated and flushed.
@@ -66,6 +66,7 @@ class StartMessage(BaseModel):
     lip_scale: float = Field(1.0, ge=0.0, le=3.0)
     eye_scale: float = Field(1.0, ge=0.0, le=3.0)
     global_scale: float = Field(1.0, ge=0.0, le=3.0)
+    blinks: bool = True
     crop_only: bool = True
     api_key: str | None = None
 

@@ -87,6 +87,7 @@ def run(
     pose_from: str | None = None,
     crop_only: bool = False,
     face: int | None = None,
+    blinks: bool | None = None,
 ) -> dict[str, Any]:
     """Write ``out`` (mp4 with the audio); returns a summary dict."""
     from disenttalk import media
@@ -106,7 +107,7 @@ def run(
         if pose_from:
             pose = reference_motion(pose_from, morphable)[1]
     controls = Controls(lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
-                        eyes=eyes, pose=pose)
+                        eyes=eyes, pose=pose, blinks=blinks)
     try:
         speech = media.read_audio(audio)
     except media.MediaError as exc:
@@ -145,6 +146,9 @@ def cli(
     eye_scale: float = typer.Option(1.0, help="Eye motion intensity."),
     global_scale: float = typer.Option(1.0, help="Global expression intensity."),
     eyes_from: str | None = typer.Option(None, help="Reference video whose eye motion is kept."),
+    blinks: bool | None = typer.Option(None, "--blinks/--no-blinks",
+                                       help="Add the training corpus's blinks to the generated eyes "
+                                            "(default: when the model has them)."),
     pose_from: str | None = typer.Option(None, help="Reference video whose head motion is applied."),
     crop_only: bool = typer.Option(False, help="Write the 256x256 face crop instead of pasting it back."),
     face: int | None = typer.Option(None, help="Which face to animate, counted from 0 left to right "
@@ -156,7 +160,8 @@ def cli(
     try:
         result = run(model, audio, image, out, steps=steps, sampler=sampler, guidance=guidance,
                      eta=eta, seed=seed, lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
-                     eyes_from=eyes_from, pose_from=pose_from, crop_only=crop_only, face=face)
+                     eyes_from=eyes_from, pose_from=pose_from, crop_only=crop_only, face=face,
+                     blinks=blinks)
     except (GenerateError, MediaError, FileNotFoundError, ValueError) as exc:
         typer.echo(f"disenttalk generate: {exc}", err=True)
         raise typer.Exit(2) from None

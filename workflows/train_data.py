@@ -89,6 +89,48 @@ def rest_expression(clips: list[Clip], quantile: float = 0.1) -> np.ndarray | No
     return np.median(expression[quiet], axis=0).astype(np.float32)
 
 
+def blink_model(clips: list[Clip], eye: list[int], morphable: Any, length: int = 100,
+                max_curves: int = 64, floor: float = 0.15) -> dict[str, np.ndarray] | None:
+    """The blinks of ``clips``: ``direction`` [K_eye] and closure ``curves`` [M, length].
+
+    A clip's closure is 0..1 from its eye aspect ratio (its expression decoded on the mean face,
+    both eyes averaged): 0 at the clip's median (open), 1 at the corpus's 1st percentile (shut);
+    below ``floor`` it is tracker jitter and set to 0. The direction is the least-squares fit of
+    the eye dims' deviation from each clip's median to that closure, so eye motion that does not
+    go with blinks (and lip motion the eye dims share) averages out. Curves are non-overlapping
+    runs of ``length`` valid frames.
+
+    Eye motion does not follow the audio: blinks come when they come, both lids together, for
+    100–400 ms. Generation adds the corpus's real closure curves along this direction (see
+    ``Controls.blinks``). None when no clip has ``length`` valid frames or there are no blinks.
+    """
+    from disenttalk.face.measures import eye_aspect_ratio
+
+    per_clip = []
+    for clip in clips:
+        x = clip.expression[clip.valid].astype(np.float64)
+        if len(x) < length:
+            continue
+        lm = morphable.decode(x, np.zeros((len(x), 6)), np.zeros(morphable.n_identity))
+        per_clip.append((x[:, eye], eye_aspect_ratio(lm).mean(-1)))
+    if not per_clip:
+        return None
+    shut = float(np.quantile(np.concatenate([e for _, e in per_clip]), 0.01))
+    num, den, curves = np.zeros(len(eye)), 0.0, []
+    for x, ear in per_clip:
+        open_ = float(np.median(ear))
+        c = np.clip((open_ - ear) / max(open_ - shut, 1e-6), 0.0, 1.0)
+        c[c < floor] = 0.0
+        num += c @ (x - np.median(x, axis=0))
+        den += float(c @ c)
+        curves += [c[s : s + length] for s in range(0, len(c) - length + 1, length)]
+    if den <= 0:
+        return None
+    if len(curves) > max_curves:  # spread the choice over the clips
+        curves = [curves[i] for i in np.linspace(0, len(curves) - 1, max_curves).round().astype(int)]
+    return {"direction": (num / den).astype(np.float32), "curves": np.stack(curves).astype(np.float32)}
+
+
 class WindowSampler:
     """Uniform W-frame windows over a set of clips (every valid start equally likely)."""
 

@@ -60,13 +60,16 @@ def write_outputs(loop: Loop, run: Any | None) -> str:
         rest = train_data.rest_expression(loop.sampler.clips)
         if rest is not None:
             extra["rest_expression"] = rest.tolist()
+    morphable = read_morphable(loop.config["fit"])
+    blinks = (train_data.blink_model(loop.sampler.clips, list(loop.split.eye), morphable)
+              if morphable is not None else None)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp, BUNDLE) if storage.is_s3(out) else Path(target)
-        write_bundle(local, config=loop.model, morphable=read_morphable(loop.config["fit"]),
+        write_bundle(local, config=loop.model, morphable=morphable,
                      split=loop.split, norm=loop.norm,
                      expert_state=_plain(loop.nets.expert).state_dict(),
                      denoiser_state=_plain(loop.nets.denoiser).state_dict(),
-                     extra=extra, overwrite=True)
+                     extra=extra, blinks=blinks, overwrite=True)
         if storage.is_s3(out):
             storage.upload_dir(local, target)
         fig = loss_figure(loop.progress.history)

@@ -14,7 +14,7 @@ from torch import nn
 from disenttalk.bundle import Bundle, load_bundle, load_into
 from disenttalk.face.editors import close_lips
 from disenttalk.face.regions import REGIONS
-from disenttalk.generate.motion import Controls, Motion, compose_pose, pingpong
+from disenttalk.generate.motion import Controls, Motion, chain_curves, compose_pose, pingpong
 from disenttalk.generate.stream import MotionStream, WindowPlan
 from disenttalk.model.diffusion import GaussianDiffusion, Sampler, cfg_eps, make_sampler, sample
 
@@ -38,6 +38,7 @@ CLIP_X0 = 4.0  # predicted x0 clamped to ±4σ of the training data per dim whil
 # Subtracting the corpus rest from the plain encoding instead counts identity twice (0.028).
 # Callers that fix ``rest`` themselves must use portrait_rest(landmarks) for relative motion.
 MOTION_REFERENCES = ("absolute", "relative")
+BLINK_FRAMES = 3000  # corpus blink curves chained to 2 min at 25 fps, then played back and forth
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Settings:
     seed: int
     controls: Controls
     eyes_known: np.ndarray | None = field(default=None)  # normalised reference eye dims [T_ref, K_eye]
+    blink: np.ndarray | None = field(default=None)  # corpus closure curve [T_b], 0..1
 
 
 class Generator:
@@ -119,11 +121,14 @@ class Generator:
             if ref.shape[1] != self.split.num_dims:
                 raise ValueError(f"reference eyes: expected [T,{self.split.num_dims}], got {ref.shape}")
             eyes = ((ref - self.mean) / self.std)[:, list(self.split.eye)]
+        blinks = self.bundle.blinks
+        blink = (chain_curves(blinks["curves"], BLINK_FRAMES, seed)
+                 if controls.use_blinks(blinks is not None) else None)
         return MotionStream(self, sample_rate, Settings(
             sampler=make_sampler(self.diffusion, sampler, steps,
                                  self.eta_vector(self.default_eta if eta is None else eta), spacing),
             guidance=self.default_guidance if guidance is None else float(guidance),
-            seed=int(seed), controls=controls, eyes_known=eyes))
+            seed=int(seed), controls=controls, eyes_known=eyes, blink=blink))
 
     def eta_vector(self, eta: float | Mapping[str, float]) -> float | np.ndarray:
         """DDIM η: a number for every dim, or ``{"lip": a, "eye": b, "global": c}`` → one per dim [N]."""
@@ -190,8 +195,13 @@ class Generator:
         return torch.where(mask.bool(), cond, x)[0]  # known values exactly, not float round trips
 
     def to_motion(self, x: torch.Tensor, start: int, settings: Settings) -> Motion:
-        """Normalised [T,N] → Motion: region scales on the deviations from rest, then parameter units."""
+        """Normalised [T,N] → Motion: corpus blinks added, region scales on the deviations from
+        rest, then parameter units."""
         scaled = x.float().cpu().numpy()
+        if settings.blink is not None:  # closure × direction on the eye dims, same frames offline and streamed
+            eye = list(self.split.eye)
+            closure = settings.blink[pingpong(len(settings.blink), np.arange(start, start + len(x)))]
+            scaled[:, eye] += closure[:, None] * (self.bundle.blinks["direction"] / self.std[eye])
         scales = settings.controls.region_scales(self.split)
         if np.any(scales != 1.0):  # scale each region's motion about the resting expression
             centre = (self.rest_expression() - self.mean) / self.std

@@ -98,6 +98,21 @@ def test_write_is_atomic_and_refuses_to_clobber(tmp_path, parts):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
+def test_blinks_round_trip_and_are_checked(tmp_path, parts):
+    curves = np.zeros((3, 50), np.float32)
+    curves[:, 20:25] = [0.3, 0.9, 1.0, 0.8, 0.2]
+    blinks = {"direction": np.array([0.5, -0.1], np.float32), "curves": curves}
+    loaded = load_bundle(write(tmp_path / "b", parts, blinks=blinks)).blinks
+    np.testing.assert_array_equal(loaded["direction"], blinks["direction"])
+    np.testing.assert_array_equal(loaded["curves"], curves)
+    assert load_bundle(write(tmp_path / "none", parts)).blinks is None
+    with pytest.raises(BundleError, match="blinks.npz"):  # K_eye is 2
+        write(tmp_path / "c", parts, blinks={"direction": np.zeros(3), "curves": curves})
+    np.savez(tmp_path / "b" / "blinks.npz", direction=blinks["direction"], curves=curves * 2)
+    with pytest.raises(BundleError, match="outside 0..1"):
+        load_bundle(tmp_path / "b")
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda p: (p / "denoiser.pt").unlink(), "missing denoiser.pt"),
     (lambda p: (p / "denoiser.pt").write_bytes(b"not a checkpoint"), "denoiser.pt"),

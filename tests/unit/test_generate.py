@@ -360,3 +360,72 @@ def test_relative_motion_is_the_default_and_absolute_keeps_the_portraits_own_exp
     np.testing.assert_allclose(absolute.landmarks(own, lm)[0, :, :2], lm[:, :2], atol=1e-3)
     with pytest.raises(ValueError, match="motion_reference"):
         make_gen(bundle, motion_reference="sideways")
+
+
+def test_corpus_blinks_are_added_to_the_eyes_only_and_stream_like_offline(bundle):
+    import dataclasses
+
+    curves = np.zeros((4, 40), np.float32)
+    for i, at in enumerate((5, 12, 20, 30)):
+        curves[i, at:at + 5] = [0.4, 0.9, 1.0, 0.9, 0.4]
+    direction = np.array([-1.5, 0.7], np.float32)
+    with_blinks = dataclasses.replace(bundle, blinks={"direction": direction, "curves": curves})
+    gen = make_gen(with_blinks, window=30, prefix=8)
+    audio = speech_like(3.0)
+    kw = dict(steps=2, seed=3)
+    blinked = gen.motion(audio, SR, **kw)
+    plain = gen.motion(audio, SR, controls=Controls(blinks=False), **kw)
+    diff = blinked.expression - plain.expression
+    eye = list(SPLIT.eye)
+    others = [d for d in range(N) if d not in eye]
+    # the network sees the same inputs: only the eye dims move, by closure x direction
+    np.testing.assert_allclose(diff[:, others], 0.0, atol=1e-5)
+    closure = diff[:, eye] @ direction / (direction @ direction)
+    np.testing.assert_allclose(diff[:, eye], closure[:, None] * direction, atol=1e-4)
+    assert closure.min() >= -1e-4 and closure.max() > 0.9  # real blinks: fully shut at the peak
+    assert 0.05 < (closure > 0.5).mean() < 0.5
+    assert not np.allclose(closure, gen.motion(audio, SR, steps=2, seed=4).expression[:, eye]
+                           @ direction / (direction @ direction) - closure)  # the seed picks curves
+    streamed = Motion.concat(list(gen.stream(np.array_split(audio, 9), SR, **kw)))
+    np.testing.assert_array_equal(streamed.expression, blinked.expression)
+    # a reference's own eyes are kept as they are; a bundle without blinks cannot be asked for them
+    ref = np.zeros((10, N), np.float32)
+    a = gen.motion(audio, SR, controls=Controls(eyes=ref), **kw)
+    b = gen.motion(audio, SR, controls=Controls(eyes=ref, blinks=False), **kw)
+    np.testing.assert_array_equal(a.expression, b.expression)
+    with pytest.raises(ValueError, match="no blink model"):
+        make_gen(bundle).motion(audio, SR, controls=Controls(blinks=True), **kw)
+
+
+def test_blink_model_finds_closures_and_their_direction(face):
+    from disenttalk.face.editors import close_eyes, open_mouth
+    from disenttalk.face.measures import eye_aspect_ratio
+    from disenttalk.face.morphable import MorphableModel
+    from workflows.train_data import Clip, blink_model
+
+    _, lm, _ = face
+    rng = np.random.default_rng(1)
+    shape = [0.0, 0.5, 1.0, 1.0, 0.6, 0.2]  # a 240 ms blink at 25 fps
+    sequences = []
+    for _ in range(3):
+        amount = np.zeros(120)
+        for at in rng.choice(np.arange(5, 110, 12), size=3, replace=False):
+            amount[at:at + len(shape)] = shape
+        speech = 0.5 + 0.5 * np.sin(np.arange(120) * 2 * np.pi / 6)  # the mouth moves too
+        frames = np.stack([close_eyes(open_mouth(lm, 0.3 * m), a) for a, m in zip(amount, speech, strict=True)])
+        sequences.append(frames + rng.normal(0, 0.15, frames.shape).astype(np.float32))
+    morphable = MorphableModel.fit(sequences, n_expression=6)
+    clips = [Clip(f"c{k}", morphable.encode(f)[0].astype(np.float32), np.zeros((120, 4), np.float32),
+                  np.ones(120, bool)) for k, f in enumerate(sequences)]
+    eye = list(range(6))
+    model = blink_model(clips, eye, morphable, length=60)
+    curves = model["curves"]
+    assert curves.shape == (6, 60) and curves.min() >= 0 and curves.max() <= 1
+    closed = np.concatenate(list(curves)) > 0.5
+    assert 0.03 < closed.mean() < 0.15  # 3 blinks x ~3 shut frames per 120 frames
+    # the direction shuts an open face's eyes
+    open_expr = morphable.encode(lm[None])[0]
+    pose, identity = np.zeros((1, 6)), np.zeros(morphable.n_identity)
+    shut = morphable.decode(open_expr + model["direction"][None], pose, identity)
+    opened = morphable.decode(open_expr, pose, identity)
+    assert eye_aspect_ratio(shut).mean() < 0.5 * eye_aspect_ratio(opened).mean()
