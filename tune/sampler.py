@@ -78,7 +78,7 @@ def score_setting(config: dict[str, Any]) -> dict[str, float]:
     from disenttalk.generate.generator import Generator
     from disenttalk.metrics import landmarks as lm_metrics
     from workflows import storage
-    from workflows.evaluate import EvaluateConfig, tracked_reference
+    from workflows.evaluate import EvaluateConfig, clip_seed, tracked_reference
 
     torch.set_num_threads(max(1, int(config["threads"])))
     gen = Generator.from_bundle(config["bundle"])
@@ -101,7 +101,8 @@ def score_setting(config: dict[str, Any]) -> dict[str, float]:
         for seed in config["seeds"]:
             motion = gen.motion(audio, rec.sample_rate, steps=config["steps"], sampler="ddim",
                                 spacing=config["spacing"],
-                                seed=seed, eta=region_eta(config), guidance=config["guidance"])
+                                seed=clip_seed(seed, rec.clip_id), eta=region_eta(config),
+                                guidance=config["guidance"])
             tracked = FaceTracker().track(gen.render(motion, image, image_lm)[:t]).landmarks
             blinks += lm_metrics.landmark_blink_rate(tracked, fps) * t / fps
             truth_blinks += truth_rate * t / fps

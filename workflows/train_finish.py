@@ -61,8 +61,11 @@ def write_outputs(loop: Loop, run: Any | None) -> str:
         if rest is not None:
             extra["rest_expression"] = rest.tolist()
     morphable = read_morphable(loop.config["fit"])
-    blinks = (train_data.blink_model(loop.sampler.clips, list(loop.split.eye), morphable)
-              if morphable is not None else None)
+    blinks = None
+    if morphable is not None:  # every training clip (loop.sampler holds this rank's share)
+        data, fit = loop.config["data"], loop.config["fit"]
+        clips = [train_data.load_clip(data, fit, r) for r in loop.config["train_rows"]]
+        blinks = train_data.blink_model(clips, list(loop.split.eye), morphable)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp, BUNDLE) if storage.is_s3(out) else Path(target)
         write_bundle(local, config=loop.model, morphable=morphable,

@@ -198,10 +198,16 @@ class Generator:
         """Normalised [T,N] → Motion: corpus blinks added, region scales on the deviations from
         rest, then parameter units."""
         scaled = x.float().cpu().numpy()
-        if settings.blink is not None:  # closure × direction on the eye dims, same frames offline and streamed
+        if settings.blink is not None:
+            # the eyes' closure coordinate is the corpus's: the generated eyes' own dips along the
+            # blink direction are replaced by the closure curve (same frames offline and streamed);
+            # their other motion stays
             eye = list(self.split.eye)
+            u = self.bundle.blinks["direction"] / self.std[eye]  # normalised direction [K_eye]
+            rest = (self.rest_expression()[eye] - self.mean[eye]) / self.std[eye]
+            own = (scaled[:, eye] - rest) @ u / float(u @ u)
             closure = settings.blink[pingpong(len(settings.blink), np.arange(start, start + len(x)))]
-            scaled[:, eye] += closure[:, None] * (self.bundle.blinks["direction"] / self.std[eye])
+            scaled[:, eye] += (closure - own)[:, None] * u
         scales = settings.controls.region_scales(self.split)
         if np.any(scales != 1.0):  # scale each region's motion about the resting expression
             centre = (self.rest_expression() - self.mean) / self.std

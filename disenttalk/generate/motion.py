@@ -25,8 +25,9 @@ class Controls:
     or a reference pose sequence [T_ref, 6], applied as its change from the first frame.
     References shorter than the audio are played forwards and backwards (no jumps).
 
-    ``blinks``: add the training corpus's real blinks (the bundle's closure curves along its
-    blink direction in the eye dims, chosen by the seed) to the generated eyes: None (default) =
+    ``blinks``: the training corpus's real blinks on the generated eyes (along the bundle's blink
+    direction in the eye dims the closure follows its closure curves, chosen by the seed; the
+    generated eyes keep their other motion): None (default) =
     when the bundle has them and the eyes are generated, True = required, False = the model's eyes
     only. Eye motion does not follow the audio, and on the demo budget the denoiser's own eyes
     blink at a fifth to a half of the truth's rate, in short dips; a reference's eyes blink as
