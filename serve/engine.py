@@ -89,7 +89,7 @@ def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
         raise
     info.update(bundle=str(path), device=str(offline.device), fps=float(offline.fps),
                 loaded_at=time.time(), load_s=round(time.perf_counter() - start, 2),
-                stream_window={"hop": live.plan.hop, "first_hop": live.plan.first_hop,
+                stream_window={"hop": live.plan.hop, "first_hop": live.plan.first,
                                "prefix": live.plan.prefix,
                                "look_ahead": live.plan.look_ahead, "margin": live.plan.margin})
     return Loaded(info=info, offline=offline, live=live, workdir=workdir)

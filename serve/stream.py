@@ -121,9 +121,9 @@ def open_stream(engine: Any, start: StartMessage) -> dict[str, Any]:
                                     seed=start.seed, controls=controls(start))
     plan, fps = model.live.plan, model.live.fps
     ready = {"type": "ready", "fps": fps, "sample_rate": start.sample_rate, "steps": steps,
-             "hop_frames": plan.hop, "first_hop_frames": plan.first_hop or plan.hop,
+             "hop_frames": plan.hop, "first_hop_frames": plan.first,
              "look_ahead_frames": plan.look_ahead,
-             "latency_s": round(((plan.first_hop or plan.hop) + plan.look_ahead + plan.margin) / fps, 3),
+             "latency_s": round((plan.first + plan.look_ahead + plan.margin) / fps, 3),
              "model_version": model.info["version"]}
     return {"stream": detach(stream), "start": start.model_dump(exclude={"api_key"}), "frames": 0,
             "ready": ready}

@@ -25,6 +25,7 @@ import json
 import math
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,8 +51,6 @@ REFERENCES = ("truth", "oracle", "still", "shifted")
 def clip_seed(seed: int, clip_id: str) -> int:
     """The sampler seed of one clip: ``seed`` plus a number from its id, so clips scored together
     do not share their noise, nor (the seed picks them) the corpus blinks' timing."""
-    import zlib
-
     return int(seed) + zlib.crc32(clip_id.encode()) % 100_000
 
 

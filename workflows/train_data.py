@@ -101,8 +101,8 @@ def blink_model(clips: list[Clip], eye: list[int], morphable: Any, length: int =
     runs of ``length`` valid frames.
 
     Eye motion does not follow the audio: blinks come when they come, both lids together, for
-    100–400 ms. Generation adds the corpus's real closure curves along this direction (see
-    ``Controls.blinks``). None when no clip has ``length`` valid frames or there are no blinks.
+    100–400 ms. Generation sets the generated eyes' coordinate along this direction to the
+    corpus's real closure curves (see ``Controls.blinks``). None when no clip has ``length`` valid frames or there are no blinks.
     """
     from disenttalk.face.measures import eye_aspect_ratio
 

@@ -56,16 +56,16 @@ def write_outputs(loop: Loop, run: Any | None) -> str:
                        "denoiser_steps": loop.train.denoiser_steps,
                        "mlflow_run_id": loop.progress.mlflow_run_id,
                        "history": loop.progress.history}}
+    # the corpus statistics a bundle carries come from every training clip (loop.sampler holds
+    # only this rank's share)
+    data, fit = loop.config["data"], loop.config["fit"]
+    clips = [train_data.load_clip(data, fit, r) for r in loop.config["train_rows"]]
     if loop.model.audio.frontend == "mel":  # quiet frames are found by log-mel energy
-        rest = train_data.rest_expression(loop.sampler.clips)
+        rest = train_data.rest_expression(clips)
         if rest is not None:
             extra["rest_expression"] = rest.tolist()
-    morphable = read_morphable(loop.config["fit"])
-    blinks = None
-    if morphable is not None:  # every training clip (loop.sampler holds this rank's share)
-        data, fit = loop.config["data"], loop.config["fit"]
-        clips = [train_data.load_clip(data, fit, r) for r in loop.config["train_rows"]]
-        blinks = train_data.blink_model(clips, list(loop.split.eye), morphable)
+    morphable = read_morphable(fit)
+    blinks = train_data.blink_model(clips, list(loop.split.eye), morphable) if morphable is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp, BUNDLE) if storage.is_s3(out) else Path(target)
         write_bundle(local, config=loop.model, morphable=morphable,

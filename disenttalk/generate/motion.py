@@ -26,10 +26,9 @@ class Controls:
     References shorter than the audio are played forwards and backwards (no jumps).
 
     ``blinks``: the training corpus's real blinks on the generated eyes (along the bundle's blink
-    direction in the eye dims the closure follows its closure curves, chosen by the seed; the
-    generated eyes keep their other motion): None (default) =
-    when the bundle has them and the eyes are generated, True = required, False = the model's eyes
-    only. Eye motion does not follow the audio, and on the demo budget the denoiser's own eyes
+    direction in the eye dims, the eyes follow its closure curves, chosen by the seed; their other
+    motion stays as generated): None (default) = when the bundle has them and the eyes are
+    generated, True = required, False = the model's eyes only. Eye motion does not follow the audio, and on the demo budget the denoiser's own eyes
     blink at a fifth to a half of the truth's rate, in short dips; a reference's eyes blink as
     they did.
     """
@@ -59,7 +58,7 @@ class Controls:
             raise ValueError("Controls.pose reference must be a non-empty array [T_ref, 6]")
 
     def use_blinks(self, available: bool) -> bool:
-        """Whether corpus blinks are added, for a bundle with or without them."""
+        """Whether corpus blinks are used, for a bundle with or without them."""
         if self.blinks and not available:
             raise ValueError("blinks=True: this bundle has no blink model (trained before bundles "
                              "carried one)")

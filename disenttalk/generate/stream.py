@@ -48,9 +48,14 @@ class WindowPlan:
         if self.first_hop is not None and not 1 <= self.first_hop <= self.hop:
             raise ValueError(f"first_hop must be in 1..hop, got {self.first_hop}")
 
+    @property
+    def first(self) -> int:
+        """New frames of window 0."""
+        return self.hop if self.first_hop is None else self.first_hop
+
     def frames(self, i: int, total: int | None = None) -> tuple[int, int, int, int]:
         """(first prefix frame, first new frame, end of new frames, end of generated frames)."""
-        first = self.hop if self.first_hop is None else self.first_hop
+        first = self.first
         new_start = 0 if i == 0 else first + (i - 1) * self.hop
         new_end = first + i * self.hop
         gen_end = new_end + self.look_ahead

@@ -362,8 +362,11 @@ def test_relative_motion_is_the_default_and_absolute_keeps_the_portraits_own_exp
         make_gen(bundle, motion_reference="sideways")
 
 
-def test_corpus_blinks_are_added_to_the_eyes_only_and_stream_like_offline(bundle):
+def test_corpus_blinks_set_the_eyes_blink_coordinate_only_and_stream_like_offline(bundle):
     import dataclasses
+
+    from disenttalk.generate.generator import BLINK_FRAMES
+    from disenttalk.generate.motion import chain_curves
 
     curves = np.zeros((4, 40), np.float32)
     for i, at in enumerate((5, 12, 20, 30)):
@@ -375,17 +378,25 @@ def test_corpus_blinks_are_added_to_the_eyes_only_and_stream_like_offline(bundle
     kw = dict(steps=2, seed=3)
     blinked = gen.motion(audio, SR, **kw)
     plain = gen.motion(audio, SR, controls=Controls(blinks=False), **kw)
-    diff = blinked.expression - plain.expression
     eye = list(SPLIT.eye)
     others = [d for d in range(N) if d not in eye]
-    # the network sees the same inputs: only the eye dims move, by closure x direction
+    # the network sees the same inputs: only the eye dims move, and only along the direction
+    diff = blinked.expression - plain.expression
     np.testing.assert_allclose(diff[:, others], 0.0, atol=1e-5)
-    closure = diff[:, eye] @ direction / (direction @ direction)
-    np.testing.assert_allclose(diff[:, eye], closure[:, None] * direction, atol=1e-4)
-    assert closure.min() >= -1e-4 and closure.max() > 0.9  # real blinks: fully shut at the peak
-    assert 0.05 < (closure > 0.5).mean() < 0.5
-    assert not np.allclose(closure, gen.motion(audio, SR, steps=2, seed=4).expression[:, eye]
-                           @ direction / (direction @ direction) - closure)  # the seed picks curves
+    np.testing.assert_allclose(diff[:, eye], (diff[:, eye] @ direction / (direction @ direction))[:, None]
+                               * direction, atol=1e-4)
+    # ... where the eyes now follow the seed's chained curve exactly (about the resting expression)
+    # (the projection is taken in the denoiser's normalised units)
+    std = bundle.norm["std"][eye]
+    u = direction / std
+
+    def closure(expression):
+        return ((expression[:, eye] - gen.rest_expression()[eye]) / std) @ u / (u @ u)
+
+    expected = chain_curves(curves, BLINK_FRAMES, seed=3)[: len(blinked)]
+    np.testing.assert_allclose(closure(blinked.expression), expected, atol=1e-4)
+    assert expected.max() > 0.9 and 0.05 < (expected > 0.5).mean() < 0.5
+    assert not np.allclose(closure(gen.motion(audio, SR, steps=2, seed=4).expression), expected)
     streamed = Motion.concat(list(gen.stream(np.array_split(audio, 9), SR, **kw)))
     np.testing.assert_array_equal(streamed.expression, blinked.expression)
     # a reference's own eyes are kept as they are; a bundle without blinks cannot be asked for them
