@@ -11,7 +11,7 @@ Layout::
     meta.json        versions, created_at, optional metrics / extra fields
     blinks.npz       optional: the training clips' blinks: ``direction`` [K_eye] (eye dims of a
                      closed eye minus an open one, parameter units) and ``curves`` [M,L] (closure
-                     0..1 over time), the blinks generation adds by default
+                     0..1 over time, NaN past a curve's end), the blinks generation adds by default
 
 A bundle is written to a temporary sibling directory and renamed into place, so a reader never
 sees half a bundle; :func:`load_bundle` checks every piece and names the one that is wrong.
@@ -97,8 +97,11 @@ def _check_blinks(blinks: dict[str, np.ndarray], k_eye: int) -> dict[str, np.nda
     if direction.shape != (k_eye,) or curves.ndim != 2 or curves.shape[0] < 1 or curves.shape[1] < 2:
         raise BundleError(f"{BLINKS}: direction {direction.shape} / curves {curves.shape}, "
                           f"expected ({k_eye},) / [M,L]")
-    if not (np.all(np.isfinite(direction)) and np.all((curves >= 0) & (curves <= 1))):
-        raise BundleError(f"{BLINKS}: non-finite direction or closures outside 0..1")
+    finite = np.isfinite(curves)
+    # each curve: closures in 0..1, then NaN padding to the longest (a curve of ≥ 2 frames)
+    if not (np.all(np.isfinite(direction)) and np.all(finite[:, :2])
+            and np.all(finite[:, :-1] | ~finite[:, 1:]) and np.all((curves[finite] >= 0) & (curves[finite] <= 1))):
+        raise BundleError(f"{BLINKS}: non-finite direction, or closures not 0..1 followed by NaN padding")
     return {"direction": direction, "curves": curves}
 
 

@@ -89,27 +89,32 @@ def rest_expression(clips: list[Clip], quantile: float = 0.1) -> np.ndarray | No
     return np.median(expression[quiet], axis=0).astype(np.float32)
 
 
-def blink_model(clips: list[Clip], eye: list[int], morphable: Any, length: int = 100,
-                max_curves: int = 64, floor: float = 0.15) -> dict[str, np.ndarray] | None:
-    """The blinks of ``clips``: ``direction`` [K_eye] and closure ``curves`` [M, length].
+def blink_model(clips: list[Clip], eye: list[int], morphable: Any, min_length: int = 25,
+                max_length: int = 750, max_curves: int = 64, floor: float = 0.15) -> dict[str, np.ndarray] | None:
+    """The blinks of ``clips``: ``direction`` [K_eye] and closure ``curves`` [M, L].
 
     A clip's closure is 0..1 from its eye aspect ratio (its expression decoded on the mean face,
     both eyes averaged): 0 at the clip's median (open), 1 at the corpus's 1st percentile (shut);
     below ``floor`` it is tracker jitter and set to 0. The direction is the least-squares fit of
     the eye dims' deviation from each clip's median to that closure, so eye motion that does not
-    go with blinks (and lip motion the eye dims share) averages out. Curves are non-overlapping
-    runs of ``length`` valid frames.
+    go with blinks (and lip motion the eye dims share) averages out.
+
+    Each curve is one clip's whole closure (clips longer than ``max_length`` frames are cut into
+    pieces of at most that length; shorter than ``min_length`` are left out), NaN past its end,
+    so chaining curves drawn uniformly gives the corpus's own blink rate: a fixed-length window
+    from each clip's start would over-represent where clips begin.
 
     Eye motion does not follow the audio: blinks come when they come, both lids together, for
     100–400 ms. Generation sets the generated eyes' coordinate along this direction to the
-    corpus's real closure curves (see ``Controls.blinks``). None when no clip has ``length`` valid frames or there are no blinks.
+    corpus's real closure curves (see ``Controls.blinks``). None when no clip has ``min_length``
+    valid frames or there are no blinks.
     """
     from disenttalk.face.measures import eye_aspect_ratio
 
     per_clip = []
     for clip in clips:
         x = clip.expression[clip.valid].astype(np.float64)
-        if len(x) < length:
+        if len(x) < min_length:
             continue
         lm = morphable.decode(x, np.zeros((len(x), 6)), np.zeros(morphable.n_identity))
         per_clip.append((x[:, eye], eye_aspect_ratio(lm).mean(-1)))
@@ -123,12 +128,16 @@ def blink_model(clips: list[Clip], eye: list[int], morphable: Any, length: int =
         c[c < floor] = 0.0
         num += c @ (x - np.median(x, axis=0))
         den += float(c @ c)
-        curves += [c[s : s + length] for s in range(0, len(c) - length + 1, length)]
+        pieces = -(-len(c) // max_length)
+        curves += [p for p in np.array_split(c, pieces) if len(p) >= min(min_length, len(c))]
     if den <= 0:
         return None
     if len(curves) > max_curves:  # spread the choice over the clips
         curves = [curves[i] for i in np.linspace(0, len(curves) - 1, max_curves).round().astype(int)]
-    return {"direction": (num / den).astype(np.float32), "curves": np.stack(curves).astype(np.float32)}
+    out = np.full((len(curves), max(len(c) for c in curves)), np.nan, dtype=np.float32)
+    for row, c in zip(out, curves, strict=True):
+        row[: len(c)] = c
+    return {"direction": (num / den).astype(np.float32), "curves": out}
 
 
 class WindowSampler:

@@ -11,7 +11,6 @@ import numpy as np
 from disenttalk.face.regions import RegionSplit
 
 POSE_DIMS = 6  # rotation (3) + translation (3), as the morphable model encodes head pose
-CROSSFADE = 4  # frames over which consecutive blink curves join
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,18 +132,16 @@ def pose_deviation(pose: np.ndarray) -> np.ndarray:
 
 
 def chain_curves(curves: np.ndarray, frames: int, seed: int) -> np.ndarray:
-    """Closure curves [M,L] joined in a seeded random order into one curve of ≥ ``frames`` [T]
-    (each curve starts and ends open unless a blink is cut, so joins keep the larger value
-    over :data:`CROSSFADE` frames rather than averaging a blink away)."""
+    """Closure curves [M,L] (NaN past a curve's end) joined end to end in a seeded random order
+    into one curve of ≥ ``frames`` [T]. Curves are whole clips, which start and end with the eyes
+    open, and none is shortened, so the chain blinks as often per second as the corpus does."""
     rng = np.random.default_rng([int(seed), 0xB11])
-    m, length = curves.shape
-    fade = min(CROSSFADE, length - 1)
-    out = curves[rng.integers(m)]
-    while len(out) < frames:
-        nxt = curves[rng.integers(m)]
-        join = np.maximum(out[len(out) - fade:], nxt[:fade])
-        out = np.concatenate([out[: len(out) - fade], join, nxt[fade:]])
-    return out.astype(np.float32)
+    rows = [c[np.isfinite(c)] for c in np.asarray(curves, dtype=np.float32)]
+    out, total = [], 0
+    while total < frames:
+        out.append(rows[rng.integers(len(rows))])
+        total += len(out[-1])
+    return np.concatenate(out).astype(np.float32)
 
 
 def compose_pose(base: np.ndarray, deviation: np.ndarray) -> np.ndarray:

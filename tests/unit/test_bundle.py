@@ -101,6 +101,7 @@ def test_write_is_atomic_and_refuses_to_clobber(tmp_path, parts):
 def test_blinks_round_trip_and_are_checked(tmp_path, parts):
     curves = np.zeros((3, 50), np.float32)
     curves[:, 20:25] = [0.3, 0.9, 1.0, 0.8, 0.2]
+    curves[1, 40:] = np.nan  # a shorter curve, padded
     blinks = {"direction": np.array([0.5, -0.1], np.float32), "curves": curves}
     loaded = load_bundle(write(tmp_path / "b", parts, blinks=blinks)).blinks
     np.testing.assert_array_equal(loaded["direction"], blinks["direction"])
@@ -108,9 +109,12 @@ def test_blinks_round_trip_and_are_checked(tmp_path, parts):
     assert load_bundle(write(tmp_path / "none", parts)).blinks is None
     with pytest.raises(BundleError, match="blinks.npz"):  # K_eye is 2
         write(tmp_path / "c", parts, blinks={"direction": np.zeros(3), "curves": curves})
-    np.savez(tmp_path / "b" / "blinks.npz", direction=blinks["direction"], curves=curves * 2)
-    with pytest.raises(BundleError, match="outside 0..1"):
-        load_bundle(tmp_path / "b")
+    gap = curves.copy()
+    gap[0, 10] = np.nan  # NaN inside a curve, not padding
+    for bad in (curves * 2, gap):
+        np.savez(tmp_path / "b" / "blinks.npz", direction=blinks["direction"], curves=bad)
+        with pytest.raises(BundleError, match="not 0..1 followed by NaN padding"):
+            load_bundle(tmp_path / "b")
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -408,6 +408,24 @@ def test_corpus_blinks_set_the_eyes_blink_coordinate_only_and_stream_like_offlin
         make_gen(bundle).motion(audio, SR, controls=Controls(blinks=True), **kw)
 
 
+def test_chained_blink_curves_keep_the_corpus_blink_rate():
+    from disenttalk.generate.motion import chain_curves
+
+    rng = np.random.default_rng(0)
+    curves = np.full((5, 90), np.nan, np.float32)
+    blinks = frames = 0
+    for row, length in zip(curves, (90, 30, 60, 45, 75), strict=True):
+        row[:length] = 0.0
+        for at in rng.choice(np.arange(2, length - 6, 8), size=length // 30, replace=False):
+            row[at:at + 4] = [0.5, 1.0, 0.8, 0.3]
+        blinks, frames = blinks + length // 30, frames + length
+    chained = chain_curves(curves, 20000, seed=1)
+    assert np.all(np.isfinite(chained)) and len(chained) >= 20000
+    starts = np.flatnonzero(np.diff((chained > 0.4).astype(int)) == 1)
+    assert len(starts) / len(chained) == pytest.approx(blinks / frames, rel=0.05)
+    np.testing.assert_array_equal(chain_curves(curves, 500, seed=1), chain_curves(curves, 500, seed=1))
+
+
 def test_blink_model_finds_closures_and_their_direction(face):
     from disenttalk.face.editors import close_eyes, open_mouth
     from disenttalk.face.measures import eye_aspect_ratio
@@ -429,10 +447,16 @@ def test_blink_model_finds_closures_and_their_direction(face):
     clips = [Clip(f"c{k}", morphable.encode(f)[0].astype(np.float32), np.zeros((120, 4), np.float32),
                   np.ones(120, bool)) for k, f in enumerate(sequences)]
     eye = list(range(6))
-    model = blink_model(clips, eye, morphable, length=60)
+    # a short clip and a long one (cut in two) beside them: whole clips, NaN past their ends
+    clips.append(Clip("short", clips[0].expression[:50], clips[0].audio[:50], clips[0].valid[:50]))
+    clips.append(Clip("long", np.concatenate([c.expression for c in clips[:2]]),
+                      np.zeros((240, 4), np.float32), np.ones(240, bool)))
+    model = blink_model(clips, eye, morphable, max_length=200)
     curves = model["curves"]
-    assert curves.shape == (6, 60) and curves.min() >= 0 and curves.max() <= 1
-    closed = np.concatenate(list(curves)) > 0.5
+    assert curves.shape == (6, 120)
+    assert [int(np.isfinite(c).sum()) for c in curves] == [120, 120, 120, 50, 120, 120]
+    assert np.nanmin(curves) >= 0 and np.nanmax(curves) <= 1
+    closed = np.concatenate([c[np.isfinite(c)] for c in curves[:3]]) > 0.5
     assert 0.03 < closed.mean() < 0.15  # 3 blinks x ~3 shut frames per 120 frames
     # the direction shuts an open face's eyes
     open_expr = morphable.encode(lm[None])[0]
