@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from disenttalk.generate.motion import MAX_BLINK_RATE
 from serve.errors import ApiError, as_api_error
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -34,6 +35,8 @@ class GenerateOptions(BaseModel):
     eye_scale: float = Field(1.0, ge=0.0, le=3.0)
     global_scale: float = Field(1.0, ge=0.0, le=3.0)
     blinks: bool = Field(True, description="add the training corpus's blinks when the model has them")
+    blink_rate: float | None = Field(None, ge=0.0, le=MAX_BLINK_RATE,
+                                     description="blinks per second (default: the corpus's own rate)")
     crop_only: bool = False
     output: Literal["mp4", "motion", "json", "npz"] = "mp4"
     portrait_id: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")

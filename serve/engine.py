@@ -100,7 +100,8 @@ def controls(options: Any) -> Any:
     from disenttalk.generate import Controls
 
     return Controls(lip_scale=options.lip_scale, eye_scale=options.eye_scale,
-                    global_scale=options.global_scale, blinks=None if options.blinks else False)
+                    global_scale=options.global_scale, blinks=None if options.blinks else False,
+                    blink_rate=options.blink_rate)
 
 
 class Engine:

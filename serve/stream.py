@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from disenttalk.generate.motion import MAX_BLINK_RATE
 from serve.errors import ApiError, as_api_error
 from serve.inputs import pcm16
 
@@ -67,6 +68,7 @@ class StartMessage(BaseModel):
     eye_scale: float = Field(1.0, ge=0.0, le=3.0)
     global_scale: float = Field(1.0, ge=0.0, le=3.0)
     blinks: bool = True
+    blink_rate: float | None = Field(None, ge=0.0, le=MAX_BLINK_RATE)
     crop_only: bool = True
     api_key: str | None = None
 

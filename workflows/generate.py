@@ -88,6 +88,7 @@ def run(
     crop_only: bool = False,
     face: int | None = None,
     blinks: bool | None = None,
+    blink_rate: float | None = None,
 ) -> dict[str, Any]:
     """Write ``out`` (mp4 with the audio); returns a summary dict."""
     from disenttalk import media
@@ -107,7 +108,7 @@ def run(
         if pose_from:
             pose = reference_motion(pose_from, morphable)[1]
     controls = Controls(lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
-                        eyes=eyes, pose=pose, blinks=blinks)
+                        eyes=eyes, pose=pose, blinks=blinks, blink_rate=blink_rate)
     try:
         speech = media.read_audio(audio)
     except media.MediaError as exc:
@@ -149,6 +150,8 @@ def cli(
     blinks: bool | None = typer.Option(None, "--blinks/--no-blinks",
                                        help="Add the training corpus's blinks to the generated eyes "
                                             "(default: when the model has them)."),
+    blink_rate: float | None = typer.Option(None, help="Blinks per second, 0 to 1.5 (default: the "
+                                            "training corpus's own rate)."),
     pose_from: str | None = typer.Option(None, help="Reference video whose head motion is applied."),
     crop_only: bool = typer.Option(False, help="Write the 256x256 face crop instead of pasting it back."),
     face: int | None = typer.Option(None, help="Which face to animate, counted from 0 left to right "
@@ -161,7 +164,7 @@ def cli(
         result = run(model, audio, image, out, steps=steps, sampler=sampler, guidance=guidance,
                      eta=eta, seed=seed, lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
                      eyes_from=eyes_from, pose_from=pose_from, crop_only=crop_only, face=face,
-                     blinks=blinks)
+                     blinks=blinks, blink_rate=blink_rate)
     except (GenerateError, MediaError, FileNotFoundError, ValueError) as exc:
         typer.echo(f"disenttalk generate: {exc}", err=True)
         raise typer.Exit(2) from None

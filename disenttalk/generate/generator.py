@@ -14,7 +14,7 @@ from torch import nn
 from disenttalk.bundle import Bundle, load_bundle, load_into
 from disenttalk.face.editors import close_lips
 from disenttalk.face.regions import REGIONS
-from disenttalk.generate.motion import Controls, Motion, chain_curves, compose_pose, pingpong
+from disenttalk.generate.motion import Controls, Motion, chain_curves, compose_pose, pingpong, respace_blinks
 from disenttalk.generate.stream import MotionStream, WindowPlan
 from disenttalk.model.diffusion import GaussianDiffusion, Sampler, cfg_eps, make_sampler, sample
 
@@ -122,8 +122,11 @@ class Generator:
                 raise ValueError(f"reference eyes: expected [T,{self.split.num_dims}], got {ref.shape}")
             eyes = ((ref - self.mean) / self.std)[:, list(self.split.eye)]
         blinks = self.bundle.blinks
-        blink = (chain_curves(blinks["curves"], BLINK_FRAMES, seed)
-                 if controls.use_blinks(blinks is not None) else None)
+        blink = None
+        if controls.use_blinks(blinks is not None):
+            blink = chain_curves(blinks["curves"], BLINK_FRAMES, seed)
+            if controls.blink_rate is not None:
+                blink = respace_blinks(blink, self.fps, controls.blink_rate)
         return MotionStream(self, sample_rate, Settings(
             sampler=make_sampler(self.diffusion, sampler, steps,
                                  self.eta_vector(self.default_eta if eta is None else eta), spacing),

@@ -11,6 +11,7 @@ import numpy as np
 from disenttalk.face.regions import RegionSplit
 
 POSE_DIMS = 6  # rotation (3) + translation (3), as the morphable model encodes head pose
+MAX_BLINK_RATE = 1.5  # blinks per second a request may ask for
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,9 +28,13 @@ class Controls:
     ``blinks``: the training corpus's real blinks on the generated eyes (along the bundle's blink
     direction in the eye dims, the eyes follow its closure curves, chosen by the seed; their other
     motion stays as generated): None (default) = when the bundle has them and the eyes are
-    generated, True = required, False = the model's eyes only. Eye motion does not follow the audio, and on the demo budget the denoiser's own eyes
-    blink at a fifth to a half of the truth's rate, in short dips; a reference's eyes blink as
-    they did.
+    generated, True = required, False = the model's eyes only. Eye motion does not follow the audio,
+    and on the demo budget the denoiser's own eyes blink at a fifth to a half of the truth's rate,
+    in short dips; a reference's eyes blink as they did. ``blink_rate`` (blinks per second, up to
+    :data:`MAX_BLINK_RATE`; None = the corpus's own rate) respaces the corpus blinks: the same
+    closures, with the open spans between them stretched or shrunk (0 = no blinks). Blink rate
+    is a trait of the person (people blink 0.1–0.5 times a second at rest), which neither the
+    audio nor one photo shows.
     """
 
     lip_scale: float = 1.0
@@ -38,8 +43,13 @@ class Controls:
     eyes: Any = "generate"  # "generate" | np.ndarray [T_ref, N]
     pose: Any = "still"  # "still" | np.ndarray [T_ref, 6]
     blinks: bool | None = None
+    blink_rate: float | None = None
 
     def __post_init__(self) -> None:
+        if self.blink_rate is not None and not (isinstance(self.blink_rate, (int, float))
+                                                and 0 <= self.blink_rate <= MAX_BLINK_RATE):
+            raise ValueError(f"Controls.blink_rate must be 0..{MAX_BLINK_RATE} blinks per second, "
+                             f"got {self.blink_rate!r}")
         for name in ("lip_scale", "eye_scale", "global_scale"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -142,6 +152,27 @@ def chain_curves(curves: np.ndarray, frames: int, seed: int) -> np.ndarray:
         out.append(rows[rng.integers(len(rows))])
         total += len(out[-1])
     return np.concatenate(out).astype(np.float32)
+
+
+def respace_blinks(curve: np.ndarray, fps: float, rate: float, min_gap_s: float = 0.3) -> np.ndarray:
+    """A closure curve [T'] with the blinks (runs > 0) of ``curve`` [T], in order, at ``rate`` per
+    second: every open span (before, between and after them) scaled by one factor, none shorter
+    than ``min_gap_s`` (so rates near the ceiling come out somewhat lower). 0 → all open."""
+    curve = np.asarray(curve, dtype=np.float32)
+    edges = np.diff(np.concatenate([[0], (curve > 0).astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    if rate <= 0 or len(starts) == 0:
+        return np.zeros_like(curve)
+    spans = np.diff(np.concatenate([[0], ends]))  # open frames then the blink, per blink
+    lengths = ends - starts
+    gaps = np.append(spans - lengths, len(curve) - ends[-1]).astype(np.float64)  # n + 1 open spans
+    open_want = len(starts) * fps / rate - lengths.sum()
+    gaps = np.maximum(gaps * (open_want / max(gaps.sum(), 1.0)), min_gap_s * fps)
+    at = np.round(np.cumsum(gaps[:-1] + np.concatenate([[0], lengths[:-1]]))).astype(int)
+    out = np.zeros(int(round(at[-1] + lengths[-1] + gaps[-1])), np.float32)
+    for to, s, e in zip(at, starts, ends, strict=True):
+        out[to:to + e - s] = curve[s:e]
+    return out
 
 
 def compose_pose(base: np.ndarray, deviation: np.ndarray) -> np.ndarray:

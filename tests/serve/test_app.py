@@ -136,6 +136,7 @@ def test_bad_inputs_get_their_status_and_a_message(server, portrait, speech, ast
                            "audio_too_long"),
         "bad option": (generate(server, wav, portrait_id=pid, lip_scale="lots"), 422, "invalid_option"),
         "option out of range": (generate(server, wav, portrait_id=pid, steps=1000), 422, "invalid_option"),
+        "blink rate out of range": (generate(server, wav, portrait_id=pid, blink_rate=4), 422, "invalid_option"),
         "unknown option": (generate(server, wav, portrait_id=pid, volume=3), 422, "invalid_option"),
         "unknown portrait": (generate(server, wav, portrait_id="0" * 64), 404, "unknown_portrait"),
         "malformed portrait id": (generate(server, wav, portrait_id="../../etc/passwd"), 422, "invalid_option"),
@@ -202,6 +203,7 @@ def test_bad_stream_messages_get_close_codes(server, portrait):
     assert close_code({**start, "portrait_id": "f" * 64}) == (4404, "unknown_portrait")
     assert close_code({**start, "sample_rate": 12345}) == (4400, "bad_sample_rate")
     assert close_code({**start, "lip_scale": "x"}) == (4400, "bad_start_message")
+    assert close_code({**start, "blink_rate": -1}) == (4400, "bad_start_message")
     assert close_code(start, b"\x00" * 3) == (4400, "bad_audio_chunk")
     assert close_code(start, b"\x00" * 640, "not json") == (4400, "bad_message")
     assert close_code(start, b"\x00" * 300_000) == (4413, "chunk_too_large")

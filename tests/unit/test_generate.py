@@ -408,6 +408,46 @@ def test_corpus_blinks_set_the_eyes_blink_coordinate_only_and_stream_like_offlin
         make_gen(bundle).motion(audio, SR, controls=Controls(blinks=True), **kw)
 
 
+def test_blink_rate_respaces_the_corpus_blinks(bundle):
+    import dataclasses
+
+    from disenttalk.generate.generator import BLINK_FRAMES
+    from disenttalk.generate.motion import chain_curves, respace_blinks
+
+    curves = np.zeros((3, 50), np.float32)
+    for i, at in enumerate((5, 20, 33)):
+        curves[i, at:at + 4] = [0.5, 1.0, 0.8, 0.3]
+    chained = chain_curves(curves, 2000, seed=0)
+
+    def runs(c):
+        edges = np.diff(np.concatenate([[0], (c > 0).astype(int), [0]]))
+        return [tuple(c[s:e]) for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))]
+
+    for rate in (0.1, 0.25, 1.0):
+        out = respace_blinks(chained, 25.0, rate)
+        assert runs(out) == runs(chained)  # the same closures, in order
+        assert len(runs(out)) / (len(out) / 25.0) == pytest.approx(rate, rel=0.02)
+    assert not respace_blinks(chained, 25.0, 0.0).any()
+    fast = respace_blinks(chained, 25.0, 1.5)  # gaps never below 0.3 s
+    gaps = np.diff(np.flatnonzero(np.diff((fast > 0).astype(int)) == 1)) - 4
+    assert gaps.min() >= 7
+    # the generator uses the respaced chain; rate 0 keeps the eyes open along the blink direction
+    direction = np.array([-1.5, 0.7], np.float32)
+    gen = make_gen(dataclasses.replace(bundle, blinks={"direction": direction, "curves": curves}),
+                   window=30, prefix=8)
+    eye, std = list(SPLIT.eye), bundle.norm["std"][list(SPLIT.eye)]
+    u = direction / std
+    audio = speech_like(3.0)
+    for rate in (0.5, 0.0):
+        motion = gen.motion(audio, SR, steps=2, seed=3, controls=Controls(blink_rate=rate))
+        closure = ((motion.expression[:, eye] - gen.rest_expression()[eye]) / std) @ u / (u @ u)
+        expected = respace_blinks(chain_curves(curves, BLINK_FRAMES, seed=3), gen.fps, rate)
+        np.testing.assert_allclose(closure, expected[: len(closure)], atol=1e-4)
+    for bad in (-0.1, 2.0, "often"):
+        with pytest.raises(ValueError, match="blink_rate"):
+            Controls(blink_rate=bad)
+
+
 def test_chained_blink_curves_keep_the_corpus_blink_rate():
     from disenttalk.generate.motion import chain_curves
 
