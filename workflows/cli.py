@@ -12,6 +12,7 @@ from serve import app as serve_app
 from tune import sampler as tune_sampler
 from workflows import (
     bench,
+    curve,
     demo_data,
     evaluate,
     fit,
@@ -40,6 +41,7 @@ app.command("train")(train.cli)
 app.command("demo-data")(demo_data.demo_data)
 app.command("tune-sampler")(tune_sampler.cli)
 app.command("evaluate")(evaluate.evaluate)
+app.command("curve")(curve.cli)
 app.command("register")(register.cli)
 app.command("generate")(generate.cli)
 app.command("quickstart")(quickstart.cli)

@@ -180,6 +180,27 @@ def test_bundle_generates_motion(trained):
 
 
 @pytest.mark.ray
+def test_learning_curve_scores_each_kept_checkpoint(trained, tmp_path):
+    from workflows import curve
+
+    data = str(trained["root"] / "data")
+    points = curve.run(trained["out"], data, split="val", steps=3)
+    assert [p["step"] for p in points] == [2, 4]  # the kept denoiser checkpoints, in order
+    for p in points:
+        assert p["clips"] == 1 and all(np.isfinite(p[k]) for k in ("lmd_model", "lmd_still", "lmd_oracle"))
+    assert points[0]["lmd_model"] != points[1]["lmd_model"]  # each point uses its own weights
+    assert points[0]["lmd_still"] == points[1]["lmd_still"]  # ... on the same clips
+    curve.write(points, str(tmp_path), "val")
+    written = json.loads((tmp_path / "curve.json").read_text())["points"]
+    assert [(p["step"], p["lmd_model"]) for p in written] == [(p["step"], p["lmd_model"]) for p in points]
+    assert (tmp_path / "curve.png").stat().st_size > 0 and (tmp_path / "curve.csv").read_text().startswith("step,")
+    with pytest.raises(ValueError, match="no denoiser checkpoints"):
+        curve.run(trained["out"], data, checkpoints=str(tmp_path))
+    with pytest.raises(ValueError, match="no readable bundle"):
+        curve.run(str(tmp_path), data)
+
+
+@pytest.mark.ray
 def test_mlflow_run_has_params_metrics_and_artifacts(trained, mlflow_uri):
     import mlflow
 
