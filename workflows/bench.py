@@ -473,3 +473,7 @@ def generate_bench(
                           "motion_rtf": round(meta["motion_s"] / (len(speech) / 16000), 4),
                           "motion_s": meta["motion_s"], "render_s": meta["render_s"],
                           "encode_s": meta["encode_s"], "steps": steps}), flush=True)
+
+
+if __name__ == "__main__":  # python -m workflows.bench <face|motion|train|generate|serve> ...
+    app()

@@ -51,3 +51,7 @@ def demo_data(
         per_clip = scores.pop("per_clip")
         (Path(out) / "verify.json").write_text(json.dumps({**scores, "per_clip": per_clip}, indent=2))
         typer.echo(json.dumps(scores))
+
+
+if __name__ == "__main__":  # python -m workflows.demo_data ...
+    typer.run(demo_data)

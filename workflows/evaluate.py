@@ -475,3 +475,7 @@ def evaluate(
     from workflows.common import load_config
 
     run(load_config(EvaluateConfig, "evaluate", config, overrides), bundle, data, out, corpus)
+
+
+if __name__ == "__main__":  # Ray job entrypoint: python -m workflows.evaluate ...
+    typer.run(evaluate)

@@ -98,3 +98,7 @@ def inspect(
         write_video(overlay, draw_landmarks(clip.frames, tracks.landmarks), clip.fps, clip.audio)
         typer.echo(f"overlay           {overlay}")
     sys.stdout.flush()
+
+
+if __name__ == "__main__":  # python -m workflows.inspect VIDEO ...
+    typer.run(inspect)

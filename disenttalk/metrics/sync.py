@@ -14,14 +14,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from disenttalk.config import StrictConfig
 from disenttalk.model.config import AudioConfig, SyncConfig
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_OFFSET = 15  # frames, SyncNet's default sweep (±0.6 s at 25 fps)
 
@@ -50,7 +52,6 @@ def windows(x: np.ndarray, window: int) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(view, 1, 2))
 
 
-@torch.no_grad()
 def sync_sweep(
     expert: Embedder,
     audio: np.ndarray,
@@ -66,6 +67,16 @@ def sync_sweep(
     both sides), so the mean distances differ only by the offset. Clips shorter than
     ``window + 2·max_offset`` frames get a narrower sweep.
     """
+    import torch
+
+    with torch.no_grad():
+        return _sweep(expert, audio, lip, window, max_offset, batch)
+
+
+def _sweep(expert: Embedder, audio: np.ndarray, lip: np.ndarray, window: int, max_offset: int,
+           batch: int) -> SyncScore:
+    import torch
+
     audio, lip = np.asarray(audio, np.float32), np.asarray(lip, np.float32)
     t = min(len(audio), len(lip))
     if t < window + 2:
@@ -125,6 +136,8 @@ class Evaluator:
 def _crops(seqs: list[tuple[np.ndarray, np.ndarray]], length: int, batch: int,
            rng: np.random.Generator) -> dict[str, torch.Tensor]:
     """A batch of aligned (lip, audio) crops [B,L,·] from random clips at random starts."""
+    import torch
+
     lips, audios = [], []
     for i in rng.integers(0, len(seqs), size=batch):
         audio, lip = seqs[i]
@@ -136,6 +149,8 @@ def _crops(seqs: list[tuple[np.ndarray, np.ndarray]], length: int, batch: int,
 
 def train_evaluator(seqs: list[tuple[np.ndarray, np.ndarray]], cfg: EvaluatorConfig) -> tuple[Any, list[dict]]:
     """Train a SyncExpert on ground-truth (audio features [T,F], lip params [T,K]) pairs; returns it and its log."""
+    import torch
+
     from disenttalk.model.sync import SyncExpert
     from disenttalk.model.train import sync_train_step
 
@@ -156,6 +171,8 @@ def train_evaluator(seqs: list[tuple[np.ndarray, np.ndarray]], cfg: EvaluatorCon
 def save_evaluator(path: str | Path, expert: Any, cfg: EvaluatorConfig, norm: dict[str, np.ndarray],
                    info: dict) -> None:
     """Write expert weights, config, normalisation and ``info`` (e.g. the cache key) to a folder."""
+    import torch
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     torch.save(expert.state_dict(), path / "expert.pt")
@@ -166,6 +183,8 @@ def save_evaluator(path: str | Path, expert: Any, cfg: EvaluatorConfig, norm: di
 
 def load_evaluator(path: str | Path) -> Evaluator:
     """Read a folder written by :func:`save_evaluator`."""
+    import torch
+
     from disenttalk.audio import make_frontend
     from disenttalk.model.sync import SyncExpert
 

@@ -11,53 +11,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import field_validator
 from torch import nn
 
-from disenttalk.config import StrictConfig
-
-Prediction = Literal["eps", "x0", "v"]
-Spacing = Literal["uniform", "quadratic"]
-# Generation's sampler: DDIM with 10 quadratically spaced steps. On the demo model (24 val + test
-# clips, decoded landmarks, 2 seeds) that closes as much of the lip gap as 25 uniform steps
-# (0.469 / 0.451 vs 0.466 / 0.444) at 2.5x less compute; 10 uniform steps lose 6-9 % of it
-# (0.437 / 0.397). Few steps spent at high noise, where an x0-predicting network sees only the
-# mean, and more near the data, where lip shapes are decided.
-DEFAULT_STEPS = 10
-DEFAULT_SPACING: Spacing = "quadratic"
-SPACINGS = ("uniform", "quadratic")
-
-
-class DiffusionConfig(StrictConfig):
-    """Noise schedule: T steps, linear (DDPM) or cosine (Nichol & Dhariwal) β_t; what the network predicts."""
-
-    num_timesteps: int = 400
-    schedule: Literal["linear", "cosine"] = "linear"
-    # The network's output: ε (the paper, Eq. 8), the clean sequence x0 (as motion diffusion
-    # models such as MDM and DiffPoseTalk do: the loss weighs every noise level by how wrong the
-    # motion itself is, which on small corpora learns the audio → lip mapping far faster), or
-    # v = √ᾱ ε − √(1−ᾱ) x0. Samplers always receive ε (converted with :meth:`GaussianDiffusion.to_eps`).
-    prediction: Prediction = "eps"
-    # Per-region exceptions, e.g. {"eye": "eps"}: blinks are not driven by the audio, and an x0
-    # target averages such unpredictable events away (on the demo corpus x0 everywhere gave a
-    # third of the truth's blink rate), while ε keeps them as samples of the noise.
-    region_prediction: dict[str, Prediction] = {}
-
-    @field_validator("region_prediction")
-    @classmethod
-    def _regions(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - {"lip", "eye", "global"})
-        if unknown:
-            raise ValueError(f"region_prediction: unknown regions {unknown}; use lip, eye, global")
-        return value
-    # None = DDPM's 1e-4 … 0.02 at T=1000, rescaled by 1000/T so that ᾱ_T ≈ 0 for any T
-    # (at T=400 the unscaled range would leave √ᾱ_T ≈ 0.13 of the signal in "pure noise").
-    beta_start: float | None = None
-    beta_end: float | None = None
+# the settings live with the other model configs (importable without torch); re-exported here
+from disenttalk.model.config import (  # noqa: F401
+    DEFAULT_SPACING,
+    DEFAULT_STEPS,
+    SPACINGS,
+    DiffusionConfig,
+    Prediction,
+    Spacing,
+)
 
 
 def make_betas(cfg: DiffusionConfig) -> np.ndarray:

@@ -31,3 +31,29 @@ def test_face_package_import_does_not_start_mediapipe():
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_cli_help_imports_neither_torch_nor_ray():
+    """``disenttalk --help`` (and each stage's --help) is quick: heavy libraries load in commands."""
+    probe = """
+import sys
+from workflows.cli import app
+for args in (["--help"], ["generate", "--help"], ["curve", "--help"], ["bench", "--help"]):
+    try:
+        app(args)
+    except SystemExit as exc:
+        assert exc.code == 0, (args, exc.code)
+print("heavy:" + ",".join(sorted(m for m in ("torch", "ray", "mlflow") if m in sys.modules)))
+"""
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Commands" in proc.stdout and "curve" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "heavy:"
+
+
+def test_every_stage_module_runs_as_a_job_entrypoint():
+    """``python -m workflows.<stage>`` runs the stage's command (here: its --help), not nothing."""
+    for stage in ("evaluate", "demo_data", "inspect", "curve", "bench", "generate", "quickstart"):
+        proc = subprocess.run([sys.executable, "-m", f"workflows.{stage}", "--help"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "--help" in proc.stdout and "Usage" in proc.stdout, (stage, proc.stderr)
