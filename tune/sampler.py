@@ -36,6 +36,7 @@ from pydantic import Field
 
 from disenttalk.config import StrictConfig
 from workflows import clipstore
+from workflows.common import user_errors
 from workflows.raycluster import RayConfig
 from workflows.tracking import MlflowConfig
 
@@ -190,6 +191,7 @@ def run(cfg: SamplerSearchConfig, bundle: str, data: str, corpus: str | None = N
         shutdown_if_started(started)
 
 
+@user_errors("tune-sampler")
 def cli(
     bundle: str = typer.Option(..., "--bundle", help="local bundle folder (its meta.json is updated)"),
     data: str = typer.Option(..., "--data", help="preprocessed clip store (folder or s3:// URI)"),

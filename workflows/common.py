@@ -1,15 +1,43 @@
-"""What every stage's command shares: loading its config (YAML + ``--set``) and its end summary."""
+"""What every stage's command shares: loading its config (YAML + ``--set``), its end summary, and
+one-line errors for what the user can fix."""
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+import typer
 
 from disenttalk.config import StrictConfig, apply_overrides
 
 C = TypeVar("C", bound=StrictConfig)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(Exception):
+    """Something the user can fix (a missing input, an unknown model, an unreachable server): the
+    command prints it as one line and exits 2, without a traceback."""
+
+
+def user_errors(command: str) -> Callable[[F], F]:
+    """Decorate a stage's command: :class:`UserError` and missing files end it with
+    ``disenttalk <command>: <message>`` on stderr and exit status 2."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except (UserError, FileNotFoundError) as exc:
+                typer.echo(f"disenttalk {command}: {exc}", err=True)
+                raise typer.Exit(2) from None
+
+        return run  # type: ignore[return-value]
+
+    return wrap
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 

@@ -18,7 +18,6 @@ import io
 import json
 import math
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from workflows.common import user_errors
+
 
 def _print_summary(summary: dict) -> None:
     typer.echo(f"clips: {summary['clips']}  hours: {summary['hours']:.4f}  "
@@ -22,6 +24,7 @@ def _print_summary(summary: dict) -> None:
         typer.echo(f"  {split:<11} {cells}")
 
 
+@user_errors("demo-data")
 def demo_data(
     out: Path = typer.Option(..., "--out", help="Folder to write the corpus into."),
     clips_per_language: int = typer.Option(20, help="Clips per training language (split 60/20/20)."),

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from disenttalk.config import StrictConfig
 from disenttalk.metrics.sync import EvaluatorConfig
 from workflows import clipstore, storage
+from workflows.common import user_errors
 from workflows.raycluster import RayConfig
 from workflows.register import resolve_bundle
 from workflows.tracking import MlflowConfig
@@ -463,6 +464,7 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
         shutdown_if_started(started)
 
 
+@user_errors("evaluate")
 def evaluate(
     bundle: str = typer.Option(..., "--bundle", help="bundle folder, s3:// URI or models:/name@alias"),
     data: str = typer.Option(..., "--data", help="preprocessed clip store (folder or s3:// URI)"),

@@ -31,7 +31,7 @@ from pydantic import Field, model_validator
 
 from disenttalk.config import StrictConfig
 from workflows import clipstore, storage
-from workflows.common import format_summary, load_config
+from workflows.common import format_summary, load_config, user_errors
 from workflows.tracking import MlflowConfig
 
 MORPHABLE = "morphable.npz"
@@ -214,6 +214,7 @@ def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
     return summary
 
 
+@user_errors("fit")
 def cli(
     data: str = typer.Option(..., help="preprocessed clip store: local folder or s3:// prefix"),
     out: str = typer.Option(..., help="fit outputs: local folder or s3:// prefix"),

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import typer
 
+from workflows.common import user_errors
+
 
 class GenerateError(RuntimeError):
     """A user-facing problem with the inputs (no face, unreadable file...)."""
@@ -133,6 +135,7 @@ def run(
     }
 
 
+@user_errors("generate")
 def cli(
     model: str = typer.Option(..., help="models:/disenttalk@champion, models:/NAME/VERSION, a bundle dir or s3:// URI."),
     audio: str = typer.Option(..., help="Speech: any audio or video file (resampled to 16 kHz mono)."),

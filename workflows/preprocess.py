@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from workflows import clipstore, storage
-from workflows.common import format_summary, load_config
+from workflows.common import UserError, format_summary, load_config, user_errors
 
 if TYPE_CHECKING:
     from workflows.clipworker import PreprocessConfig
@@ -31,6 +31,8 @@ MANIFEST_FIELDS = ("clip_id", "path", "language", "speaker", "sentence", "durati
 def read_manifest(uri: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Manifest rows with ``uri`` resolved (relative paths are relative to the manifest), and
     rejects for lines that are not valid rows."""
+    if not storage.exists(uri):
+        raise UserError(f"no manifest at {uri} (a JSON-lines file of clips; `disenttalk demo-data` writes one)")
     base = storage.parent(uri)
     rows, bad = [], []
     for n, line in enumerate(storage.read_text(uri).splitlines(), start=1):
@@ -128,6 +130,7 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
     return summary
 
 
+@user_errors("preprocess")
 def cli(
     manifest: str = typer.Option(..., help="manifest.jsonl: local path or s3:// URI"),
     out: str = typer.Option(..., help="output store: local folder or s3:// prefix"),

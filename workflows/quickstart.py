@@ -19,6 +19,7 @@ from pydantic import Field
 
 from disenttalk import paths
 from disenttalk.config import StrictConfig
+from workflows.common import user_errors
 
 
 class CorpusSection(StrictConfig):
@@ -200,6 +201,7 @@ def preset_path(preset: str) -> Path | None:
     return path
 
 
+@user_errors("quickstart")
 def cli(
     config: Path | None = typer.Option(None, help="YAML config (default configs/quickstart.yaml)"),
     preset: str = typer.Option("demo", help="demo (≈20 min on 2 cores) | long (the best model in "

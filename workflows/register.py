@@ -20,6 +20,7 @@ from typing import Any
 import typer
 
 from workflows import storage, tracking
+from workflows.common import UserError, user_errors
 
 MODEL_NAME = "disenttalk"
 CHAMPION = "champion"
@@ -127,9 +128,15 @@ def resolve_bundle(uri: str, workdir: str | Path | None = None) -> Path:
         workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="disenttalk-bundle-"))
     if uri.startswith(("models:/", "runs:/")):
         import mlflow
+        from mlflow.exceptions import MlflowException
 
+        tracking.check_server()
         mlflow.set_tracking_uri(tracking.tracking_uri())
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(workdir)))
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(workdir)))
+        except MlflowException as exc:
+            raise UserError(f"{uri}: {exc.message} (tracking: {tracking.tracking_uri()}; "
+                            f"{_known_models()})") from None
     elif storage.is_s3(uri):
         local = storage.download_dir(uri, Path(workdir) / "bundle")
     else:
@@ -141,6 +148,20 @@ def resolve_bundle(uri: str, workdir: str | Path | None = None) -> Path:
     raise FileNotFoundError(f"no model bundle (config.json + denoiser.pt) under {uri}")
 
 
+def _known_models() -> str:
+    """The registered models and their aliases, for an error message."""
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking.tracking_uri())
+        known = [f"{m.name}@{alias}" for m in client.search_registered_models()
+                 for alias in sorted(getattr(m, "aliases", {}) or {})]
+    except Exception:  # noqa: BLE001 - only decorates a message
+        return "registered models unknown"
+    return "registered: " + (", ".join(known) if known else "none")
+
+
+@user_errors("register")
 def cli(
     bundle: str = typer.Option(..., help="Bundle directory (local or s3://)."),
     metrics: str | None = typer.Option(None, help="metrics.json from the evaluate stage."),

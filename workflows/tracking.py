@@ -17,6 +17,7 @@ from typing import Any
 
 from disenttalk import paths
 from disenttalk.config import StrictConfig, flatten
+from workflows.common import UserError
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
 
@@ -34,6 +35,26 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.home() / 'mlflow.db'}"
 
 
+def check_server(uri: str | None = None, timeout: float = 5.0) -> None:
+    """For an ``http(s)://`` tracking URI: fail fast with a clear :class:`UserError` when the
+    server does not answer its ``/health`` endpoint (MLflow's client would retry for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answers (a proxy may not route /health): let MLflow talk to it
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"MLflow tracking server {uri} is unreachable ({reason}); start it, or "
+                        "unset MLFLOW_TRACKING_URI to track in the local workspace") from None
+
+
 def _artifact_root(uri: str) -> str | None:
     """For a local sqlite store: ``mlartifacts/`` beside the database; else the server decides."""
     if not uri.startswith("sqlite:///"):
@@ -47,6 +68,7 @@ def setup(experiment: str) -> str:
     import mlflow
 
     uri = tracking_uri()
+    check_server(uri)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)

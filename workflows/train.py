@@ -33,7 +33,7 @@ from pydantic import Field
 from disenttalk.config import StrictConfig, apply_overrides
 from disenttalk.model.config import ModelConfig, TrainConfig
 from workflows import storage
-from workflows.common import default_config_path, format_summary
+from workflows.common import default_config_path, format_summary, user_errors
 from workflows.raycluster import RayConfig
 from workflows.tracking import MlflowConfig
 
@@ -193,6 +193,7 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
     }
 
 
+@user_errors("train")
 def cli(
     data: str = typer.Option(..., help="preprocessed clip store: local folder or s3:// prefix"),
     fit: str = typer.Option(..., help="fit outputs (morphable model, regions, expressions)"),
