@@ -81,15 +81,6 @@ class Reject(Exception):
 RESULT_COLUMNS = ["status", "clip_id", "content_hash", "frames", "seconds", "row"]
 
 
-def _make_frontend(cfg: AudioConfig):
-    """``disenttalk.audio.make_frontend(cfg)``; None while that module is not available."""
-    try:
-        from disenttalk.audio import make_frontend
-    except ImportError:
-        return None
-    return make_frontend(cfg)
-
-
 def rms(audio: np.ndarray) -> float:
     """Root mean square of float audio in [-1, 1]."""
     return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
@@ -112,7 +103,9 @@ class ClipProcessor:
         self.out = out
         self.done = done_hashes
         self.tracker = FaceTracker(min_confidence=self.cfg.face.min_confidence)
-        self.frontend = _make_frontend(self.cfg.audio)
+        from disenttalk.audio import make_frontend
+
+        self.frontend = make_frontend(self.cfg.audio)  # a frontend that cannot load fails the actor
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = [self.process(row) for row in batch.to_dict("records")]
@@ -183,10 +176,7 @@ class ClipProcessor:
             raise Reject("no_face", f"no face in {missing:.0%} of {len(valid)} frames")
 
         audio = fit_length(video.audio, int(round(len(frames) / fps * SAMPLE_RATE)))
-        if self.frontend is not None:
-            features = np.asarray(self.frontend(audio, SAMPLE_RATE, len(frames)), np.float32)
-        else:
-            features = np.zeros((len(frames), 0), np.float32)  # [T,0] until a frontend exists
+        features = np.asarray(self.frontend(audio, SAMPLE_RATE, len(frames)), np.float32)
         return clipstore.ClipRecord(
             clip_id=str(row["clip_id"]),
             speaker=str(row.get("speaker", "")),

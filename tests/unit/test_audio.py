@@ -113,3 +113,18 @@ def test_hubert_layer_out_of_range(tiny_hubert):
     with pytest.raises(ValueError):
         make_frontend(AudioConfig(frontend="hubert", hubert_model=str(tiny_hubert),
                                   hubert_layer=5))
+
+
+def test_preprocess_actor_without_an_audio_frontend_fails_instead_of_storing_no_features(monkeypatch, tmp_path):
+    import sys
+
+    from workflows.clipworker import ClipProcessor, PreprocessConfig
+
+    cfg = PreprocessConfig().to_json()
+    monkeypatch.setitem(sys.modules, "disenttalk.audio", None)  # the frontend module cannot load
+    with pytest.raises(ImportError):
+        ClipProcessor(cfg, str(tmp_path), frozenset())
+    monkeypatch.delitem(sys.modules, "disenttalk.audio")
+    missing = PreprocessConfig.from_dict({"audio": {"frontend": "hubert", "hubert_model": str(tmp_path / "none")}})
+    with pytest.raises(OSError):  # HuBERT weights that are not there
+        ClipProcessor(missing.to_json(), str(tmp_path), frozenset())
