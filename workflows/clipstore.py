@@ -158,6 +158,15 @@ def read_table(uri: str) -> list[dict[str, Any]]:
     return pq.read_table(io.BytesIO(storage.read_bytes(uri))).to_pylist()
 
 
+def read_framing(root: str) -> dict[str, Any] | None:
+    """The face crop (``crop_size``, ``crop_margin``) the store's clips were preprocessed with, from
+    its summary; None for a store written before the summary recorded it."""
+    uri = storage.join(root, SUMMARY)
+    if not storage.exists(uri):
+        return None
+    return json.loads(storage.read_text(uri)).get("framing")
+
+
 def read_index(root: str, split: str | None = None) -> list[dict[str, Any]]:
     """Index rows of the store at ``root``, optionally only one split."""
     rows = read_table(storage.join(root, INDEX))

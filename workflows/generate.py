@@ -35,18 +35,22 @@ def load_image(path: str | Path) -> np.ndarray:
         raise GenerateError(str(exc)) from exc
 
 
-def portrait_of(image: np.ndarray, face: int | None = None) -> Any:
+def portrait_of(image: np.ndarray, face: int | None = None, framing: dict[str, Any] | None = None) -> Any:
     """:class:`~disenttalk.face.portrait.Portrait` of the chosen face (default: the largest usable one).
 
-    The crop has the framing preprocessing gives the training clips; a photo with no usable
-    face raises :class:`GenerateError` saying why.
+    The crop has the framing preprocessing gave the training clips: ``framing`` (``crop_size``,
+    ``crop_margin``: what a bundle records as ``meta["framing"]``), else preprocessing's defaults;
+    a photo with no usable face raises :class:`GenerateError` saying why.
     """
     from disenttalk.face.portrait import NoUsableFace, prepare_portrait
     from workflows.clipworker import FaceConfig
 
-    framing = FaceConfig()
+    defaults = FaceConfig()
+    framing = framing or {}
+    size = int(framing.get("crop_size", defaults.crop_size))
+    margin = float(framing.get("crop_margin", defaults.crop_margin))
     try:
-        return prepare_portrait(image, face, size=framing.crop_size, margin=framing.crop_margin)
+        return prepare_portrait(image, face, size=size, margin=margin)
     except NoUsableFace as exc:
         raise GenerateError(str(exc)) from exc
 
@@ -116,7 +120,7 @@ def run(
     except media.MediaError as exc:
         raise GenerateError(str(exc)) from exc
     photo = load_image(image)
-    portrait = portrait_of(photo, face)
+    portrait = portrait_of(photo, face, generator.bundle.meta.get("framing"))
     motion = generator.motion(speech, 16000, steps=steps, sampler=sampler, guidance=guidance,
                               eta=eta, seed=seed, controls=controls)
     frames = generator.render(motion, portrait.crop, portrait.landmarks)

@@ -116,6 +116,8 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
         "clip_seconds_mean": (
             sum(r["seconds"] for r in results if r["status"] == "ok") / len(ok) if ok else 0.0
         ),
+        # the crop the landmarks are expressed in: generation cuts portraits the same way
+        "framing": {"crop_size": cfg.face.crop_size, "crop_margin": cfg.face.crop_margin},
     }
     storage.write_text(storage.join(out, clipstore.SUMMARY), json.dumps(summary, indent=2))
     with tracking.start_run(cfg.mlflow, cfg, tags={"stage": "preprocess"}) as run_log:

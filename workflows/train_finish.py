@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workflows import storage, train_data
+from workflows import clipstore, storage, train_data
 
 if TYPE_CHECKING:
     from workflows.train_loops import Loop
@@ -59,6 +59,9 @@ def write_outputs(loop: Loop, run: Any | None) -> str:
     # the corpus statistics a bundle carries come from every training clip (loop.sampler holds
     # only this rank's share)
     data, fit = loop.config["data"], loop.config["fit"]
+    framing = clipstore.read_framing(data)
+    if framing:
+        extra["framing"] = framing
     clips = [train_data.load_clip(data, fit, r) for r in loop.config["train_rows"]]
     if loop.model.audio.frontend == "mel":  # quiet frames are found by log-mel energy
         rest = train_data.rest_expression(clips)

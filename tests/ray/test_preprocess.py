@@ -60,6 +60,7 @@ def test_records_follow_the_contract(local_store, corpus):
     pts = rec.landmarks[rec.valid]
     assert pts[..., :2].min() > -32 and pts[..., :2].max() < 256 + 32
     assert rec.extra["crop_centres"].shape == (t, 2) and rec.extra["crop_sides"].shape == (t,)
+    assert clipstore.read_framing(out) == {"crop_size": 256, "crop_margin": 0.3}  # for the bundle
     assert len(rec.audio) == round(t / rec.fps * rec.sample_rate)
     import hashlib
 

@@ -16,6 +16,7 @@ from workflows import fit as fit_stage
 
 N, K_LIP, K_EYE, N_MELS, FRAMES = 12, 4, 3, 8, 48
 SYNC_STEPS, DENOISER_STEPS, EVERY = 4, 4, 2
+FRAMING = {"crop_size": 192, "crop_margin": 0.25}  # as preprocess records it in the store summary
 
 TINY = [
     f"train.sync_steps={SYNC_STEPS}", f"train.denoiser_steps={DENOISER_STEPS}",
@@ -67,6 +68,7 @@ def write_tiny_corpus(root: Path, seed: int = 0) -> tuple[str, str]:
             expression=expression, pose=np.zeros((FRAMES, 6), np.float32),
             identity=np.zeros(3, np.float32)))
     clipstore.write_table(storage.join(data, clipstore.INDEX), rows, clipstore.INDEX_SCHEMA)
+    storage.write_text(storage.join(data, clipstore.SUMMARY), json.dumps({"framing": FRAMING}))
     RegionSplit.contiguous(N, K_LIP, K_EYE).save(Path(fit, fit_stage.REGIONS))
     MorphableModel.fit(landmark_clips[:4], n_expression=N).save(Path(fit, fit_stage.MORPHABLE))
     return data, fit
@@ -173,6 +175,7 @@ def test_bundle_generates_motion(trained):
     norm = json.loads(storage.read_text(storage.join(trained["out"], "norm.json")))
     np.testing.assert_allclose(b.norm["mean"], norm["mean"], rtol=1e-6)
     assert b.config.n_expression == N and b.morphable is not None
+    assert b.meta["framing"] == FRAMING  # generation cuts portraits as preprocessing cut the clips
     gen = Generator.from_bundle(local, window=16, prefix=4)
     t = np.arange(16000) / 16000
     motion = gen.motion((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), steps=4)

@@ -119,6 +119,20 @@ def test_generate_face_crop_keeps_its_contract(astronaut):
         face_crop(data.coffee())
 
 
+def test_generate_cuts_the_portrait_with_the_bundles_framing(astronaut):
+    from workflows.generate import portrait_of
+
+    default = portrait_of(astronaut)
+    wide = portrait_of(astronaut, framing={"crop_size": 128, "crop_margin": 0.6})
+    assert default.crop.shape == (256, 256, 3) and wide.crop.shape == (128, 128, 3)
+
+    def face_share(p):  # landmark extent over the crop side
+        return np.ptp(p.landmarks[:, 0]) / p.crop.shape[0]
+
+    # box side = face extent × (1 + 2·margin): 1.6 by default, 2.2 with margin 0.6
+    assert face_share(default) / face_share(wide) == pytest.approx(2.2 / 1.6, rel=0.05)
+
+
 def test_demo_speakers_from_a_group_photo():
     """``demo-data --portrait`` on a photo whose faces FaceMesh alone misses: the largest face."""
     from disenttalk.synth.clips import prepare_identities
