@@ -421,7 +421,7 @@ def test_blink_rate_respaces_the_corpus_blinks(bundle):
 
     def runs(c):
         edges = np.diff(np.concatenate([[0], (c > 0).astype(int), [0]]))
-        return [tuple(c[s:e]) for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))]
+        return [tuple(c[s:e]) for s, e in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True)]
 
     for rate in (0.1, 0.25, 1.0):
         out = respace_blinks(chained, 25.0, rate)
