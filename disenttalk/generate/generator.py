@@ -14,7 +14,14 @@ from torch import nn
 from disenttalk.bundle import Bundle, load_bundle, load_into
 from disenttalk.face.editors import close_lips
 from disenttalk.face.regions import REGIONS
-from disenttalk.generate.motion import Controls, Motion, chain_curves, compose_pose, pingpong, respace_blinks
+from disenttalk.generate.motion import (
+    Controls,
+    Motion,
+    chain_curves,
+    compose_pose,
+    pingpong,
+    respace_blinks,
+)
 from disenttalk.generate.stream import MotionStream, WindowPlan
 from disenttalk.model.diffusion import GaussianDiffusion, Sampler, cfg_eps, make_sampler, sample
 
