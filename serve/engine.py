@@ -115,6 +115,7 @@ class Engine:
         # Building a portrait's warp renderer (a thin-plate-spline solve) costs ~0.2 s on CPU,
         # 10x rendering a stream step's 8 frames: built once per portrait and model, reused.
         self._renderers: OrderedDict[str, Any] = OrderedDict()  # by portrait id
+        self._framed: OrderedDict[str, Portrait] = OrderedDict()  # portraits re-cut for the model
 
     # -- model ------------------------------------------------------------------------------
     def load(self, uri: str) -> dict[str, Any]:
@@ -123,6 +124,7 @@ class Engine:
         with self._lock:
             old, self.model, self.load_error = self.model, new, None
             self._renderers.clear()  # the new model may sit on another device
+            self._framed.clear()  # ... and want another crop
         if old is not None and old.workdir:
             shutil.rmtree(old.workdir, ignore_errors=True)
         return new.info
@@ -191,9 +193,29 @@ class Engine:
                 self._renderers.popitem(last=False)
         return renderer
 
+    def framed(self, model: Loaded, portrait: Portrait) -> Portrait:
+        """``portrait`` cut as ``model``'s training clips were (Portraits cuts with the default
+        framing, not knowing the model); re-cut portraits are cached like renderers."""
+        from serve.portraits import reframed
+        from workflows.clipworker import framing
+
+        want = framing(model.offline.bundle.meta.get("framing"))
+        if tuple(portrait.framing) == want:
+            return portrait
+        with self._lock:
+            found = self._framed.get(portrait.portrait_id)
+        if found is None:
+            found = reframed(portrait, want)
+            with self._lock:
+                self._framed[portrait.portrait_id] = found
+                while len(self._framed) > 32:
+                    self._framed.popitem(last=False)
+        return found
+
     def frames(self, model: Loaded, gen: Any, motion: Any, portrait: Portrait,
                crop_only: bool) -> np.ndarray:
         """Rendered crops [T,S,S,3], or pasted into the photo [T,H,W,3] (as Generator.render)."""
+        portrait = self.framed(model, portrait)
         # each portrait's own rest (Generator.portrait_rest), the same in both windows
         landmarks = gen.landmarks(motion, portrait.crop_landmarks)
         frames = self.renderer(model, portrait).render(landmarks)

@@ -31,6 +31,7 @@ class Portrait:
     transform: Any = field(repr=False)  # CropTransform for one frame (crop ↔ photo)
     face: int  # index of the animated face in ``faces``
     faces: list[dict]  # every face found: box (x, y, w, h), score, usable, problem
+    framing: tuple[int, float]  # (crop size, margin) the crop was cut with
 
     @property
     def face_box(self) -> list[int]:
@@ -52,21 +53,33 @@ def content_id(data: bytes, face: int | None = None) -> str:
     return digest.hexdigest()
 
 
-def find_face(image: np.ndarray, face: int | None = None) -> Any:
-    """``disenttalk.face.portrait.Portrait`` of the chosen face; 422 with the reason if none is usable."""
+def find_face(image: np.ndarray, face: int | None = None, framing: tuple[int, float] | None = None) -> Any:
+    """``disenttalk.face.portrait.Portrait`` of the chosen face, cut with ``framing`` (crop size,
+    margin; default: preprocessing's); 422 with the reason if none is usable."""
     from disenttalk.face.portrait import NoUsableFace, prepare_portrait
-    from workflows.clipworker import FaceConfig
+    from workflows.clipworker import framing as default_framing
 
-    framing = FaceConfig()  # the crop preprocessing gives the training clips
+    size, margin = framing or default_framing()
     try:
-        return prepare_portrait(image, face, size=framing.crop_size, margin=framing.crop_margin)
+        return prepare_portrait(image, face, size=size, margin=margin)
     except NoUsableFace as exc:
         raise ApiError(422, REASONS.get(exc.reason, "no_face"), str(exc)) from None
 
 
-def prepare(portrait_id: str, photo: np.ndarray, face: int | None = None) -> Portrait:
-    """Find, check and crop the face of ``photo``."""
-    found = find_face(photo, face)
+def prepare(portrait_id: str, photo: np.ndarray, face: int | None = None,
+            framing: tuple[int, float] | None = None) -> Portrait:
+    """Find, check and crop the face of ``photo`` (``framing`` as in :func:`find_face`)."""
+    from workflows.clipworker import framing as default_framing
+
+    framing = framing or default_framing()
+    found = find_face(photo, face, framing)
     return Portrait(portrait_id=portrait_id, photo=photo, crop=found.crop,
                     crop_landmarks=np.asarray(found.landmarks, np.float32), transform=found.transform,
-                    face=found.index, faces=[f.to_dict() for f in found.faces])
+                    face=found.index, faces=[f.to_dict() for f in found.faces], framing=framing)
+
+
+def reframed(portrait: Portrait, framing: tuple[int, float]) -> Portrait:
+    """``portrait`` cut again with another model's ``framing`` (same face), under its own id."""
+    if tuple(portrait.framing) == tuple(framing):
+        return portrait
+    return prepare(f"{portrait.portrait_id}:{framing[0]}:{framing[1]}", portrait.photo, portrait.face, framing)

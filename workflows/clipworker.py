@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,14 @@ class FaceConfig(StrictConfig):
     crop_margin: float = Field(0.3, ge=0)  # box side = landmark extent × (1 + 2·margin)
     crop_smooth: float = Field(4.0, ge=0)  # Gaussian σ in frames for box centre and side
     min_confidence: float = Field(0.5, ge=0, le=1)
+
+
+def framing(recorded: Mapping[str, Any] | None = None) -> tuple[int, float]:
+    """(crop size, crop margin) of the face crop: as a bundle records it (``meta["framing"]``,
+    from the store it was trained on), else preprocessing's defaults."""
+    defaults, recorded = FaceConfig(), recorded or {}
+    return (int(recorded.get("crop_size", defaults.crop_size)),
+            float(recorded.get("crop_margin", defaults.crop_margin)))
 
 
 class PreprocessConfig(StrictConfig):

@@ -43,12 +43,9 @@ def portrait_of(image: np.ndarray, face: int | None = None, framing: dict[str, A
     a photo with no usable face raises :class:`GenerateError` saying why.
     """
     from disenttalk.face.portrait import NoUsableFace, prepare_portrait
-    from workflows.clipworker import FaceConfig
+    from workflows.clipworker import framing as crop_framing
 
-    defaults = FaceConfig()
-    framing = framing or {}
-    size = int(framing.get("crop_size", defaults.crop_size))
-    margin = float(framing.get("crop_margin", defaults.crop_margin))
+    size, margin = crop_framing(framing)
     try:
         return prepare_portrait(image, face, size=size, margin=margin)
     except NoUsableFace as exc:

@@ -28,3 +28,28 @@ def test_cached_renderer_matches_generator_render(tiny_bundle, astronaut, speech
                     frame_shape=tr.frame_shape)
     reference = full.paste(np.repeat(astronaut[None], t, 0), expected)
     assert np.abs(pasted.astype(int) - reference).max() <= 1
+
+
+def test_portraits_are_cut_as_the_models_training_clips_were(tiny_bundle, astronaut, speech, tmp_path):
+    import shutil
+
+    from disenttalk.bundle import update_meta
+    from serve.config import ServeConfig
+    from serve.engine import Engine
+    from serve.portraits import prepare
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    update_meta(bundle, framing={"crop_size": 128, "crop_margin": 0.4})
+    engine = Engine(ServeConfig())
+    engine.load(str(bundle))
+    model = engine.current()
+    portrait = prepare("1" * 64, astronaut)  # what the Portraits deployment cuts, model unknown
+    assert portrait.crop.shape == (256, 256, 3)
+    framed = engine.framed(model, portrait)
+    assert framed.crop.shape == (128, 128, 3) and framed.framing == (128, 0.4)
+    assert engine.framed(model, portrait) is framed  # cut once
+    motion = model.offline.motion(speech[: SR // 2], SR, steps=2)
+    crops = engine.frames(model, model.offline, motion, portrait, True)
+    np.testing.assert_array_equal(crops, model.offline.render(motion, framed.crop, framed.crop_landmarks))
+    assert engine.frames(model, model.offline, motion, portrait, False).shape[1:] == (512, 512, 3)
