@@ -8,6 +8,7 @@ so a reader never sees a half-written file.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -96,8 +97,21 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return audio
 
 
-def read_video(path: str | Path, with_audio: bool = True) -> Video:
-    """Decode all frames (decord) and, if present, the audio track (PyAV, 16 kHz mono)."""
+def resample_indices(n: int, source_fps: float, fps: float) -> np.ndarray:
+    """Source frame indices [T'] for a video of ``n`` frames at ``source_fps`` shown at ``fps``:
+    the frame on screen at each output time k / fps (frames repeat or drop; no blending)."""
+    duration = n / source_fps
+    count = max(int(math.floor(duration * fps + 1e-6)), 1)
+    return np.minimum(np.floor(np.arange(count) * source_fps / fps + 1e-6).astype(np.int64), n - 1)
+
+
+def read_video(path: str | Path, with_audio: bool = True, fps: float | None = None) -> Video:
+    """Decode the frames (decord) and, if present, the audio track (PyAV, 16 kHz mono).
+
+    ``fps``: resample to this frame rate (e.g. the model's 25 fps for a 30 or 29.97 fps source)
+    by picking, for each output time, the source frame on screen then; only those are decoded.
+    Frames come upright: decord applies rotation metadata (phone videos).
+    """
     path = Path(path)
     # Probe with PyAV first: it gives clean errors for non-video files, where decord is terse.
     with _open_input(path) as container:
@@ -110,15 +124,18 @@ def read_video(path: str | Path, with_audio: bool = True) -> Video:
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         n = len(reader)
-        fps = float(reader.get_avg_fps())
-        frames = reader.get_batch(list(range(n))).asnumpy() if n else None
+        source_fps = float(reader.get_avg_fps())
+        if n and (not np.isfinite(source_fps) or source_fps <= 0):
+            raise MediaError(f"{path}: video stream has no frame rate")
+        resample = n and fps is not None and abs(source_fps - fps) > 1e-3
+        indices = resample_indices(n, source_fps, fps) if resample else np.arange(n)
+        frames = reader.get_batch(indices.tolist()).asnumpy() if n else None
     except decord.DECORDError as exc:  # type: ignore[attr-defined]
         raise MediaError(f"{path}: video decoding failed ({exc})") from exc
     if frames is None or len(frames) == 0:
         raise MediaError(f"{path}: video stream has no frames")
-    if not np.isfinite(fps) or fps <= 0:
-        raise MediaError(f"{path}: video stream has no frame rate")
-    return Video(frames=np.ascontiguousarray(frames, dtype=np.uint8), fps=fps, audio=audio)
+    return Video(frames=np.ascontiguousarray(frames, dtype=np.uint8),
+                 fps=float(fps) if resample else source_fps, audio=audio)
 
 
 def read_image(path: str | Path) -> np.ndarray:

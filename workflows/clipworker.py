@@ -162,8 +162,8 @@ class ClipProcessor:
 
         flt = self.cfg.filters
         try:
-            with storage.local_copy(row["uri"], data) as path:
-                video = read_video(path)
+            with storage.local_copy(row["uri"], data) as path:  # at the model's frame rate
+                video = read_video(path, fps=self.cfg.audio.fps)
         except MediaError as exc:
             raise Reject("unreadable", str(exc)) from exc
         frames, fps = video.frames, video.fps  # [T,H,W,3], Hz

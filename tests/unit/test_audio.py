@@ -128,3 +128,24 @@ def test_preprocess_actor_without_an_audio_frontend_fails_instead_of_storing_no_
     missing = PreprocessConfig.from_dict({"audio": {"frontend": "hubert", "hubert_model": str(tmp_path / "none")}})
     with pytest.raises(OSError):  # HuBERT weights that are not there
         ClipProcessor(missing.to_json(), str(tmp_path), frozenset())
+
+
+@pytest.mark.parametrize("source_fps", [30.0, 25.0])
+def test_preprocess_stores_clips_at_the_models_frame_rate(tmp_path, astronaut, source_fps):
+    from skimage.transform import resize
+
+    from disenttalk import media
+    from workflows.clipworker import ClipProcessor, PreprocessConfig
+
+    face = (resize(astronaut[0:300, 100:400], (160, 160)) * 255).astype(np.uint8)
+    n = int(round(1.6 * source_fps))
+    frames = np.stack([np.roll(face, int(4 * np.sin(i / 5)), axis=0) for i in range(n)])
+    t = np.arange(int(1.6 * 44100)) / 44100  # 44.1 kHz audio, resampled to 16 kHz on reading
+    path = tmp_path / "clip.mp4"
+    media.write_video(path, frames, source_fps, audio=(0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32),
+                      sample_rate=44100)
+    processor = ClipProcessor(PreprocessConfig().to_json(), str(tmp_path / "store"), frozenset())
+    record = processor.build({"clip_id": "c", "uri": str(path)}, path.read_bytes(), "0" * 64)
+    assert record.fps == 25.0 and record.num_frames == 40  # 1.6 s at 25 fps, whatever the source
+    assert record.features.shape[0] == 40 and record.sample_rate == 16000
+    assert len(record.audio) == 40 * 640 and record.valid.mean() > 0.9

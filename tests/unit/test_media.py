@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from skimage.transform import resize
 
+from disenttalk import media
 from disenttalk.media import MediaError, Video, read_audio, read_video, write_audio, write_video
 
 
@@ -150,3 +151,36 @@ def test_read_image_turns_a_phone_photo_upright(tmp_path):
     image = read_image(path)
     assert image.shape == (40, 30, 3)
     assert image[:10].mean() > 200 and image[15:].mean() < 50
+
+
+@pytest.mark.parametrize("source_fps", [30.0, 30000 / 1001, 50.0, 25.0])
+def test_read_video_resamples_to_the_models_frame_rate(tmp_path, source_fps):
+    n = int(round(2.0 * source_fps))  # two seconds; frame i is grey level 4·i (mod 256)
+    frames = np.zeros((n, 32, 32, 3), np.uint8)
+    for i in range(n):
+        frames[i] = (4 * i) % 256
+    path = tmp_path / "clip.mp4"
+    media.write_video(path, frames, source_fps)
+    video = media.read_video(path, with_audio=False, fps=25.0)
+    assert video.fps == 25.0 and len(video.frames) == 50
+    # output frame k shows the source frame on screen at k / 25 s
+    expected = (4 * np.floor(np.arange(50) * source_fps / 25 + 1e-6)) % 256
+    np.testing.assert_allclose(video.frames[:, 16, 16, 0], expected, atol=6)
+    assert media.read_video(path, with_audio=False).fps == pytest.approx(source_fps, rel=1e-3)
+
+
+def test_read_video_comes_upright_from_rotation_metadata(tmp_path):
+    import struct
+
+    frames = np.zeros((5, 32, 64, 3), np.uint8)
+    frames[:, :, :32] = 255  # white left half, landscape 64×32
+    path = tmp_path / "phone.mp4"
+    media.write_video(path, frames, 25.0)
+    data = bytearray(path.read_bytes())
+    # a phone's display matrix (rotate 90°) in the video track header, pixels untouched
+    at = data.find(b"tkhd") + 4 + 4 + 4 * 5 + 8 + 8
+    data[at : at + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+    upright = media.read_video(path, with_audio=False).frames
+    assert upright.shape == (5, 64, 32, 3)  # portrait: rotated as players show it
+    assert upright[0, :28, :, 0].mean() > 200 and upright[0, 36:, :, 0].mean() < 50  # white on top
