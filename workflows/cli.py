@@ -18,6 +18,7 @@ from workflows import (
     fit,
     generate,
     inspect,
+    manifest,
     preprocess,
     quickstart,
     register,
@@ -35,6 +36,7 @@ app.add_typer(bench.app, name="bench")
 
 # Stage commands are registered below, one line each.
 app.command("inspect")(inspect.inspect)
+app.command("manifest")(manifest.cli)
 app.command("preprocess")(preprocess.cli)
 app.command("fit")(fit.cli)
 app.command("train")(train.cli)
