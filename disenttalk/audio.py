@@ -35,7 +35,8 @@ def resample(audio: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarra
 class AudioFrontend(ABC):
     """Callable: audio [S] or [B,S] at ``sample_rate`` → features [T,F] or [B,T,F] at ``cfg.fps``."""
 
-    def __init__(self, cfg: AudioConfig):
+    def __init__(self, cfg: AudioConfig, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
         if cfg.hop_length * FEATURE_RATE != cfg.sample_rate or FEATURE_RATE % cfg.fps:
             raise ValueError("hop_length must be sample_rate / 50 (a 20 ms hop); fps must divide 50")
         self.cfg = cfg
@@ -69,17 +70,17 @@ class AudioFrontend(ABC):
         length = num_frames * self.samples_per_frame
         audio = np.pad(audio[:, :length], ((0, 0), (0, max(0, length - audio.shape[1]))))
         with torch.no_grad():
-            feats = self._features(torch.from_numpy(audio))  # [B, stack·T, F/stack]
+            feats = self._features(torch.from_numpy(audio).to(self.device))  # [B, stack·T, F/stack]
         feats = feats[:, : self.stack * num_frames]
-        out = feats.reshape(feats.shape[0], num_frames, -1).numpy().astype(np.float32)
+        out = feats.reshape(feats.shape[0], num_frames, -1).cpu().numpy().astype(np.float32)
         return out if batched else out[0]
 
 
 class MelFrontend(AudioFrontend):
     """Log-mel spectrogram: 25 ms Hann window, 20 ms hop, ``n_mels`` Slaney mel bands."""
 
-    def __init__(self, cfg: AudioConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: AudioConfig, device: str | torch.device = "cpu"):
+        super().__init__(cfg, device)
         from transformers.audio_utils import mel_filter_bank
 
         bank = mel_filter_bank(
@@ -87,8 +88,8 @@ class MelFrontend(AudioFrontend):
             max_frequency=cfg.sample_rate / 2, sampling_rate=cfg.sample_rate, norm="slaney",
             mel_scale="slaney",
         )
-        self.bank = torch.from_numpy(bank.astype(np.float32))  # [n_fft/2+1, n_mels]
-        self.window = torch.hann_window(cfg.win_length)
+        self.bank = torch.from_numpy(bank.astype(np.float32)).to(self.device)  # [n_fft/2+1, n_mels]
+        self.window = torch.hann_window(cfg.win_length, device=self.device)
 
     @property
     def feature_dim(self) -> int:
@@ -112,15 +113,15 @@ class MelFrontend(AudioFrontend):
 class HubertFrontend(AudioFrontend):
     """Hidden states of layer ``hubert_layer`` of a ``transformers`` HuBERT model (50 Hz)."""
 
-    def __init__(self, cfg: AudioConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: AudioConfig, device: str | torch.device = "cpu"):
+        super().__init__(cfg, device)
         from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
         if cfg.sample_rate != 16000:
             raise ValueError("HuBERT expects 16 kHz input; set audio.sample_rate=16000")
         local_only = not cfg.allow_download
         self.model = HubertModel.from_pretrained(cfg.hubert_model, local_files_only=local_only)
-        self.model.eval()
+        self.model.eval().to(self.device)
         try:  # the checkpoint's own input normalisation, if it ships a preprocessor config
             extractor = Wav2Vec2FeatureExtractor.from_pretrained(
                 cfg.hubert_model, local_files_only=local_only)
@@ -150,8 +151,19 @@ class HubertFrontend(AudioFrontend):
         return states[:, :wanted]
 
 
-def make_frontend(cfg: AudioConfig) -> AudioFrontend:
-    """The frontend named by ``cfg.frontend``."""
+def make_frontend(cfg: AudioConfig, device: str | torch.device = "cpu") -> AudioFrontend:
+    """The frontend named by ``cfg.frontend``, computing on ``device`` (features come back as
+    numpy on the host either way)."""
     if cfg.frontend == "mel":
-        return MelFrontend(cfg)
-    return HubertFrontend(cfg)
+        return MelFrontend(cfg, device)
+    return HubertFrontend(cfg, device)
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None) → CUDA when a GPU is visible, else CPU; any other torch device name as is."""
+    if spec is None or str(spec) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r}: no CUDA device is visible here")
+    return device

@@ -92,6 +92,7 @@ def run(
     face: int | None = None,
     blinks: bool | None = None,
     blink_rate: float | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Write ``out`` (mp4 with the audio); returns a summary dict."""
     from disenttalk import media
@@ -99,7 +100,7 @@ def run(
     from workflows.register import resolve_bundle
 
     start = time.perf_counter()
-    generator = Generator.from_bundle(resolve_bundle(model))
+    generator = Generator.from_bundle(resolve_bundle(model), device=device)
     morphable = generator.bundle.morphable
     eyes: Any = "generate"
     pose: Any = "still"
@@ -158,6 +159,7 @@ def cli(
                                             "training corpus's own rate)."),
     pose_from: str | None = typer.Option(None, help="Reference video whose head motion is applied."),
     crop_only: bool = typer.Option(False, help="Write the 256x256 face crop instead of pasting it back."),
+    device: str = typer.Option("auto", help="auto (CUDA when a GPU is visible) | cpu | cuda | cuda:N."),
     face: int | None = typer.Option(None, help="Which face to animate, counted from 0 left to right "
                                     "(the answer lists them); default: the largest."),
 ) -> None:
@@ -168,7 +170,7 @@ def cli(
         result = run(model, audio, image, out, steps=steps, sampler=sampler, guidance=guidance,
                      eta=eta, seed=seed, lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
                      eyes_from=eyes_from, pose_from=pose_from, crop_only=crop_only, face=face,
-                     blinks=blinks, blink_rate=blink_rate)
+                     blinks=blinks, blink_rate=blink_rate, device=device)
     except (GenerateError, MediaError, FileNotFoundError, ValueError) as exc:
         typer.echo(f"disenttalk generate: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from disenttalk.audio import resolve_device
 from disenttalk.bundle import Bundle, load_bundle, load_into
 from disenttalk.face.editors import close_lips
 from disenttalk.face.regions import REGIONS
@@ -63,7 +64,7 @@ class Settings:
 class Generator:
     """Turns audio into expression/pose motion with a trained bundle, and motion into video."""
 
-    def __init__(self, bundle: Bundle, *, device: str | torch.device = "cpu", window: int = 160,
+    def __init__(self, bundle: Bundle, *, device: str | torch.device | None = "cpu", window: int = 160,
                  prefix: int = 20, context: int = 25, margin: int = 2, first_hop: int | None = None,
                  frontend: Any = None, denoiser: nn.Module | None = None,
                  motion_reference: str | None = None) -> None:
@@ -76,13 +77,13 @@ class Generator:
         if not 0 <= prefix < window:
             raise ValueError("need 0 <= prefix < window")
         self.bundle, cfg = bundle, bundle.config
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.split = bundle.split
         self.fps = cfg.audio.fps
         if frontend is None:
             from disenttalk.audio import make_frontend
 
-            frontend = make_frontend(cfg.audio)
+            frontend = make_frontend(cfg.audio, self.device)
         self.frontend = frontend
         if denoiser is None:
             from disenttalk.model.denoiser import Denoiser

@@ -77,11 +77,12 @@ def sample_sync_pairs(lip: torch.Tensor, audio: torch.Tensor, expert: SyncExpert
     frames = torch.arange(w)
 
     def gather(x: torch.Tensor, c: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return x[c[:, None], p[:, None] + frames]  # [M,W,C]
+        # indices are drawn on the CPU generator; they index on the data's device
+        return x[c[:, None].to(x.device), (p[:, None] + frames).to(x.device)]  # [M,W,C]
 
     a = gather(audio, clip, pos)
     lips = torch.cat([gather(lip, clip, pos), gather(lip, neg_clip, neg_pos)])
-    y = torch.cat([torch.ones(m), torch.zeros(m)]).to(audio.dtype)
+    y = torch.cat([torch.ones(m), torch.zeros(m)]).to(audio)  # labels on the data's device
     return torch.cat([a, a]), lips, y
 
 
@@ -117,7 +118,7 @@ def sync_eval_step(expert: SyncExpert, batch: Batch, generator: torch.Generator,
     return {
         "loss": float(sync_bce(a_emb, m_emb, y)),
         "acc": float(((p > 0.5).to(y.dtype) == y).float().mean()),
-        "auc": roc_auc(p.numpy(), y.numpy()),
+        "auc": roc_auc(p.cpu().numpy(), y.cpu().numpy()),
         "cos_pos": float(cos[y == 1].mean()),
         "cos_neg": float(cos[y == 0].mean()),
     }
