@@ -33,7 +33,14 @@ def resample(audio: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarra
 
 
 class AudioFrontend(ABC):
-    """Callable: audio [S] or [B,S] at ``sample_rate`` → features [T,F] or [B,T,F] at ``cfg.fps``."""
+    """Callable: audio [S] or [B,S] at ``sample_rate`` → features [T,F] or [B,T,F] at ``cfg.fps``.
+
+    ``local``: a frame's features depend only on audio near it (a spectrogram), so features of a
+    slice equal those of the whole clip away from the slice's borders; a transformer (HuBERT)
+    attends over everything it is given, so they do not.
+    """
+
+    local = True
 
     def __init__(self, cfg: AudioConfig, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -112,6 +119,8 @@ class MelFrontend(AudioFrontend):
 
 class HubertFrontend(AudioFrontend):
     """Hidden states of layer ``hubert_layer`` of a ``transformers`` HuBERT model (50 Hz)."""
+
+    local = False
 
     def __init__(self, cfg: AudioConfig, device: str | torch.device = "cpu"):
         super().__init__(cfg, device)

@@ -155,9 +155,15 @@ class Generator:
     def motion(self, audio: np.ndarray, sample_rate: int = 16000, **kwargs: Any) -> Motion:
         """Motion for the whole audio (any length); keywords as in :meth:`open_stream`.
 
-        ``steps`` defaults to 10 (quadratic spacing) for DDIM and all T for DDPM.
+        ``steps`` defaults to 10 (quadratic spacing) for DDIM and all T for DDPM. With a frontend
+        that is not ``local`` (HuBERT) the features are those of the whole audio, computed once
+        exactly as preprocessing computed the training clips'; a stream (which cannot wait for
+        the whole audio) computes them per window, so it approximates this motion.
         """
         stream = self.open_stream(sample_rate, **kwargs)
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if not getattr(self.frontend, "local", True) and len(audio):
+            stream.whole = self.features(audio, sample_rate, self.frontend.num_frames(len(audio), sample_rate))
         chunks = stream.push(audio) + stream.flush()
         if not chunks:
             n = self.split.num_dims

@@ -86,6 +86,7 @@ class MotionStream:
         self._index = 0  # next window
         self._tail: torch.Tensor | None = None  # last ≤ prefix generated frames, normalised [P,N]
         self._done = False
+        self.whole: torch.Tensor | None = None  # features of the whole audio [T,F], when known
 
     def _sample(self, frame: int) -> int:
         return round(frame * self.sample_rate / self.fps)
@@ -123,8 +124,10 @@ class MotionStream:
         a0, a1 = plan.audio_frames(i, total)
         lo, hi = self._sample(a0) - self._offset, self._sample(a1) - self._offset
         audio = self._audio[lo:hi] if total is None else self._audio[lo:]
-        # the margin frames are computed and dropped: they keep the STFT's end padding away
-        feats = self.gen.features(audio, self.sample_rate, a1 - a0)[span_start - a0:gen_end - a0]
+        if self.whole is not None:  # offline with a non-local frontend: the clip's own features
+            feats = self.whole[span_start:gen_end]
+        else:  # the margin frames are computed and dropped: they keep the STFT's end padding away
+            feats = self.gen.features(audio, self.sample_rate, a1 - a0)[span_start - a0:gen_end - a0]
         prefix = None if self._tail is None else self._tail[len(self._tail) - (new_start - span_start):]
         x = self.gen.window(i, feats, prefix, span_start, self.settings)  # [gen_end-span_start, N]
         kept = x[new_start - span_start:new_end - span_start]

@@ -149,3 +149,50 @@ def test_preprocess_stores_clips_at_the_models_frame_rate(tmp_path, astronaut, s
     assert record.fps == 25.0 and record.num_frames == 40  # 1.6 s at 25 fps, whatever the source
     assert record.features.shape[0] == 40 and record.sample_rate == 16000
     assert len(record.audio) == 40 * 640 and record.valid.mean() > 0.9
+
+
+def test_generation_uses_the_hubert_features_preprocessing_stored(tmp_path, astronaut, tiny_hubert, monkeypatch):
+    """HuBERT attends over the whole clip: offline generation feeds the denoiser the features of the
+    whole audio, exactly what preprocessing stored for training, not per-window ones."""
+    from skimage.transform import resize
+
+    from disenttalk import media
+    from disenttalk.bundle import Bundle
+    from disenttalk.face.regions import RegionSplit
+    from disenttalk.generate.generator import Generator
+    from disenttalk.model.config import ModelConfig
+    from disenttalk.model.denoiser import Denoiser
+    from workflows.clipworker import ClipProcessor, PreprocessConfig
+
+    audio_cfg = {"frontend": "hubert", "hubert_model": str(tiny_hubert), "hubert_layer": 2}
+    face = (resize(astronaut[0:300, 100:400], (160, 160)) * 255).astype(np.uint8)
+    frames = np.stack([np.roll(face, int(4 * np.sin(i / 5)), axis=0) for i in range(100)])  # 4 s
+    rng = np.random.default_rng(0)
+    speech = (0.2 * rng.standard_normal(64000) * (0.5 + 0.5 * np.sin(np.arange(64000) / 900))).astype(np.float32)
+    path = tmp_path / "clip.mp4"
+    media.write_video(path, frames, 25.0, audio=speech, sample_rate=16000)
+    cfg = PreprocessConfig.from_dict({"audio": audio_cfg})
+    record = ClipProcessor(cfg.to_json(), str(tmp_path / "store"), frozenset()).build(
+        {"clip_id": "c", "uri": str(path)}, path.read_bytes(), "0" * 64)
+
+    split = RegionSplit.contiguous(10, k_lip=3, k_eye=2)
+    model = ModelConfig.from_dict({"denoiser": {"dim": 16, "num_blocks": 2, "heads": 2}, "n_expression": 10,
+                                   "k_lip": 3, "k_eye": 2, "audio": audio_cfg})
+    state = Denoiser(model.denoiser, split, record.features.shape[1]).state_dict()
+    bundle = Bundle(path=None, config=model, split=split, norm={"mean": np.zeros(10, np.float32),
+                    "std": np.ones(10, np.float32)}, expert_state={}, denoiser_state=state, meta={})
+    gen = Generator(bundle, window=40, prefix=8)  # several windows over the 100 frames
+    seen, window = [], gen.window
+
+    def spy(index, feats, prefix, start, settings):
+        seen.append((start, feats.cpu().numpy()))
+        return window(index, feats, prefix, start, settings)
+
+    monkeypatch.setattr(gen, "window", spy)
+    gen.motion(record.audio, record.sample_rate, steps=2)
+    assert len(seen) > 2
+    for start, feats in seen:
+        np.testing.assert_allclose(feats, record.features[start:start + len(feats)], rtol=1e-5, atol=1e-5)
+    # per-window features of a transformer differ from the clip's: why offline takes the whole
+    part = gen.frontend(record.audio[: 40 * 640], 16000, num_frames=40)
+    assert not np.allclose(part, record.features[:40], atol=1e-3)
