@@ -56,6 +56,8 @@ class SamplerSearchConfig(StrictConfig):
     lmd_tolerance: float = Field(0.05, ge=0)  # settings within this fraction of the best lmd compete
     storage_path: str | None = None  # Ray Tune results (local or s3://); None = <workspace>/ray_results
     cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # the generator's: CUDA when the trial has a GPU
     ray: RayConfig = RayConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
@@ -82,7 +84,7 @@ def score_setting(config: dict[str, Any]) -> dict[str, float]:
     from workflows.evaluate import EvaluateConfig, clip_seed, tracked_reference
 
     torch.set_num_threads(max(1, int(config["threads"])))
-    gen = Generator.from_bundle(config["bundle"])
+    gen = Generator.from_bundle(config["bundle"], device=config.get("device", "auto"))
     ref_cfg = EvaluateConfig(reference=config["reference"])
     blinks = truth_blinks = seconds = 0.0
     lmds = []
@@ -153,11 +155,11 @@ def run(cfg: SamplerSearchConfig, bundle: str, data: str, corpus: str | None = N
                      "guidance": tune.grid_search(list(cfg.guidances)),
                      "bundle": str(folder.resolve()), "data": data, "rows": rows,
                      "seeds": list(cfg.seeds), "steps": cfg.steps, "spacing": cfg.spacing,
-                     "threads": cfg.cpus_per_trial,
+                     "threads": cfg.cpus_per_trial, "device": cfg.device,
                      "reference": cfg.reference, "info": {r["clip_id"]: info.get(r["clip_id"], {})
                                                           for r in rows}}
             tuner = tune.Tuner(
-                tune.with_resources(_trial, {"cpu": cfg.cpus_per_trial}),
+                tune.with_resources(_trial, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}),
                 param_space=space,
                 tune_config=tune.TuneConfig(),
                 run_config=tune.RunConfig(name=f"sampler-{folder.name}", verbose=0,

@@ -88,6 +88,8 @@ class EvaluateConfig(StrictConfig):
     cpbd_stride: int = Field(5, gt=0)  # CPBD on every n-th frame
     image_stride: int = Field(5, gt=0)  # PSNR/SSIM on every n-th frame
     num_cpus_per_clip: float = Field(1.0, gt=0)
+    num_gpus_per_clip: float = Field(0.0, ge=0)  # e.g. 0.25: four clips share a GPU
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # the generator's: CUDA when the task has a GPU
     evaluator: EvaluatorConfig = EvaluatorConfig()
     ray: RayConfig = RayConfig()
     mlflow: MlflowConfig = MlflowConfig()
@@ -208,7 +210,7 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
 
     cfg = EvaluateConfig.from_json(cfg_json)
     rec = clipstore.read_record(data, row)
-    gen = Generator.from_bundle(bundle_dir)
+    gen = Generator.from_bundle(bundle_dir, device=cfg.device)
     bundle = gen.bundle
     evaluator = load_evaluator(expert_dir)
     with storage.local_copy(rec.source_uri) as path:
@@ -414,7 +416,7 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
             expert_dir = evaluator_dir(data, out, bundle_dir, cfg, work)
             info = corpus_info(corpus)
             rows = {r["clip_id"]: r for split in cfg.splits for r in groups.get(split, [])}
-            task = ray.remote(num_cpus=cfg.num_cpus_per_clip)(evaluate_clip)
+            task = ray.remote(num_cpus=cfg.num_cpus_per_clip, num_gpus=cfg.num_gpus_per_clip)(evaluate_clip)
             # Bundle and evaluator travel as local paths: same machine here; on a cluster the
             # data and output URIs are shared storage and each worker resolves its own copy.
             refs = [task.remote(row, data, str(bundle_dir), str(expert_dir), cfg.to_json(),

@@ -9,9 +9,13 @@ class DisentTalkPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc: rows of ``audio`` (float samples) + ``sample_rate`` → expression/pose motion."""
 
     def load_context(self, context):
+        import os
+
         from disenttalk.generate import Generator
 
-        self.generator = Generator.from_bundle(context.artifacts["bundle"])
+        # DISENTTALK_DEVICE: auto (CUDA when visible) | cpu | cuda[:N]
+        self.generator = Generator.from_bundle(context.artifacts["bundle"],
+                                               device=os.environ.get("DISENTTALK_DEVICE", "auto"))
 
     def predict(self, context, model_input, params=None):
         import numpy as np
@@ -25,7 +29,7 @@ class DisentTalkPyfunc(mlflow.pyfunc.PythonModel):
             motion = self.generator.motion(
                 audio,
                 int(row.get("sample_rate", 16000)),
-                steps=int(params.get("steps", 25)),
+                steps=int(params["steps"]) if params.get("steps") else None,  # default DDIM-10
                 guidance=params.get("guidance"),
                 seed=int(params.get("seed", 0)),
             )
