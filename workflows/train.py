@@ -20,7 +20,6 @@ Also a Ray job entrypoint: ``python -m workflows.train --data URI --fit URI --ou
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,10 +35,6 @@ from workflows import storage
 from workflows.common import default_config_path, format_summary, user_errors
 from workflows.raycluster import RayConfig
 from workflows.tracking import MlflowConfig
-
-# Test hook: when set to a file path, rank 0 exits hard once (guarded by that file) right
-# after its first checkpoint is committed, so the failure/resume path runs for real.
-FAIL_ONCE_ENV = "DISENTTALK_TRAIN_FAIL_ONCE"
 
 
 class ScalingSection(StrictConfig):
@@ -134,8 +129,6 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
     env = forwarded_env()
     if cfg.mlflow.enabled:  # workers log to the same store the driver would use
         env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
-    if os.environ.get(FAIL_ONCE_ENV):
-        env[FAIL_ONCE_ENV] = os.environ[FAIL_ONCE_ENV]
 
     loop_config = {
         "stage": cfg.to_dict(),

@@ -10,7 +10,6 @@ the stage config JSON beside them). Rank 0 alone talks to MLflow and writes the 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -234,7 +233,6 @@ class Loop:
                                     self.effective.to_json())
                     ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory),
                                      checkpoint_dir_name=f"{phase}-{step + 1:07d}")
-                _maybe_fail_once()
             else:
                 ray.train.report(report)
 
@@ -354,23 +352,6 @@ def _world_mean(value: float, device: torch.device) -> float:
 def _mean_dicts(items: list[dict[str, float]]) -> dict[str, float]:
     keys = [k for k in items[0] if isinstance(items[0][k], (int, float))] if items else []
     return {k: float(np.mean([d[k] for d in items])) for k in keys}
-
-
-def _maybe_fail_once() -> None:
-    """The failure test hook (see ``workflows.train.FAIL_ONCE_ENV``)."""
-    import ray.train
-    from ray.train import CheckpointConsistencyMode
-
-    from workflows.train import FAIL_ONCE_ENV
-
-    marker = os.environ.get(FAIL_ONCE_ENV)
-    if not marker or Path(marker).exists():
-        return
-    # The controller registers reports asynchronously; wait until this checkpoint is
-    # committed, so the restart has something to resume from, then die without cleanup.
-    ray.train.get_all_reported_checkpoints(CheckpointConsistencyMode.COMMITTED, timeout_s=60)
-    Path(marker).write_text("failed once\n")
-    os._exit(1)
 
 
 class _Tracker:
