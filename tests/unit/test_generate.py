@@ -134,6 +134,29 @@ def test_streaming_equals_offline(bundle):
     assert np.array_equal(streamed.expression, offline.expression)
 
 
+def test_streaming_equals_offline_with_the_real_denoiser(bundle):
+    """The same with the trained network's architecture (random weights) and the mel frontend:
+    window borders, prefixes and look-ahead cut the same slices in both modes."""
+    import dataclasses
+
+    from disenttalk.model.denoiser import Denoiser
+
+    cfg = bundle.config.model_copy(update={"denoiser": bundle.config.denoiser.model_copy(
+        update={"look_ahead": 2})})
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        state = Denoiser(cfg.denoiser, SPLIT, 2 * cfg.audio.n_mels).state_dict()
+    real = dataclasses.replace(bundle, config=cfg, denoiser_state=state)
+    gen = Generator(real, window=40, prefix=8, first_hop=10)
+    audio = speech_like(6.1, seed=2)
+    offline = gen.motion(audio, SR, steps=3, seed=7)
+    cuts = np.sort(np.random.default_rng(1).choice(len(audio), size=25, replace=False))
+    streamed = Motion.concat(list(gen.stream(np.split(audio, cuts), SR, steps=3, seed=7)))
+    assert len(streamed) == len(offline) == int(np.ceil(6.1 * FPS))
+    np.testing.assert_array_equal(streamed.expression, offline.expression)
+    assert np.abs(np.diff(offline.expression, axis=0)).max() > 0  # it does move
+
+
 def test_stream_latency_is_one_hop(bundle):
     gen = make_gen(bundle, window=30, prefix=8)
     stream = gen.open_stream(SR, steps=2, seed=0)
