@@ -188,7 +188,7 @@ def fill_gaps(x: np.ndarray) -> np.ndarray:
     return x[idx]
 
 
-def lip_params(landmarks: np.ndarray, morphable: Any, split: Any, norm: dict) -> np.ndarray | None:
+def landmark_lips(landmarks: np.ndarray, morphable: Any, split: Any, norm: dict) -> np.ndarray | None:
     """Normalised lip expression parameters [T,K_lip] of landmarks [T,478,3] (gaps filled); None without a face."""
     if not np.isfinite(landmarks).all(axis=(1, 2)).any():
         return None  # the face was lost in every frame: no lip sync to measure
@@ -253,7 +253,7 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
         return lmd(bundle.morphable.decode(expr[:n], pose[:n], identity), truth_lm[:n])
 
     def lips(x: np.ndarray) -> np.ndarray:
-        return lip_params(x, bundle.morphable, bundle.split, evaluator.norm)
+        return landmark_lips(x, bundle.morphable, bundle.split, evaluator.norm)
 
     truth = clip.Trace(landmarks=truth_lm, lip=lips(truth_lm), frames=truth_frames)
     systems = {SYSTEM: clip.Trace(landmarks=lm, lip=lips(lm), frames=frames), "truth": truth,
@@ -315,7 +315,7 @@ def evaluator_dir(data: str, out: str, bundle_dir: Path, cfg: EvaluateConfig, wo
     seqs = []
     for row in tqdm(train_rows, desc="evaluator data"):
         rec = clipstore.read_record(data, row)
-        lip = lip_params(rec.landmarks, bundle.morphable, bundle.split, bundle.norm)
+        lip = landmark_lips(rec.landmarks, bundle.morphable, bundle.split, bundle.norm)
         seqs.append((frontend(rec.audio, rec.sample_rate, num_frames=len(lip)), lip))
     expert, log = train_evaluator(seqs, cfg.evaluator)
     save_evaluator(local, expert, cfg.evaluator, bundle.norm,

@@ -52,12 +52,6 @@ def portrait_of(image: np.ndarray, face: int | None = None, framing: dict[str, A
         raise GenerateError(str(exc)) from exc
 
 
-def face_crop(image: np.ndarray, face: int | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
-    """(crop uint8 [256,256,3], its landmarks [478,3], CropTransform for one frame)."""
-    portrait = portrait_of(image, face)
-    return portrait.crop, portrait.landmarks, portrait.transform
-
-
 def reference_motion(video: str | Path, morphable: Any) -> tuple[np.ndarray, np.ndarray]:
     """Expression [T,N] and pose [T,6] of a reference video, encoded with the bundle's model."""
     from disenttalk import media

@@ -46,7 +46,7 @@ class SyncScore:
     dists: np.ndarray  # [2·max_offset+1] mean distance per offset, from −max_offset to +max_offset
 
 
-def windows(x: np.ndarray, window: int) -> np.ndarray:
+def sliding_windows(x: np.ndarray, window: int) -> np.ndarray:
     """All sliding windows of a sequence [T,C] → [T−W+1, W, C]."""
     view = np.lib.stride_tricks.sliding_window_view(x, window, axis=0)  # [T−W+1, C, W]
     return np.ascontiguousarray(np.swapaxes(view, 1, 2))
@@ -86,7 +86,7 @@ def _sweep(expert: Embedder, audio: np.ndarray, lip: np.ndarray, window: int, ma
     n_win = t - window + 1
 
     def embed(fn, x: np.ndarray) -> torch.Tensor:
-        xs = torch.from_numpy(windows(x, window))
+        xs = torch.from_numpy(sliding_windows(x, window))
         return torch.cat([fn(xs[i : i + batch]) for i in range(0, len(xs), batch)])
 
     a = embed(expert.embed_audio, audio)  # [n_win, D]

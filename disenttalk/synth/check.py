@@ -60,10 +60,10 @@ def score_corpus(root: str | Path, rows: Sequence[dict] | None = None, progress:
     from tqdm import tqdm
 
     from disenttalk.face.tracker import FaceTracker
-    from disenttalk.synth.corpus import read_manifest
+    from disenttalk.synth.corpus import read_corpus_manifest
 
     root = Path(root)
-    rows = read_manifest(root) if rows is None else rows
+    rows = read_corpus_manifest(root) if rows is None else rows
     tracker = FaceTracker()
     per_clip = {}
     for row in tqdm(rows, desc="re-tracking", unit="clip", disable=not progress):

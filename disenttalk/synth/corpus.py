@@ -163,7 +163,7 @@ def manifest_row(plan: ClipPlan, duration_s: float, num_frames: int, fps: float)
     }
 
 
-def read_manifest(root: str | Path) -> list[dict]:
+def read_corpus_manifest(root: str | Path) -> list[dict]:
     """The rows of ``root/manifest.jsonl``."""
     with open(Path(root) / "manifest.jsonl", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]

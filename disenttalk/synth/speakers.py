@@ -79,7 +79,7 @@ def _crop_transform(face: np.ndarray, speaker: Speaker | None, size: int):
     return to_centre + jitter + back
 
 
-def face_crop(
+def crop_speaker_face(
     image: np.ndarray, face: np.ndarray, speaker: Speaker | None = None, size: int = PORTRAIT_SIZE
 ) -> np.ndarray:
     """Face-centred ``size``² uint8 crop of ``image`` given its landmarks ``face`` [478,3] (pixels)."""
@@ -103,7 +103,7 @@ def recolour(image: np.ndarray, speaker: Speaker) -> np.ndarray:
 
 def speaker_portrait(image: np.ndarray, face: np.ndarray, speaker: Speaker) -> np.ndarray:
     """The speaker's 256×256 portrait from a base photo ``image`` with landmarks ``face``."""
-    return recolour(face_crop(image, face, speaker), speaker)
+    return recolour(crop_speaker_face(image, face, speaker), speaker)
 
 
 def base_portrait(path: str | None = None) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 
 from disenttalk.synth.check import score_clip
 from disenttalk.synth.clips import build_corpus, clip_truth, prepare_identities, write_truth
-from disenttalk.synth.corpus import XLING_SPLIT, plan_corpus, read_manifest
+from disenttalk.synth.corpus import XLING_SPLIT, plan_corpus, read_corpus_manifest
 
 SEED = 11
 OPTIONS = dict(languages=("en",), clips_per_language=2, seed=SEED, xling_language="es",
@@ -18,7 +18,7 @@ OPTIONS = dict(languages=("en",), clips_per_language=2, seed=SEED, xling_languag
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     summary = build_corpus(root, workers=1, progress=False, **OPTIONS)
-    return root, summary, read_manifest(root)
+    return root, summary, read_corpus_manifest(root)
 
 
 def test_manifest_schema(corpus):

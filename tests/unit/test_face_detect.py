@@ -110,13 +110,14 @@ def test_find_faces_lists_one_face_for_a_portrait(astronaut):
     assert faces[0].to_dict()["usable"] is True
 
 
-def test_generate_face_crop_keeps_its_contract(astronaut):
-    from workflows.generate import GenerateError, face_crop
+def test_generate_portrait_keeps_its_contract(astronaut):
+    from workflows.generate import GenerateError, portrait_of
 
-    crop, landmarks, transform = face_crop(astronaut)
-    assert crop.shape == (256, 256, 3) and landmarks.shape == (478, 3) and transform.size == 256
+    portrait = portrait_of(astronaut)
+    assert portrait.crop.shape == (256, 256, 3) and portrait.landmarks.shape == (478, 3)
+    assert portrait.transform.size == 256
     with pytest.raises(GenerateError, match="no face found"):
-        face_crop(data.coffee())
+        portrait_of(data.coffee())
 
 
 def test_generate_cuts_the_portrait_with_the_bundles_framing(astronaut):
