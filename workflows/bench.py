@@ -225,7 +225,7 @@ def train_speed(
             import ray.train
             from ray.train.torch import TorchTrainer
 
-            from workflows.raycluster import RayConfig, init_ray, shutdown_if_started
+            from workflows.platform.raycluster import RayConfig, init_ray, shutdown_if_started
 
             workers, cpus = (int(v) for v in name[4:].split("x"))
             started = init_ray(RayConfig(num_cpus=max(2, workers * cpus), progress_bars=False))

@@ -23,15 +23,15 @@ from typing import Any
 import numpy as np
 import typer
 
-from workflows import clipstore, storage
 from workflows.evaluate import clip_seed, fill_gaps, gap_closed
+from workflows.platform import clipstore, storage
 
 CHECKPOINT = re.compile(r"denoiser-(\d+)$")
 
 
 def denoiser_checkpoints(root: str) -> list[tuple[int, str]]:
     """(step, state-file URI) of every denoiser checkpoint under ``root``, by step."""
-    from workflows.train_loops import STATE_FILE
+    from workflows.train.checkpoint import STATE_FILE
 
     found = {}
     for uri in storage.list_files(root, suffix=STATE_FILE):
@@ -73,7 +73,7 @@ def run(train: str, data: str, split: str = "val", max_clips: int = 12, steps: i
     from disenttalk.bundle import BundleError, load_bundle
     from disenttalk.generate.generator import Generator
     from workflows.register import resolve_bundle
-    from workflows.train_finish import BUNDLE
+    from workflows.train.outputs import BUNDLE
 
     bundle_uri = storage.join(train, BUNDLE)
     try:

@@ -36,11 +36,11 @@ from tqdm import tqdm
 
 from disenttalk.config import StrictConfig
 from disenttalk.metrics.sync import EvaluatorConfig
-from workflows import clipstore, storage
 from workflows.common import user_errors
-from workflows.raycluster import RayConfig
+from workflows.platform import clipstore, storage
+from workflows.platform.raycluster import RayConfig
+from workflows.platform.tracking import MlflowConfig
 from workflows.register import resolve_bundle
-from workflows.tracking import MlflowConfig
 
 SYSTEM = "model"
 # scored like the model: "truth" (the clip itself), "oracle" (the truth's motion encoded with the
@@ -401,8 +401,8 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
     import ray
 
     from workflows.common import format_summary
-    from workflows.raycluster import init_ray, shutdown_if_started
-    from workflows.tracking import start_run
+    from workflows.platform.raycluster import init_ray, shutdown_if_started
+    from workflows.platform.tracking import start_run
 
     started = init_ray(cfg.ray)
     tic = time.perf_counter()

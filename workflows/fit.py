@@ -30,9 +30,9 @@ import typer
 from pydantic import Field, model_validator
 
 from disenttalk.config import StrictConfig
-from workflows import clipstore, storage
 from workflows.common import format_summary, load_config, user_errors
-from workflows.tracking import MlflowConfig
+from workflows.platform import clipstore, storage
+from workflows.platform.tracking import MlflowConfig
 
 MORPHABLE = "morphable.npz"
 REGIONS = "regions.json"
@@ -133,7 +133,7 @@ def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
     """Fit the morphable model and the region split on ``data``; write and log everything."""
     from disenttalk.face.morphable import MorphableModel
     from disenttalk.face.regions import select_regions
-    from workflows import tracking
+    from workflows.platform import tracking
 
     start = time.perf_counter()
     rows = sorted(clipstore.read_index(data), key=lambda r: r["clip_id"])

@@ -43,7 +43,7 @@ def portrait_of(image: np.ndarray, face: int | None = None, framing: dict[str, A
     a photo with no usable face raises :class:`GenerateError` saying why.
     """
     from disenttalk.face.portrait import NoUsableFace, prepare_portrait
-    from workflows.clipworker import framing as crop_framing
+    from workflows.preprocess.worker import framing as crop_framing
 
     size, margin = crop_framing(framing)
     try:

@@ -29,8 +29,8 @@ from typing import Any
 
 import typer
 
-from workflows import storage
 from workflows.common import UserError, user_errors
+from workflows.platform import storage
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 LANGUAGE_DIR = re.compile(r"^[a-z]{2,3}$")

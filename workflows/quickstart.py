@@ -94,10 +94,11 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
 
     from disenttalk.synth.clips import build_corpus
     from tune import sampler as tune_sampler
-    from workflows import evaluate, fit, generate, preprocess, register, tracking, train
-    from workflows.clipworker import PreprocessConfig
+    from workflows import evaluate, fit, generate, preprocess, register, train
     from workflows.common import load_config
-    from workflows.raycluster import RayConfig, init_ray, shutdown_if_started
+    from workflows.platform import tracking
+    from workflows.platform.raycluster import RayConfig, init_ray, shutdown_if_started
+    from workflows.preprocess.worker import PreprocessConfig
 
     root.mkdir(parents=True, exist_ok=True)
     corpus, store, fit_dir = root / "corpus", root / "store", root / "fit"

@@ -19,8 +19,8 @@ from typing import Any
 
 import typer
 
-from workflows import storage, tracking
 from workflows.common import UserError, user_errors
+from workflows.platform import storage, tracking
 
 MODEL_NAME = "disenttalk"
 CHAMPION = "champion"

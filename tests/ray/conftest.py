@@ -69,7 +69,7 @@ def ray_cluster(s3_endpoint, mlflow_uri):
     """A local Ray cluster with 2 CPUs for the whole session (started after S3/MLflow env)."""
     import ray
 
-    from workflows.raycluster import RayConfig, init_ray
+    from workflows.platform.raycluster import RayConfig, init_ray
 
     init_ray(RayConfig(num_cpus=2, progress_bars=False))
     yield ray
@@ -148,7 +148,7 @@ def eval_store(tmp_path_factory, astronaut):
     """A clip store written directly (video files + tracked records + index) with 5 short clips."""
     from disenttalk.face.tracker import FaceTracker
     from disenttalk.media import write_video
-    from workflows import clipstore
+    from workflows.platform import clipstore
 
     root = tmp_path_factory.mktemp("eval_store")
     frames = portrait_frames(astronaut, 1.6)

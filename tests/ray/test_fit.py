@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from workflows import clipstore, storage
 from workflows.fit import FitConfig, read_expression, read_morphable, read_split, run
+from workflows.platform import clipstore, storage
 
 pytestmark = pytest.mark.ray
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from workflows import clipstore, storage
-from workflows.clipworker import PreprocessConfig
+from workflows.platform import clipstore, storage
 from workflows.preprocess import run
+from workflows.preprocess.worker import PreprocessConfig
 
 pytestmark = pytest.mark.ray
 

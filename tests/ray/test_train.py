@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from disenttalk.face.regions import RegionSplit
-from workflows import clipstore, storage
 from workflows import fit as fit_stage
+from workflows.platform import clipstore, storage
 
 N, K_LIP, K_EYE, N_MELS, FRAMES = 12, 4, 3, 8, 48
 SYNC_STEPS, DENOISER_STEPS, EVERY = 4, 4, 2
@@ -78,7 +78,7 @@ def write_tiny_corpus(root: Path, seed: int = 0) -> tuple[str, str]:
 
 # -- no Ray: data, windows, config ----------------------------------------------------------
 def test_windows_avoid_invalid_frames_and_are_reproducible(tmp_path):
-    from workflows import train_data
+    from workflows.train import data as train_data
 
     data, fit = write_tiny_corpus(tmp_path)
     rows = train_data.clip_rows(data, fit, "train")
@@ -186,8 +186,8 @@ def test_run_resumes_after_a_worker_dies(trained):
 
 @pytest.mark.ray
 def test_checkpoints_hold_state_and_config(trained):
-    from workflows.train import TrainStageConfig
-    from workflows.train_loops import META_FILE, STATE_FILE
+    from workflows.train.config import TrainStageConfig
+    from workflows.train.checkpoint import META_FILE, STATE_FILE
 
     run_dir = storage.join(trained["out"], "ray", trained["cfg"].run.name)
     files = [f[len(run_dir) + 1 :] for f in storage.list_files(run_dir)]

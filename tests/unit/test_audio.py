@@ -118,7 +118,7 @@ def test_hubert_layer_out_of_range(tiny_hubert):
 def test_preprocess_actor_without_an_audio_frontend_fails_instead_of_storing_no_features(monkeypatch, tmp_path):
     import sys
 
-    from workflows.clipworker import ClipProcessor, PreprocessConfig
+    from workflows.preprocess.worker import ClipProcessor, PreprocessConfig
 
     cfg = PreprocessConfig().to_json()
     monkeypatch.setitem(sys.modules, "disenttalk.audio", None)  # the frontend module cannot load
@@ -135,7 +135,7 @@ def test_preprocess_stores_clips_at_the_models_frame_rate(tmp_path, astronaut, s
     from skimage.transform import resize
 
     from disenttalk import media
-    from workflows.clipworker import ClipProcessor, PreprocessConfig
+    from workflows.preprocess.worker import ClipProcessor, PreprocessConfig
 
     face = (resize(astronaut[0:300, 100:400], (160, 160)) * 255).astype(np.uint8)
     n = int(round(1.6 * source_fps))
@@ -162,7 +162,7 @@ def test_generation_uses_the_hubert_features_preprocessing_stored(tmp_path, astr
     from disenttalk.generate.generator import Generator
     from disenttalk.model.config import ModelConfig
     from disenttalk.model.denoiser import Denoiser
-    from workflows.clipworker import ClipProcessor, PreprocessConfig
+    from workflows.preprocess.worker import ClipProcessor, PreprocessConfig
 
     audio_cfg = {"frontend": "hubert", "hubert_model": str(tiny_hubert), "hubert_layer": 2}
     face = (resize(astronaut[0:300, 100:400], (160, 160)) * 255).astype(np.uint8)

@@ -493,7 +493,7 @@ def test_blink_model_finds_closures_and_their_direction(face):
     from disenttalk.face.editors import close_eyes, open_mouth
     from disenttalk.face.measures import eye_aspect_ratio
     from disenttalk.face.morphable import MorphableModel
-    from workflows.train_data import Clip, blink_model
+    from workflows.train.data import Clip, blink_model
 
     _, lm, _ = face
     rng = np.random.default_rng(1)

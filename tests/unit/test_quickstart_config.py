@@ -11,8 +11,8 @@ PRESETS = ("demo", "long")
 def test_quickstart_overrides_apply_to_every_stage(preset):
     from tune import sampler as tune_sampler
     from workflows import evaluate, fit, train
-    from workflows.clipworker import PreprocessConfig
     from workflows.common import load_config
+    from workflows.preprocess.worker import PreprocessConfig
     from workflows.quickstart import QuickstartConfig, preset_path
 
     cfg = load_config(QuickstartConfig, "quickstart", preset_path(preset), [])

@@ -6,7 +6,7 @@ import logging
 
 
 def test_quiet_state_api_warnings_drops_only_that_warning(caplog):
-    from workflows.raycluster import _CLEANER_LOGGER, quiet_state_api_warnings
+    from workflows.platform.raycluster import _CLEANER_LOGGER, quiet_state_api_warnings
 
     logger = logging.getLogger(_CLEANER_LOGGER)
     before = list(logger.filters)

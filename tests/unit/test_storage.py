@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from disenttalk.config import ConfigError
-from workflows import clipstore, storage
 from workflows.common import format_summary, load_config
-from workflows.tracking import MlflowConfig, config_params, tracking_uri
+from workflows.platform import clipstore, storage
+from workflows.platform.tracking import MlflowConfig, config_params, tracking_uri
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +123,8 @@ def test_load_config_yaml_overrides_and_strictness(tmp_path):
 
 
 def test_shipped_stage_configs_validate():
-    from workflows.clipworker import PreprocessConfig
     from workflows.fit import FitConfig
+    from workflows.preprocess.worker import PreprocessConfig
 
     pre = load_config(PreprocessConfig, "preprocess")
     assert pre.face.crop_size == 256 and pre.actors.max_size >= pre.actors.min_size

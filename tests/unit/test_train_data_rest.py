@@ -6,7 +6,7 @@ import numpy as np
 
 
 def test_rest_expression_is_the_median_over_quiet_frames():
-    from workflows.train_data import Clip, rest_expression
+    from workflows.train.data import Clip, rest_expression
 
     t = 100
     audio = np.ones((t, 4), np.float32)

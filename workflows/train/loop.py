@@ -9,9 +9,8 @@ the stage config JSON beside them). Rank 0 alone talks to MLflow and writes the 
 
 from __future__ import annotations
 
-import json
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,79 +19,15 @@ import torch
 
 from disenttalk.face.regions import RegionSplit
 from disenttalk.model.config import ModelConfig
-from workflows import train_data
-
-PHASES = ("sync", "denoiser")
-STATE_FILE = "state.pt"
-META_FILE = "train_state.json"
-CONFIG_FILE = "config.json"
-
-
-@dataclass
-class Progress:
-    """Where training is: phase, step within it, and what to plot at the end."""
-
-    phase: str = "sync"
-    step: int = 0
-    mlflow_run_id: str | None = None
-    norm: dict[str, list[float]] | None = None  # expression mean/std per dim
-    history: dict[str, list[list[float]]] = field(default_factory=lambda: {p: [] for p in PHASES})
-
-    def global_step(self, sync_steps: int) -> int:
-        """Steps done over both phases."""
-        return self.step + (sync_steps if self.phase == "denoiser" else 0)
-
-
-@dataclass
-class Nets:
-    """The networks and optimisers of one worker (a network may be wrapped by prepare_model)."""
-
-    expert: torch.nn.Module
-    denoiser: torch.nn.Module
-    opt_expert: torch.optim.Optimizer
-    opt_denoiser: torch.optim.Optimizer
-
-    def state(self) -> dict[str, Any]:
-        """Everything a checkpoint needs to continue (plain modules, not DDP wrappers)."""
-        return {"expert": _plain(self.expert).state_dict(),
-                "denoiser": _plain(self.denoiser).state_dict(),
-                "opt_expert": self.opt_expert.state_dict(),
-                "opt_denoiser": self.opt_denoiser.state_dict()}
-
-    def load(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state`."""
-        _plain(self.expert).load_state_dict(state["expert"])
-        _plain(self.denoiser).load_state_dict(state["denoiser"])
-        self.opt_expert.load_state_dict(state["opt_expert"])
-        self.opt_denoiser.load_state_dict(state["opt_denoiser"])
-
-
-def _plain(module: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
-    return getattr(module, "module", module)
-
-
-def save_checkpoint(directory: Path, nets: Nets, progress: Progress, stage_json: str) -> None:
-    """Write a checkpoint directory: tensors, progress JSON, and the stage config JSON."""
-    torch.save(nets.state(), directory / STATE_FILE)
-    (directory / META_FILE).write_text(json.dumps(asdict(progress)))
-    (directory / CONFIG_FILE).write_text(stage_json)
-
-
-def load_checkpoint(directory: Path, nets: Nets, model: dict | None = None) -> Progress:
-    """Restore networks/optimisers from a checkpoint directory; returns its progress.
-
-    ``model`` (the current config's model section) must match the checkpoint's: resuming a run
-    whose network has changed is refused with a message, not a state-dict error.
-    """
-    saved = json.loads((directory / CONFIG_FILE).read_text()).get("model")
-    if model is not None and saved is not None and saved != model:
-        changed = sorted(k for k in set(saved) | set(model) if saved.get(k) != model.get(k))
-        raise ValueError(
-            f"cannot resume from {directory}: its model config differs in {changed}; "
-            "use a new run.name (or run.storage_path) to train from scratch")
-    nets.load(torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True))
-    return Progress(**json.loads((directory / META_FILE).read_text()))
+from workflows.train import data as train_data
+from workflows.train.checkpoint import (
+    PHASES,
+    Nets,
+    Progress,
+    load_checkpoint,
+    plain,
+    save_checkpoint,
+)
 
 
 def _step_seed(seed: int, rank: int, phase: str, step: int) -> int:
@@ -114,7 +49,7 @@ class Loop:
         from disenttalk.model.denoiser import Denoiser
         from disenttalk.model.diffusion import GaussianDiffusion
         from disenttalk.model.sync import SyncExpert
-        from workflows.train import TrainStageConfig
+        from workflows.train.config import TrainStageConfig
 
         self.config = config
         self.stage = TrainStageConfig.from_dict(config["stage"])
@@ -179,7 +114,7 @@ class Loop:
             handle.remove()
             _check_replicas_equal(expert)
             self.progress = replace(self.progress, phase="denoiser", step=0)
-        expert = _plain(self.nets.expert).to(self.device).eval()
+        expert = plain(self.nets.expert).to(self.device).eval()
         expert.requires_grad_(False)  # frozen: only a critic of the denoiser's lip motion
         self.frozen_expert = expert
         # Every parameter gets a gradient each step (the null-audio embedding too: it is selected
@@ -189,7 +124,7 @@ class Loop:
         self._phase("denoiser", self.train.denoiser_steps, self._denoiser_step,
                     self._denoiser_eval)
         if self.rank == 0:
-            from workflows.train_finish import write_outputs
+            from workflows.train.outputs import write_outputs
 
             write_outputs(self, self.tracker.run if self.tracker else None)
 
@@ -265,7 +200,7 @@ class Loop:
 
         if self.val_sampler is None:
             return {}
-        out = [sync_eval_step(_plain(self.nets.expert), b, g, split=self.split)
+        out = [sync_eval_step(plain(self.nets.expert), b, g, split=self.split)
                for b, g in self._val_batches()]
         return _mean_dicts(out)
 
@@ -274,7 +209,7 @@ class Loop:
 
         if self.val_sampler is None:
             return {}
-        out = [denoiser_eval_step(_plain(self.nets.denoiser), self.diffusion, b, split=self.split,
+        out = [denoiser_eval_step(plain(self.nets.denoiser), self.diffusion, b, split=self.split,
                                   expert=self.frozen_expert, sync_weight=self.train.sync_weight,
                                   generator=g, lip_weight=self.train.lip_weight,
                                   velocity_weight=self.train.velocity_weight)
@@ -364,7 +299,7 @@ class _Tracker:
             return
         import mlflow
 
-        from workflows import tracking
+        from workflows.platform import tracking
 
         tracking.setup(loop.stage.mlflow.experiment)
         run_id = loop.progress.mlflow_run_id

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workflows import storage
+from workflows.platform import storage
 
 INDEX = "index.parquet"
 REJECTS = "rejects.parquet"

@@ -7,10 +7,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workflows import clipstore, storage, train_data
+from workflows.platform import clipstore, storage
+from workflows.train import data as train_data
 
 if TYPE_CHECKING:
-    from workflows.train_loops import Loop
+    from workflows.train.loop import Loop
 
 BUNDLE = "bundle"
 LOSS_PLOT = "loss.png"
@@ -48,7 +49,7 @@ def loss_figure(history: dict[str, list[list[float]]]):
 def write_outputs(loop: Loop, run: Any | None) -> str:
     """Write ``<out>/bundle`` (+ loss plot) and log both to the open MLflow run; returns the URI."""
     from disenttalk.bundle import write_bundle
-    from workflows.train_loops import _plain
+    from workflows.train.checkpoint import plain
 
     out = loop.config["out"]
     target = storage.join(out, BUNDLE)
@@ -73,8 +74,8 @@ def write_outputs(loop: Loop, run: Any | None) -> str:
         local = Path(tmp, BUNDLE) if storage.is_s3(out) else Path(target)
         write_bundle(local, config=loop.model, morphable=morphable,
                      split=loop.split, norm=loop.norm,
-                     expert_state=_plain(loop.nets.expert).state_dict(),
-                     denoiser_state=_plain(loop.nets.denoiser).state_dict(),
+                     expert_state=plain(loop.nets.expert).state_dict(),
+                     denoiser_state=plain(loop.nets.denoiser).state_dict(),
                      extra=extra, blinks=blinks, overwrite=True)
         if storage.is_s3(out):
             storage.upload_dir(local, target)

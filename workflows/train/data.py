@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from workflows import clipstore, storage
+from workflows.platform import clipstore, storage
 
 
 @dataclass

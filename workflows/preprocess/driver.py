@@ -1,13 +1,4 @@
-"""``disenttalk preprocess``: a manifest of talking-head clips → the preprocessed-clip store.
-
-Ray Data runs :class:`workflows.clipworker.ClipProcessor` actors over the manifest rows
-(``compute=ActorPoolStrategy(min_size, max_size)``); each actor writes its clips' records
-straight to the output URI and returns a small status row. The driver then rewrites the
-index and rejects tables (see :mod:`workflows.clipstore`) and prints a summary. Clips whose
-content hash is already in the store are skipped, so re-running is cheap and idempotent.
-
-Also a Ray job entrypoint: ``python -m workflows.preprocess --manifest URI --out URI``.
-"""
+"""The driver of ``disenttalk preprocess``: the manifest, the Ray Data job, the store tables."""
 
 from __future__ import annotations
 
@@ -19,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from workflows import clipstore, storage
 from workflows.common import UserError, format_summary, load_config, user_errors
+from workflows.platform import clipstore, storage
 
 if TYPE_CHECKING:
-    from workflows.clipworker import PreprocessConfig
+    from workflows.preprocess.worker import PreprocessConfig
 
 MANIFEST_FIELDS = ("clip_id", "path", "language", "speaker", "sentence", "duration_s", "split")
 
@@ -64,9 +55,9 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
     """Preprocess every clip of ``manifest`` into the store at ``out``; returns the summary."""
     import ray
 
-    from workflows import tracking
-    from workflows.clipworker import ClipProcessor
-    from workflows.raycluster import init_ray, shutdown_if_started
+    from workflows.platform import tracking
+    from workflows.platform.raycluster import init_ray, shutdown_if_started
+    from workflows.preprocess.worker import ClipProcessor
 
     start = time.perf_counter()
     rows, bad_lines = read_manifest(manifest)
@@ -140,12 +131,8 @@ def cli(
     set_: list[str] = typer.Option([], "--set", help="override, e.g. actors.max_size=4"),
 ) -> None:
     """Decode, track and featurise every clip of a manifest with Ray Data; write records + rejects."""
-    from workflows.clipworker import PreprocessConfig
+    from workflows.preprocess.worker import PreprocessConfig
 
     cfg = load_config(PreprocessConfig, "preprocess", config, set_)
     summary = run(manifest, out, cfg)
     typer.echo(format_summary("preprocess", summary))
-
-
-if __name__ == "__main__":  # Ray job entrypoint
-    typer.run(cli)

@@ -20,9 +20,9 @@ from pydantic import Field, model_validator
 
 from disenttalk.config import StrictConfig
 from disenttalk.model.config import AudioConfig
-from workflows import clipstore, storage
-from workflows.raycluster import RayConfig
-from workflows.tracking import MlflowConfig
+from workflows.platform import clipstore, storage
+from workflows.platform.raycluster import RayConfig
+from workflows.platform.tracking import MlflowConfig
 
 
 class ActorPoolConfig(StrictConfig):

@@ -1,0 +1,113 @@
+"""The driver of ``disenttalk train``: reads the fit and the store, starts the Ray Train run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from workflows.common import format_summary, user_errors
+from workflows.platform import storage
+from workflows.train.config import TrainStageConfig, load_stage_config, model_config_for
+
+
+def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
+    """Train both phases on Ray Train and write ``<out>/bundle``; returns the summary."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from workflows import fit as fit_stage
+    from workflows.platform import tracking
+    from workflows.platform.raycluster import forwarded_env, init_ray, shutdown_if_started
+    from workflows.train import data as train_data
+    from workflows.train.loop import train_loop_per_worker
+
+    start = time.perf_counter()
+    # workers do not share the driver's working directory: hand them absolute locations
+    data, fit, out = (u if storage.is_s3(u) else str(Path(u).expanduser().resolve())
+                      for u in (data, fit, out))
+    split = fit_stage.read_split(fit)
+    train_rows = train_data.clip_rows(data, fit, "train")
+    if not train_rows:
+        raise ValueError(f"{data}: no clips in the train split")
+    val_rows = train_data.clip_rows(data, fit, "val")
+    feature_dim = int(train_rows[0]["feature_dim"])
+    model_cfg = model_config_for(cfg.model, split, feature_dim)
+    norm = train_data.norm_stats(data, fit, train_rows)
+    storage.makedirs(out)
+    storage_path = cfg.run.storage_path or storage.join(out, "ray")
+
+    env = forwarded_env()
+    if cfg.mlflow.enabled:  # workers log to the same store the driver would use
+        env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
+
+    loop_config = {
+        "stage": cfg.to_dict(),
+        "model": model_cfg.to_dict(),
+        "split": split.to_dict(),
+        "norm": {k: v.tolist() for k, v in norm.items()},
+        "data": data,
+        "fit": fit,
+        "out": out,
+        "train_rows": train_rows,
+        "val_rows": val_rows,
+        "feature_dim": feature_dim,
+    }
+    # For S3, Ray takes the filesystem configured like every other stage's (endpoint, keys)
+    # and the path without its scheme.
+    fs = storage.s3_filesystem() if storage.is_s3(storage_path) else None
+    run_config = ray.train.RunConfig(
+        name=cfg.run.name,
+        storage_path=storage.filesystem(storage_path)[1] if fs else storage_path,
+        storage_filesystem=fs,
+        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.num_to_keep),
+        failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+        worker_runtime_env={"env_vars": env},
+    )
+
+    started = init_ray(cfg.ray)
+    try:
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config=loop_config,
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=cfg.scaling.num_workers,
+                use_gpu=cfg.scaling.use_gpu,
+                resources_per_worker=cfg.scaling.resources(),
+            ),
+            run_config=run_config,
+        )
+        result = trainer.fit()
+    finally:
+        shutdown_if_started(started)
+
+    metrics = dict(result.metrics or {})
+    return {
+        "train_clips": len(train_rows),
+        "val_clips": len(val_rows),
+        "workers": cfg.scaling.num_workers,
+        "sync_steps": cfg.train.sync_steps,
+        "denoiser_steps": cfg.train.denoiser_steps,
+        "resumed_from_step": metrics.get("resumed_from_step", 0),
+        "final": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "bundle": storage.join(out, "bundle"),
+        "mlflow_run_id": metrics.get("mlflow_run_id"),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+@user_errors("train")
+def cli(
+    data: str = typer.Option(..., help="preprocessed clip store: local folder or s3:// prefix"),
+    fit: str = typer.Option(..., help="fit outputs (morphable model, regions, expressions)"),
+    out: str = typer.Option(..., help="output folder or s3:// prefix (bundle, checkpoints)"),
+    config: Path | None = typer.Option(None, help="YAML config (default configs/train.yaml)"),
+    set_: list[str] = typer.Option([], "--set", help="override, e.g. train.sync_steps=100"),
+) -> None:
+    """Train the lip-sync expert, then the denoiser, on Ray Train; write the model bundle."""
+    cfg = load_stage_config(config, set_)
+    summary = run(data, fit, out, cfg)
+    typer.echo(format_summary("train", summary))
