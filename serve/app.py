@@ -31,7 +31,7 @@ def build_app(cfg: Any) -> Any:
 
     from serve.config import deployment_options
     from serve.deployments import API_KEY_ENV, Animator, Ingress, Portraits
-    from workflows.raycluster import forwarded_env
+    from workflows.platform.raycluster import forwarded_env
 
     # Replicas get this process's MLflow / S3 / workspace settings (the ingress also the API
     # key) whatever environment the Ray cluster was started with.
@@ -121,7 +121,7 @@ def cli(
         return
     from ray import serve
 
-    from workflows.raycluster import init_ray, shutdown_if_started
+    from workflows.platform.raycluster import init_ray, shutdown_if_started
 
     started = init_ray(cfg.ray)
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from disenttalk.config import StrictConfig
-from workflows.raycluster import RayConfig
+from workflows.platform.raycluster import RayConfig
 
 
 class AutoscalingOptions(StrictConfig):

@@ -37,7 +37,7 @@ def describe_model(uri: str) -> dict[str, Any]:
         return info
     from mlflow import MlflowClient
 
-    from workflows.tracking import tracking_uri
+    from workflows.platform.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri=tracking_uri())
     rest = uri[len("models:/"):].rstrip("/")
@@ -197,7 +197,7 @@ class Engine:
         """``portrait`` cut as ``model``'s training clips were (Portraits cuts with the default
         framing, not knowing the model); re-cut portraits are cached like renderers."""
         from serve.portraits import reframed
-        from workflows.clipworker import framing
+        from workflows.preprocess.worker import framing
 
         want = framing(model.offline.bundle.meta.get("framing"))
         if tuple(portrait.framing) == want:

@@ -35,10 +35,10 @@ import typer
 from pydantic import Field
 
 from disenttalk.config import StrictConfig
-from workflows import clipstore
 from workflows.common import user_errors
-from workflows.raycluster import RayConfig
-from workflows.tracking import MlflowConfig
+from workflows.platform import clipstore
+from workflows.platform.raycluster import RayConfig
+from workflows.platform.tracking import MlflowConfig
 
 
 class SamplerSearchConfig(StrictConfig):
@@ -80,8 +80,8 @@ def score_setting(config: dict[str, Any]) -> dict[str, float]:
     from disenttalk.face.tracker import FaceTracker
     from disenttalk.generate.generator import Generator
     from disenttalk.metrics import landmarks as lm_metrics
-    from workflows import storage
     from workflows.evaluate import EvaluateConfig, clip_seed, tracked_reference
+    from workflows.platform import storage
 
     torch.set_num_threads(max(1, int(config["threads"])))
     gen = Generator.from_bundle(config["bundle"], device=config.get("device", "auto"))
@@ -135,8 +135,8 @@ def run(cfg: SamplerSearchConfig, bundle: str, data: str, corpus: str | None = N
     from disenttalk.bundle import update_meta
     from workflows.common import format_summary
     from workflows.evaluate import corpus_info
-    from workflows.raycluster import init_ray, shutdown_if_started
-    from workflows.tracking import start_run
+    from workflows.platform.raycluster import init_ray, shutdown_if_started
+    from workflows.platform.tracking import start_run
 
     folder = Path(bundle)
     if not (folder / "meta.json").is_file():

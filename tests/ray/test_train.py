@@ -186,8 +186,8 @@ def test_run_resumes_after_a_worker_dies(trained):
 
 @pytest.mark.ray
 def test_checkpoints_hold_state_and_config(trained):
-    from workflows.train.config import TrainStageConfig
     from workflows.train.checkpoint import META_FILE, STATE_FILE
+    from workflows.train.config import TrainStageConfig
 
     run_dir = storage.join(trained["out"], "ray", trained["cfg"].run.name)
     files = [f[len(run_dir) + 1 :] for f in storage.list_files(run_dir)]
