@@ -210,9 +210,15 @@ def cli(
     set_: list[str] = typer.Option([], "--set", help="override, e.g. corpus.clips_per_language=10"),
     out: Path | None = typer.Option(None, help="output folder (default <workspace>/quickstart, "
                                                "or quickstart-<preset>)"),
+    verbose: bool = typer.Option(False, help="also show native libraries' log chatter (MediaPipe)"),
 ) -> None:
     """Run the whole job on the demo corpus: data, training, evaluation, registry, a sample video."""
+    import os
+
     from workflows.common import load_config
+
+    if verbose:
+        os.environ["DISENTTALK_VERBOSE"] = "1"
 
     cfg = load_config(QuickstartConfig, "quickstart", config or preset_path(preset), set_)
     root = out or paths.home() / ("quickstart" if preset == "demo" else f"quickstart-{preset}")

@@ -91,16 +91,23 @@ def _detector(min_confidence: float, full_range: bool = True):
     os.environ.setdefault("GLOG_minloglevel", "2")
     import mediapipe as mp
 
-    return mp.solutions.face_detection.FaceDetection(
-        model_selection=1 if full_range else 0, min_detection_confidence=min_confidence)
+    from disenttalk.face.tracker import quiet_native_logs
+
+    with quiet_native_logs():
+        return mp.solutions.face_detection.FaceDetection(
+            model_selection=1 if full_range else 0, min_detection_confidence=min_confidence)
 
 
 def detect_boxes(image: np.ndarray, detector) -> list[tuple[tuple[float, float, float, float], float]]:
     """Face boxes (x, y, w, h) in pixels and scores in an RGB uint8 image."""
+    from disenttalk.face.tracker import quiet_native_logs
+
     image = np.ascontiguousarray(image)
     h, w = image.shape[:2]
     out = []
-    for det in detector.process(image).detections or ():
+    with quiet_native_logs():
+        result = detector.process(image)
+    for det in result.detections or ():
         b = det.location_data.relative_bounding_box
         out.append(((b.xmin * w, b.ymin * h, b.width * w, b.height * h), float(det.score[0])))
     return out

@@ -9,6 +9,9 @@ Frames where no face is found are kept, flagged ``valid=False``, and their landm
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,17 +35,40 @@ class Tracks:
         return float(self.valid.mean()) if len(self.valid) else 0.0
 
 
+VERBOSE_ENV = "DISENTTALK_VERBOSE"
+
+
+@contextmanager
+def quiet_native_logs() -> Iterator[None]:
+    """Silence what C++ libraries write straight to file descriptor 2 (MediaPipe and TFLite print
+    a few lines of start-up chatter per graph, which absl sends to stderr before any Python
+    logging setting applies). Python exceptions still propagate; ``DISENTTALK_VERBOSE=1`` keeps it all."""
+    if os.environ.get(VERBOSE_ENV):
+        yield
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def _face_mesh(static: bool, max_faces: int, min_confidence: float):
-    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
+    os.environ.setdefault("GLOG_minloglevel", "2")
     import mediapipe as mp
 
-    return mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=static,
-        max_num_faces=max_faces,
-        refine_landmarks=True,  # adds the iris points 468–477
-        min_detection_confidence=min_confidence,
-        min_tracking_confidence=min_confidence,
-    )
+    with quiet_native_logs():  # the chatter comes when a graph is built and first finds a face
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static,
+            max_num_faces=max_faces,
+            refine_landmarks=True,  # adds the iris points 468–477
+            min_detection_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+        )
 
 
 def _all_faces(result, width: int, height: int) -> list[np.ndarray]:
@@ -93,10 +119,11 @@ class FaceTracker:
         landmarks = np.full((t, NUM_LANDMARKS, 3), np.nan, dtype=np.float32)
         valid = np.zeros(t, dtype=bool)
         mesh = self._graph(static=self.static)
-        for i in range(t):
-            pts = _largest_face(mesh.process(_as_rgb_uint8(frames[i])), w, h)
-            if pts is not None:
-                landmarks[i], valid[i] = pts, True
+        with quiet_native_logs():
+            for i in range(t):
+                pts = _largest_face(mesh.process(_as_rgb_uint8(frames[i])), w, h)
+                if pts is not None:
+                    landmarks[i], valid[i] = pts, True
         return Tracks(landmarks=landmarks, valid=valid)
 
     def _graph(self, static: bool):
@@ -114,12 +141,18 @@ class FaceTracker:
     def track_image(self, image: np.ndarray) -> np.ndarray | None:
         """Landmarks float32 [478,3] of the (largest) face in one still image, or None."""
         image = _as_rgb_uint8(image)
-        return _largest_face(self._graph(static=True).process(image), image.shape[1], image.shape[0])
+        graph = self._graph(static=True)
+        with quiet_native_logs():
+            result = graph.process(image)
+        return _largest_face(result, image.shape[1], image.shape[0])
 
     def track_image_all(self, image: np.ndarray) -> list[np.ndarray]:
         """Landmarks float32 [478,3] of every face (up to ``max_faces``) in one still image."""
         image = _as_rgb_uint8(image)
-        return _all_faces(self._graph(static=True).process(image), image.shape[1], image.shape[0])
+        graph = self._graph(static=True)
+        with quiet_native_logs():
+            result = graph.process(image)
+        return _all_faces(result, image.shape[1], image.shape[0])
 
     def close(self) -> None:
         """Release the MediaPipe graphs (the tracker can still be used; they are rebuilt)."""

@@ -50,3 +50,27 @@ def test_no_face_in_still_returns_none(tracker):
     assert tracker.track_image(np.zeros((128, 128, 3), np.uint8)) is None
     with pytest.raises(ValueError):
         tracker.track_image(np.zeros((128, 128), np.uint8))
+
+
+def test_mediapipe_start_up_chatter_is_silenced_unless_verbose():
+    import os
+    import subprocess
+    import sys
+
+    probe = """
+import os, numpy as np
+from skimage import data
+from disenttalk.face.tracker import FaceTracker, quiet_native_logs
+FaceTracker().track(np.stack([data.astronaut()] * 2))
+with quiet_native_logs():
+    os.write(2, b"native inside\\n")
+os.write(2, b"native after\\n")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "DISENTTALK_VERBOSE"}
+    quiet = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "W0000" not in quiet.stderr and "XNNPACK" not in quiet.stderr
+    assert "native inside" not in quiet.stderr and "native after" in quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env={**env, "DISENTTALK_VERBOSE": "1"}, timeout=300)
+    assert "native inside" in loud.stderr and "XNNPACK" in loud.stderr

@@ -13,6 +13,7 @@ from disenttalk.config import StrictConfig
 
 # Environment that workers need to reach the same S3 endpoint, MLflow server and workspace.
 FORWARDED_ENV = (
+    "DISENTTALK_VERBOSE",  # native libraries' log chatter (MediaPipe) shown in workers too
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
     "AWS_ACCESS_KEY_ID",
