@@ -79,6 +79,18 @@ def test_rerun_skips_done_hashes(local_store, corpus):
     assert {f: storage.read_bytes(f) for f in storage.list_files(out, ".npz")} == before
 
 
+def test_rejects_are_retried_when_the_settings_change(local_store, corpus):
+    out, _ = local_store
+    changed = small_config().model_copy(update={"filters": small_config().filters.model_copy(
+        update={"min_audio_rms": 1e-5})})
+    again = run(str(corpus / "manifest.jsonl"), out, changed)
+    assert again["skipped"] == 2  # the good clips; the three rejects were tried again ...
+    assert again["rejected"] == 3 and {r["clip_id"] for r in clipstore.read_index(out)} == {"good_a", "good_b"}
+    rejects = clipstore.read_rejects(out)
+    assert len(rejects) == 3 and len({r["fingerprint"] for r in rejects}) == 1  # ... under the new settings
+    assert run(str(corpus / "manifest.jsonl"), out, changed)["skipped"] == 5  # and not again
+
+
 def test_preprocess_logs_to_mlflow(local_store, mlflow_uri):
     import mlflow
 

@@ -56,6 +56,7 @@ REJECT_SCHEMA = pa.schema(
         ("content_hash", pa.string()),  # "" when the file could not be read at all
         ("reason", pa.string()),  # one of REJECT_REASONS
         ("detail", pa.string()),
+        ("fingerprint", pa.string()),  # the settings and code that rejected it (None: unknown)
     ]
 )
 REJECT_REASONS = ("unreadable", "no_face", "too_short", "silent", "av_mismatch", "error")

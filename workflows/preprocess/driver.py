@@ -46,6 +46,13 @@ def read_manifest(uri: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     return rows, bad
 
 
+def done_hashes(index: list[dict], rejects: list[dict], current: str) -> frozenset[str]:
+    """Content hashes a run skips: every clip in the store, and the rejects whose settings and
+    code (``fingerprint``) are today's; a reject from other settings or code is tried again."""
+    kept = [r for r in rejects if r.get("fingerprint") == current]
+    return frozenset(r["content_hash"] for r in index + kept if r["content_hash"])
+
+
 def _merge(old: list[dict], new: list[dict], replaced: set[str]) -> list[dict]:
     """Old rows of clips not processed again in this run, then this run's rows."""
     return [r for r in old if r["clip_id"] not in replaced] + new
@@ -57,13 +64,13 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
 
     from workflows.platform import tracking
     from workflows.platform.raycluster import init_ray, shutdown_if_started
-    from workflows.preprocess.worker import ClipProcessor
+    from workflows.preprocess.worker import ClipProcessor, fingerprint
 
     start = time.perf_counter()
     rows, bad_lines = read_manifest(manifest)
     storage.makedirs(out)
     old_index, old_rejects = clipstore.read_index(out), clipstore.read_rejects(out)
-    done = frozenset(r["content_hash"] for r in old_index + old_rejects if r["content_hash"])
+    done = done_hashes(old_index, old_rejects, fingerprint(cfg))
 
     started = init_ray(cfg.ray)
     try:

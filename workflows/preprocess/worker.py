@@ -78,6 +78,23 @@ class PreprocessConfig(StrictConfig):
     mlflow: MlflowConfig = MlflowConfig(experiment="disenttalk-preprocess")
 
 
+def fingerprint(cfg: PreprocessConfig) -> str:
+    """What decides a clip's fate: the settings that filter and shape clips (``filters``,
+    ``face``, ``audio``), the package version and this module's and the media reader's source.
+    A rejected clip is tried again when it changes."""
+    from pathlib import Path
+
+    import disenttalk
+    from disenttalk import media
+
+    digest = hashlib.sha256(json.dumps(
+        {k: cfg.to_dict()[k] for k in ("filters", "face", "audio")}, sort_keys=True).encode())
+    digest.update(getattr(disenttalk, "__version__", "").encode())
+    for source in (__file__, media.__file__):
+        digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 class Reject(Exception):
     """A clip that fails a check; ``reason`` is one of ``clipstore.REJECT_REASONS``."""
 
@@ -115,6 +132,7 @@ class ClipProcessor:
         from disenttalk.audio import make_frontend
 
         self.frontend = make_frontend(self.cfg.audio)  # a frontend that cannot load fails the actor
+        self.fingerprint = fingerprint(self.cfg)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = [self.process(row) for row in batch.to_dict("records")]
@@ -142,7 +160,8 @@ class ClipProcessor:
             reject = {"reason": rej.reason, "detail": rej.detail}
         except Exception as exc:  # a bug or an odd file must not stop the job: record it
             reject = {"reason": "error", "detail": f"{type(exc).__name__}: {exc}"}
-        reject.update(clip_id=clip_id, source_uri=uri, content_hash=content_hash)
+        reject.update(clip_id=clip_id, source_uri=uri, content_hash=content_hash,
+                      fingerprint=self.fingerprint)
         return self._result("rejected", clip_id, content_hash, 0, start, reject)
 
     @staticmethod
