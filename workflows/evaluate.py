@@ -214,7 +214,8 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     bundle = gen.bundle
     evaluator = load_evaluator(expert_dir)
     with storage.local_copy(rec.source_uri) as path:
-        truth_frames = media.read_video(path, with_audio=False).frames
+        # at the record's frame rate, as preprocessing resampled it
+        truth_frames = media.read_video(path, with_audio=False, fps=float(rec.fps)).frames
     t = min(len(truth_frames), rec.num_frames)
     truth_frames, truth_lm = truth_frames[:t], rec.landmarks[:t]
     fps = float(rec.fps)

@@ -52,12 +52,13 @@ def portrait_of(image: np.ndarray, face: int | None = None, framing: dict[str, A
         raise GenerateError(str(exc)) from exc
 
 
-def reference_motion(video: str | Path, morphable: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Expression [T,N] and pose [T,6] of a reference video, encoded with the bundle's model."""
+def reference_motion(video: str | Path, morphable: Any, fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Expression [T,N] and pose [T,6] of a reference video (resampled to ``fps``, the model's),
+    encoded with the bundle's model."""
     from disenttalk import media
     from disenttalk.face.tracker import FaceTracker
 
-    clip = media.read_video(video, with_audio=False)
+    clip = media.read_video(video, with_audio=False, fps=fps)
     with FaceTracker() as tracker:
         tracks = tracker.track(clip.frames)
     if not tracks.valid.any():
@@ -102,9 +103,9 @@ def run(
         if morphable is None:
             raise GenerateError("this model has no morphable model: --eyes-from/--pose-from need one")
         if eyes_from:
-            eyes = reference_motion(eyes_from, morphable)[0]
+            eyes = reference_motion(eyes_from, morphable, generator.fps)[0]
         if pose_from:
-            pose = reference_motion(pose_from, morphable)[1]
+            pose = reference_motion(pose_from, morphable, generator.fps)[1]
     controls = Controls(lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
                         eyes=eyes, pose=pose, blinks=blinks, blink_rate=blink_rate)
     try:
