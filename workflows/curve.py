@@ -137,6 +137,13 @@ def write(points: list[dict[str, Any]], out: str, split: str) -> None:
     storage.write_bytes(storage.join(out, "curve.png"), png.getvalue())
 
 
+def learning_curve(train: str, data: str, out: str | None = None, **options: Any) -> list[dict[str, Any]]:
+    """:func:`run` (``options`` as there) and :func:`write` to ``out`` (default ``<train>/curve``)."""
+    points = run(train, data, **options)
+    write(points, out or storage.join(train, "curve"), options.get("split", "val"))
+    return points
+
+
 def cli(
     train: str = typer.Option(..., help="a `disenttalk train` output folder (local or s3://)"),
     data: str = typer.Option(..., help="the clip store it was trained on"),
@@ -149,13 +156,12 @@ def cli(
 ) -> None:
     """Learning curve of a training run: lip error of each kept denoiser checkpoint."""
     try:
-        points = run(train, data, split, max_clips, steps, seed, checkpoints)
+        points = learning_curve(train, data, out, split=split, max_clips=max_clips, steps=steps,
+                                seed=seed, checkpoints=checkpoints)
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"disenttalk curve: {exc}", err=True)
         raise typer.Exit(2) from None
-    target = out or storage.join(train, "curve")
-    write(points, target, split)
-    typer.echo(f"curve of {len(points)} checkpoints → {target}/curve.png")
+    typer.echo(f"curve of {len(points)} checkpoints → {out or storage.join(train, 'curve')}/curve.png")
 
 
 if __name__ == "__main__":  # python -m workflows.curve

@@ -58,6 +58,7 @@ class QuickstartConfig(StrictConfig):
     corpus: CorpusSection = CorpusSection()
     sample: SampleSection = SampleSection()
     overrides: StageOverrides = StageOverrides()
+    curve: bool = False  # score every kept checkpoint on val after training (`disenttalk curve`)
     champion_metric: str = "test/lmd"
 
 
@@ -96,6 +97,7 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
     from tune import sampler as tune_sampler
     from workflows import evaluate, fit, generate, preprocess, register, train
     from workflows.common import load_config
+    from workflows.curve import learning_curve
     from workflows.platform import tracking
     from workflows.platform.raycluster import RayConfig, init_ray, shutdown_if_started
     from workflows.preprocess.worker import PreprocessConfig
@@ -131,6 +133,8 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
             "train", train.run, str(store), str(fit_dir), str(train_dir),
             train.load_stage_config(None, o.train))
         bundle = str(trained["bundle"])
+        if cfg.curve:
+            points, times["curve"] = _stage("curve", learning_curve, str(train_dir), str(store))
         _, times["tune-sampler"] = _stage(
             "tune-sampler", tune_sampler.run,
             load_config(tune_sampler.SamplerSearchConfig, "tune_sampler", None, o.tune_sampler),
@@ -170,6 +174,7 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
         "metrics": metrics,
         "baselines": baselines,
         "stage_seconds": {k: round(v, 1) for k, v in times.items()},
+        **({"learning_curve": str(train_dir / "curve" / "curve.png"), "curve": points} if cfg.curve else {}),
         "mlflow_ui": f"mlflow ui --backend-store-uri {tracking.tracking_uri()} --port 5000",
     }
     (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
