@@ -135,7 +135,8 @@ class FaceTracker:
         if self._video is None:
             self._video = _face_mesh(False, self.max_faces, self.min_confidence)
         else:
-            self._video.reset()
+            with quiet_native_logs():  # a reset rebuilds the calculators, chatter included
+                self._video.reset()
         return self._video
 
     def track_image(self, image: np.ndarray) -> np.ndarray | None:
