@@ -8,6 +8,7 @@ so a reader never sees a half-written file.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -25,6 +26,10 @@ GOP_SIZE = 25  # one keyframe a second at 25 fps: cheap seeking for windowed rea
 
 class MediaError(Exception):
     """A file that cannot be read or written as audio/video (the message names file and reason)."""
+
+
+class NoAudioStream(MediaError):
+    """A readable file without an audio stream."""
 
 
 @dataclass
@@ -87,11 +92,9 @@ def _decode_audio(container, path: Path, sample_rate: int) -> np.ndarray | None:
 
 def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Audio of any audio or video file as float32 mono [S] at ``sample_rate``."""
-    path = Path(path)
-    with _open_input(path) as container:
-        audio = _decode_audio(container, path, sample_rate)
+    audio = read_audio_track(path, sample_rate)
     if audio is None:
-        raise MediaError(f"{path}: no audio stream")
+        raise NoAudioStream(f"{path}: no audio stream")
     if audio.size == 0:
         raise MediaError(f"{path}: audio stream has no samples")
     return audio
@@ -105,37 +108,138 @@ def resample_indices(n: int, source_fps: float, fps: float) -> np.ndarray:
     return np.minimum(np.floor(np.arange(count) * source_fps / fps + 1e-6).astype(np.int64), n - 1)
 
 
-def read_video(path: str | Path, with_audio: bool = True, fps: float | None = None) -> Video:
-    """Decode the frames (decord) and, if present, the audio track (PyAV, 16 kHz mono).
+class FrameStream:
+    """The frames of a video file, read a bounded chunk at a time (memory does not grow with the
+    video's length), optionally resampled to ``fps`` and always upright.
 
-    ``fps``: resample to this frame rate (e.g. the model's 25 fps for a 30 or 29.97 fps source)
-    by picking, for each output time, the source frame on screen then; only those are decoded.
-    Frames come upright: decord applies rotation metadata (phone videos).
+    ``fps``: show the video at this frame rate (e.g. the model's 25 fps for a 30 or 29.97 fps
+    source) by picking, for each output time, the source frame on screen then; only those are
+    decoded. decord applies rotation metadata (phone videos). Errors are :class:`MediaError`.
     """
+
+    def __init__(self, path: str | Path, fps: float | None = None) -> None:
+        import decord
+
+        self.path = Path(path)
+        with _open_input(self.path) as container:  # PyAV gives clean errors for non-video files
+            if not container.streams.video:
+                raise MediaError(f"{self.path}: no video stream")
+        try:
+            self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0))
+            n = len(self._reader)
+            self.source_fps = float(self._reader.get_avg_fps())
+        except decord.DECORDError as exc:  # type: ignore[attr-defined]
+            raise MediaError(f"{self.path}: video decoding failed ({exc})") from exc
+        if n == 0:
+            raise MediaError(f"{self.path}: video stream has no frames")
+        if not np.isfinite(self.source_fps) or self.source_fps <= 0:
+            raise MediaError(f"{self.path}: video stream has no frame rate")
+        resample = fps is not None and abs(self.source_fps - fps) > 1e-3
+        self.fps = float(fps) if resample else self.source_fps
+        self._indices = resample_indices(n, self.source_fps, fps) if resample else np.arange(n)
+
+    def __len__(self) -> int:
+        """Frames at ``fps``."""
+        return len(self._indices)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video."""
+        return len(self) / self.fps
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Output frames ``start`` .. ``stop`` - 1 as uint8 [n,H,W,3] RGB."""
+        import decord
+
+        try:
+            frames = self._reader.get_batch(self._indices[start:stop].tolist()).asnumpy()
+        except decord.DECORDError as exc:  # type: ignore[attr-defined]
+            raise MediaError(f"{self.path}: video decoding failed ({exc})") from exc
+        return np.ascontiguousarray(frames, dtype=np.uint8)
+
+    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first frame index, frames [≤size,H,W,3]) in order, covering the whole video."""
+        for start in range(0, len(self), max(int(size), 1)):
+            yield start, self.read(start, min(start + size, len(self)))
+
+
+class AudioStream:
+    """The first audio stream of a file, decoded and resampled to float32 mono at ``sample_rate``
+    as it is read, front to back: ``read(n)`` gives the next ``n`` samples (fewer at the end).
+    Memory does not grow with the file's length. Use as a context manager (closes the file)."""
+
+    def __init__(self, path: str | Path, sample_rate: int = SAMPLE_RATE) -> None:
+        import av
+
+        self.path = Path(path)
+        self._stack = contextlib.ExitStack()
+        container = self._stack.enter_context(_open_input(self.path))
+        if not container.streams.audio:
+            self._stack.close()
+            raise NoAudioStream(f"{self.path}: no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+
+        def decoded() -> Iterator[np.ndarray]:
+            try:
+                for frame in container.decode(container.streams.audio[0]):
+                    yield from (f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+                yield from (f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+            except av.FFmpegError as exc:
+                raise MediaError(f"{self.path}: decoding failed ({exc})") from exc
+
+        self._blocks = decoded()
+        self._pending = np.zeros(0, np.float32)
+
+    def read(self, n: int) -> np.ndarray:
+        """The next ``n`` samples float32 [≤n]; shorter only where the stream ends."""
+        parts, have = [self._pending], len(self._pending)
+        while have < n:
+            block = next(self._blocks, None)
+            if block is None:
+                break
+            parts.append(block.astype(np.float32, copy=False))
+            have += len(block)
+        joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        self._pending = joined[n:]
+        return joined[:n]
+
+    def close(self) -> None:
+        """Close the file."""
+        self._stack.close()
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def audio_level(path: str | Path, sample_rate: int = SAMPLE_RATE, block: int = 1 << 18) -> tuple[int, float]:
+    """(samples, RMS) of a file's first audio stream at ``sample_rate``, read in blocks."""
+    count, power = 0, 0.0
+    with AudioStream(path, sample_rate) as audio:
+        while len(chunk := audio.read(block)):
+            count += len(chunk)
+            power += float(np.square(chunk, dtype=np.float64).sum())
+    return count, (power / count) ** 0.5 if count else 0.0
+
+
+def read_video(path: str | Path, with_audio: bool = True, fps: float | None = None) -> Video:
+    """Decode all frames (decord) and, if present, the audio track (PyAV, 16 kHz mono).
+
+    ``fps`` resamples the frames as :class:`FrameStream` does; frames come upright. For long
+    videos use :class:`FrameStream` directly: this holds every frame in memory.
+    """
+    stream = FrameStream(path, fps=fps)
+    audio = read_audio_track(path) if with_audio else None
+    return Video(frames=stream.read(0, len(stream)), fps=stream.fps, audio=audio)
+
+
+def read_audio_track(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray | None:
+    """The first audio stream of a file as float32 mono [S] at ``sample_rate``; None if it has none."""
     path = Path(path)
-    # Probe with PyAV first: it gives clean errors for non-video files, where decord is terse.
     with _open_input(path) as container:
-        if not container.streams.video:
-            raise MediaError(f"{path}: no video stream")
-        audio = _decode_audio(container, path, SAMPLE_RATE) if with_audio else None
-
-    import decord
-
-    try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-        n = len(reader)
-        source_fps = float(reader.get_avg_fps())
-        if n and (not np.isfinite(source_fps) or source_fps <= 0):
-            raise MediaError(f"{path}: video stream has no frame rate")
-        resample = n and fps is not None and abs(source_fps - fps) > 1e-3
-        indices = resample_indices(n, source_fps, fps) if resample else np.arange(n)
-        frames = reader.get_batch(indices.tolist()).asnumpy() if n else None
-    except decord.DECORDError as exc:  # type: ignore[attr-defined]
-        raise MediaError(f"{path}: video decoding failed ({exc})") from exc
-    if frames is None or len(frames) == 0:
-        raise MediaError(f"{path}: video stream has no frames")
-    return Video(frames=np.ascontiguousarray(frames, dtype=np.uint8),
-                 fps=float(fps) if resample else source_fps, audio=audio)
+        return _decode_audio(container, path, sample_rate)
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -14,7 +14,6 @@ such instead of "no face".
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,10 +87,9 @@ class Face:
 
 
 def _detector(min_confidence: float, full_range: bool = True):
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    import mediapipe as mp
+    from disenttalk.face.tracker import import_mediapipe, quiet_native_logs
 
-    from disenttalk.face.tracker import quiet_native_logs
+    mp = import_mediapipe()
 
     with quiet_native_logs():
         return mp.solutions.face_detection.FaceDetection(

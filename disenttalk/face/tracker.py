@@ -8,8 +8,10 @@ Frames where no face is found are kept, flagged ``valid=False``, and their landm
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,9 +59,26 @@ def quiet_native_logs() -> Iterator[None]:
         os.close(null)
 
 
-def _face_mesh(static: bool, max_faces: int, min_confidence: float):
+def import_mediapipe():
+    """The ``mediapipe`` module, imported the first time in a short-lived thread.
+
+    Importing mediapipe keeps an exception with its traceback (its audio tasks find no PortAudio
+    library), and a traceback holds every frame of the stack that imported it. Imported lazily
+    from deep inside a call, that would pin the caller's locals — a whole video's tracks — for
+    the life of the process; a thread's stack holds nothing of ours.
+    """
     os.environ.setdefault("GLOG_minloglevel", "2")
-    import mediapipe as mp
+    if "mediapipe" not in sys.modules:
+        loader = threading.Thread(target=importlib.import_module, args=("mediapipe",), daemon=True)
+        loader.start()
+        loader.join()
+    import mediapipe  # raises here, in the caller, if it cannot be imported
+
+    return mediapipe
+
+
+def _face_mesh(static: bool, max_faces: int, min_confidence: float):
+    mp = import_mediapipe()
 
     with quiet_native_logs():  # the chatter comes when a graph is built and first finds a face
         return mp.solutions.face_mesh.FaceMesh(
@@ -81,9 +100,13 @@ def _all_faces(result, width: int, height: int) -> list[np.ndarray]:
 def _largest_face(result, width: int, height: int) -> np.ndarray | None:
     """The detected face with the largest landmark bounding box, as float32 [478,3] pixels."""
     faces = _all_faces(result, width, height)
-    if not faces:
-        return None
-    return max(faces, key=lambda pts: float(np.prod(pts[:, :2].max(0) - pts[:, :2].min(0))))
+    return max(faces, key=lambda pts: _centre_size(pts)[1]) if faces else None
+
+
+def _centre_size(pts: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre [2] and size (√ of the landmark box's area) of one face's [478,3] pixels."""
+    lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
+    return (lo + hi) / 2, float(np.sqrt(np.prod(hi - lo)))
 
 
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -100,41 +123,74 @@ class FaceTracker:
     to frame instead of re-detecting it. That state must not leak between clips, so each call
     resets the tracker's one video graph first: a reset costs about half of building a new
     graph (~50 ms vs ~100 ms under load, against 3–10 ms per 256² frame; ``bench face``).
-    ``track_image`` uses a static-mode graph. With ``max_faces > 1`` the largest face is kept.
+    ``track_image`` uses a static-mode graph. With ``max_faces > 1`` the largest face is kept
+    in a still image; in a video the tracker follows one person: the largest face at the start,
+    then in each frame the face that continues it (its centre within half a face of where the
+    followed face was last seen), so a second face that comes closer or grows larger never takes
+    over. Frames where the followed face is missing are invalid; after ``lost_after`` such frames
+    in a row the largest face is picked again.
     """
 
-    def __init__(self, static: bool = False, max_faces: int = 1, min_confidence: float = 0.5):
+    def __init__(self, static: bool = False, max_faces: int = 1, min_confidence: float = 0.5,
+                 lost_after: int = 12):
         self.static = static
         self.max_faces = max_faces
         self.min_confidence = min_confidence
+        self.lost_after = lost_after
         self._still = None  # static-mode graph (track_image, static tracking), built on first use
         self._video = None  # video-mode graph, reset between clips
+        self._followed: tuple[np.ndarray, float] | None = None  # (centre, size) last seen
+        self._missed = 0  # frames in a row without the followed face
 
-    def track(self, frames: np.ndarray) -> Tracks:
-        """Landmarks of the (largest) face in every frame of uint8 [T,H,W,3] RGB."""
+    def track(self, frames: np.ndarray, resume: bool = False) -> Tracks:
+        """Landmarks of the followed (or largest) face in every frame of uint8 [T,H,W,3] RGB.
+
+        ``resume=True`` continues the previous call's video, as the next chunk of a long clip:
+        the tracker keeps its state and the face it follows. Otherwise it starts afresh.
+        """
         frames = np.asarray(frames)
         if frames.ndim != 4:
             raise ValueError(f"expected frames [T,H,W,3], got shape {frames.shape}")
         t, h, w = frames.shape[:3]
         landmarks = np.full((t, NUM_LANDMARKS, 3), np.nan, dtype=np.float32)
         valid = np.zeros(t, dtype=bool)
-        mesh = self._graph(static=self.static)
+        mesh = self._graph(static=self.static, reset=not resume)
+        if not resume:
+            self._followed, self._missed = None, 0
+        follow = self.max_faces > 1 and not self.static
         with quiet_native_logs():
             for i in range(t):
-                pts = _largest_face(mesh.process(_as_rgb_uint8(frames[i])), w, h)
+                result = mesh.process(_as_rgb_uint8(frames[i]))
+                pts = self._follow(_all_faces(result, w, h)) if follow else _largest_face(result, w, h)
                 if pts is not None:
                     landmarks[i], valid[i] = pts, True
         return Tracks(landmarks=landmarks, valid=valid)
 
-    def _graph(self, static: bool):
-        """The static graph, or the video graph reset to forget the previous clip."""
+    def _follow(self, faces: list[np.ndarray]) -> np.ndarray | None:
+        """The face continuing the followed one (or the largest when none is followed)."""
+        if self._followed is not None:
+            centre, size = self._followed
+            near = [f for f in faces if np.linalg.norm(_centre_size(f)[0] - centre) <= 0.5 * size]
+            faces = sorted(near, key=lambda f: float(np.linalg.norm(_centre_size(f)[0] - centre)))
+        else:
+            faces = sorted(faces, key=lambda f: -_centre_size(f)[1])
+        if not faces:
+            self._missed += 1
+            if self._missed >= self.lost_after:
+                self._followed = None
+            return None
+        self._followed, self._missed = _centre_size(faces[0]), 0
+        return faces[0]
+
+    def _graph(self, static: bool, reset: bool = True):
+        """The static graph, or the video graph (reset to forget the previous clip)."""
         if static:
             if self._still is None:
                 self._still = _face_mesh(True, self.max_faces, self.min_confidence)
             return self._still
         if self._video is None:
             self._video = _face_mesh(False, self.max_faces, self.min_confidence)
-        else:
+        elif reset:
             with quiet_native_logs():  # a reset rebuilds the calculators, chatter included
                 self._video.reset()
         return self._video

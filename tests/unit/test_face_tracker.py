@@ -76,3 +76,20 @@ os.write(2, b"native after\\n")
     loud = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           env={**env, "DISENTTALK_VERBOSE": "1"}, timeout=300)
     assert "native inside" in loud.stderr and "XNNPACK" in loud.stderr
+
+
+def test_video_follows_one_face_when_another_grows_larger(astronaut):
+    """Two people side by side trade sizes half-way: the tracker stays with the first one."""
+    from tests import photos
+    from tests.clips import face_crop, two_faces
+
+    frames = two_faces(face_crop(astronaut, 160), face_crop(photos.load("grace_hopper"), 160), 40)
+    with FaceTracker(max_faces=2) as following:
+        tracks = following.track(frames[:20])
+        tracks2 = following.track(frames[20:], resume=True)  # the next chunk of the same video
+    valid = np.concatenate([tracks.valid, tracks2.valid])
+    xs = np.concatenate([tracks.landmarks, tracks2.landmarks])[valid, :, 0].mean(1)
+    assert valid.mean() > 0.9 and (xs < 160).all()  # always the left face (the astronaut)
+    with FaceTracker(max_faces=2, static=True) as largest:  # per frame, the largest wins
+        still = largest.track(frames)
+    assert (still.landmarks[still.valid, :, 0].mean(1)[-5:] > 160).all()

@@ -170,17 +170,35 @@ def test_read_video_resamples_to_the_models_frame_rate(tmp_path, source_fps):
 
 
 def test_read_video_comes_upright_from_rotation_metadata(tmp_path):
-    import struct
+    from tests.clips import mark_rotated
 
     frames = np.zeros((5, 32, 64, 3), np.uint8)
     frames[:, :, :32] = 255  # white left half, landscape 64×32
     path = tmp_path / "phone.mp4"
     media.write_video(path, frames, 25.0)
-    data = bytearray(path.read_bytes())
-    # a phone's display matrix (rotate 90°) in the video track header, pixels untouched
-    at = data.find(b"tkhd") + 4 + 4 + 4 * 5 + 8 + 8
-    data[at : at + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
-    path.write_bytes(bytes(data))
+    mark_rotated(path)  # a phone's display matrix (rotate 90°) in the track header
     upright = media.read_video(path, with_audio=False).frames
     assert upright.shape == (5, 64, 32, 3)  # portrait: rotated as players show it
     assert upright[0, :28, :, 0].mean() > 200 and upright[0, 36:, :, 0].mean() < 50  # white on top
+
+
+def test_streams_read_a_video_in_chunks_the_same_as_whole(tmp_path, still_frames):
+    frames = still_frames.copy()
+    frames[:, :8] = np.arange(50, dtype=np.uint8)[:, None, None, None] * 5  # frame number in a band
+    sound = _tone(2.0, 44_100)
+    path = tmp_path / "clip.mp4"
+    media.write_video(path, frames, 30.0, audio=sound, sample_rate=44_100)
+    whole = media.read_video(path, fps=25.0)
+    stream = media.FrameStream(path, fps=25.0)
+    parts = list(stream.chunks(7))
+    assert [a for a, _ in parts] == list(range(0, len(stream), 7)) and stream.fps == 25.0
+    np.testing.assert_array_equal(np.concatenate([f for _, f in parts]), whole.frames)
+    with media.AudioStream(path) as audio:  # 44.1 kHz → 16 kHz mono, read in any pieces
+        pieces = [audio.read(n) for n in (1000, 0, 5555, 100_000)]
+    np.testing.assert_allclose(np.concatenate(pieces), whole.audio)
+    samples, level = media.audio_level(path)
+    assert samples == len(whole.audio) and level == pytest.approx(np.sqrt(np.mean(whole.audio**2)), rel=1e-4)
+    silent = tmp_path / "silent.mp4"
+    media.write_video(silent, frames, 25.0)
+    with pytest.raises(media.NoAudioStream, match="no audio stream"):
+        media.audio_level(silent)

@@ -3,6 +3,7 @@
 Layout under the output URI (a local folder or ``s3://bucket/prefix``)::
 
     clips/<sha256>.npz     one record per clip, named by the content hash of its source file
+    clips/<sha256>-<k>.npz  the k-th clip cut from a source that gave several (a long video)
     index.parquet          one row per good clip (metadata + the record's relative path)
     rejects.parquet        one row per rejected clip with its reason (also rejects.jsonl)
     summary.json           counts of the last run
@@ -47,6 +48,8 @@ INDEX_SCHEMA = pa.schema(
         ("content_hash", pa.string()),
         ("source_uri", pa.string()),
         ("record", pa.string()),  # path of the .npz relative to the store root
+        ("source_clip_id", pa.string()),  # the manifest's clip the record was cut from
+        ("start_s", pa.float64()),  # where in that source it starts
     ]
 )
 REJECT_SCHEMA = pa.schema(
@@ -79,7 +82,9 @@ class ClipRecord:
     source_uri: str
     content_hash: str
     sentence: str = ""
-    extra: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. crop transforms
+    source_clip_id: str = ""  # the manifest row it was cut from ("" = clip_id)
+    start_s: float = 0.0  # its start in that source video
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. crop transforms, span
 
     @property
     def num_frames(self) -> int:
@@ -103,6 +108,8 @@ class ClipRecord:
         extra = {k[len("extra__") :]: raw.pop(k) for k in list(raw) if k.startswith("extra__")}
         scalars = {"clip_id", "speaker", "language", "split", "source_uri", "content_hash", "sentence"}
         kwargs: dict[str, Any] = {k: str(raw.pop(k)) for k in scalars}
+        kwargs["source_clip_id"] = str(raw.pop("source_clip_id", ""))  # absent in older records
+        kwargs["start_s"] = float(raw.pop("start_s", 0.0))
         kwargs["fps"] = float(raw.pop("fps"))
         kwargs["sample_rate"] = int(raw.pop("sample_rate"))
         return cls(**kwargs, **raw, extra=extra)
@@ -123,17 +130,24 @@ class ClipRecord:
             "content_hash": self.content_hash,
             "source_uri": self.source_uri,
             "record": record,
+            "source_clip_id": self.source_clip_id or self.clip_id,
+            "start_s": float(self.start_s),
         }
 
 
-def record_name(content_hash: str) -> str:
-    """Relative path of a clip's record."""
-    return f"clips/{content_hash}.npz"
+def record_name(content_hash: str, part: int | None = None) -> str:
+    """Relative path of a clip's record (``part``: its number among a source's several clips)."""
+    return f"clips/{content_hash}.npz" if part is None else f"clips/{content_hash}-{part:03d}.npz"
 
 
-def write_record(root: str, record: ClipRecord) -> str:
+def source_of(row: Mapping[str, Any]) -> str:
+    """The manifest clip an index or reject row comes from."""
+    return row.get("source_clip_id") or row["clip_id"]
+
+
+def write_record(root: str, record: ClipRecord, part: int | None = None) -> str:
     """Write ``record`` under ``root`` atomically; returns its relative path."""
-    name = record_name(record.content_hash)
+    name = record_name(record.content_hash, part)
     storage.write_bytes(storage.join(root, name), record.to_bytes())
     return name
 

@@ -10,8 +10,10 @@ when its single PUT completes.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 S3_SCHEMES = ("s3", "s3a")
+COPY_BLOCK = 8 << 20  # bytes per read when hashing or copying large files
 
 
 def is_s3(uri: str | Path) -> bool:
@@ -90,6 +93,15 @@ def read_bytes(uri: str | Path) -> bytes:
     fs, path = filesystem(uri)
     with fs.open_input_stream(path) as f:
         return f.read()
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a local file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(COPY_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_text(uri: str | Path) -> str:
@@ -169,18 +181,19 @@ def download_dir(uri: str, local: str | Path) -> Path:
 
 
 @contextmanager
-def local_copy(uri: str | Path, data: bytes | None = None) -> Iterator[Path]:
-    """A local path for reading ``uri`` with libraries that need one (a temporary copy for S3).
-
-    ``data``, if given, are the file's bytes already read (saves a second download).
-    """
+def local_copy(uri: str | Path) -> Iterator[Path]:
+    """A local path for reading ``uri`` with libraries that need one: the file itself, or for S3
+    a temporary copy streamed to disk (never held in memory whole)."""
     if not is_s3(uri):
+        if not Path(uri).is_file():
+            raise FileNotFoundError(f"no such file: {uri}")
         yield Path(uri)
         return
     fd, tmp = tempfile.mkstemp(suffix=Path(urlparse(str(uri)).path).suffix)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(read_bytes(uri) if data is None else data)
+        fs, path = filesystem(uri)
+        with os.fdopen(fd, "wb") as f, fs.open_input_stream(path) as src:
+            shutil.copyfileobj(src, f, length=COPY_BLOCK)
         yield Path(tmp)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -54,8 +54,8 @@ def done_hashes(index: list[dict], rejects: list[dict], current: str) -> frozens
 
 
 def _merge(old: list[dict], new: list[dict], replaced: set[str]) -> list[dict]:
-    """Old rows of clips not processed again in this run, then this run's rows."""
-    return [r for r in old if r["clip_id"] not in replaced] + new
+    """Old rows of source clips not processed again in this run, then this run's rows."""
+    return [r for r in old if clipstore.source_of(r) not in replaced] + new
 
 
 def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
@@ -94,15 +94,17 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
 
     ok = [json.loads(r["row"]) for r in results if r["status"] == "ok"]
     rejected = [json.loads(r["row"]) for r in results if r["status"] == "rejected"] + bad_lines
-    replaced = {r["clip_id"] for r in ok + rejected}
+    replaced = {clipstore.source_of(r) for r in ok + rejected}
     index = _merge(old_index, ok, replaced)
     rejects = _merge(old_rejects, rejected, replaced)
     clipstore.write_table(storage.join(out, clipstore.INDEX), index, clipstore.INDEX_SCHEMA)
     clipstore.write_rejects(out, rejects)
 
+    source_seconds = {r["content_hash"]: r["seconds"] for r in results if r["status"] == "ok"}
     summary = {
         "clips": len(rows) + len(bad_lines),
-        "ok": len(ok),
+        "ok": len({clipstore.source_of(r) for r in ok}),  # source clips that gave training clips
+        "segments": len(ok),  # training clips written (a long source gives several)
         "skipped": sum(r["status"] == "skipped" for r in results),
         "rejected": len(rejected),
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
@@ -111,8 +113,8 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
         "store_clips": len(index),
         "store_rejects": len(rejects),
         "seconds": time.perf_counter() - start,
-        "clip_seconds_mean": (
-            sum(r["seconds"] for r in results if r["status"] == "ok") / len(ok) if ok else 0.0
+        "clip_seconds_mean": (  # per source clip (its segments share one measurement)
+            sum(source_seconds.values()) / len(source_seconds) if source_seconds else 0.0
         ),
         # the crop the landmarks are expressed in: generation cuts portraits the same way
         "framing": {"crop_size": cfg.face.crop_size, "crop_margin": cfg.face.crop_margin},

@@ -8,10 +8,11 @@ out of the actor, so one bad file never stops the job.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,8 @@ from disenttalk.model.config import AudioConfig
 from workflows.platform import clipstore, storage
 from workflows.platform.raycluster import RayConfig
 from workflows.platform.tracking import MlflowConfig
+from workflows.preprocess import segments
+from workflows.preprocess.segments import SegmentConfig
 
 
 class ActorPoolConfig(StrictConfig):
@@ -57,6 +60,7 @@ class FaceConfig(StrictConfig):
     crop_margin: float = Field(0.3, ge=0)  # box side = landmark extent × (1 + 2·margin)
     crop_smooth: float = Field(4.0, ge=0)  # Gaussian σ in frames for box centre and side
     min_confidence: float = Field(0.5, ge=0, le=1)
+    max_faces: int = Field(2, ge=1)  # faces tracked at once; one person is followed (FaceTracker)
 
 
 def framing(recorded: Mapping[str, Any] | None = None) -> tuple[int, float]:
@@ -74,13 +78,15 @@ class PreprocessConfig(StrictConfig):
     actors: ActorPoolConfig = ActorPoolConfig()
     filters: FilterConfig = FilterConfig()
     face: FaceConfig = FaceConfig()
+    segments: SegmentConfig = SegmentConfig()
     audio: AudioConfig = AudioConfig()
     mlflow: MlflowConfig = MlflowConfig(experiment="disenttalk-preprocess")
 
 
 def fingerprint(cfg: PreprocessConfig) -> str:
     """What decides a clip's fate: the settings that filter and shape clips (``filters``,
-    ``face``, ``audio``), the package version and this module's and the media reader's source.
+    ``face``, ``segments``, ``audio``), the package version and the source of this module, the
+    segmenter and the media reader.
     A rejected clip is tried again when it changes."""
     from pathlib import Path
 
@@ -88,9 +94,9 @@ def fingerprint(cfg: PreprocessConfig) -> str:
     from disenttalk import media
 
     digest = hashlib.sha256(json.dumps(
-        {k: cfg.to_dict()[k] for k in ("filters", "face", "audio")}, sort_keys=True).encode())
+        {k: cfg.to_dict()[k] for k in ("filters", "face", "segments", "audio")}, sort_keys=True).encode())
     digest.update(getattr(disenttalk, "__version__", "").encode())
-    for source in (__file__, media.__file__):
+    for source in (__file__, segments.__file__, media.__file__):
         digest.update(Path(source).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -120,7 +126,11 @@ def fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
 
 
 class ClipProcessor:
-    """Ray Data callable class: manifest rows (pandas) → result rows; one MediaPipe graph per actor."""
+    """Ray Data callable class: manifest rows (pandas) → result rows; one MediaPipe graph per actor.
+
+    A source video yields one result row per clip kept from it (a long video: several segments,
+    see :mod:`workflows.preprocess.segments`), or one ``rejected`` / ``skipped`` row.
+    """
 
     def __init__(self, config_json: str, out: str, done_hashes: frozenset[str]) -> None:
         from disenttalk.face.tracker import FaceTracker
@@ -128,41 +138,48 @@ class ClipProcessor:
         self.cfg = PreprocessConfig.from_json(config_json)
         self.out = out
         self.done = done_hashes
-        self.tracker = FaceTracker(min_confidence=self.cfg.face.min_confidence)
+        face = self.cfg.face
+        self.tracker = FaceTracker(max_faces=face.max_faces, min_confidence=face.min_confidence)
         from disenttalk.audio import make_frontend
 
         self.frontend = make_frontend(self.cfg.audio)  # a frontend that cannot load fails the actor
         self.fingerprint = fingerprint(self.cfg)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        rows = [self.process(row) for row in batch.to_dict("records")]
+        rows = [result for row in batch.to_dict("records") for result in self.process(row)]
         return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
-    def process(self, row: dict[str, Any]) -> dict[str, Any]:
-        """One manifest row → ``ok`` / ``skipped`` / ``rejected`` result row."""
+    def process(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """One manifest row → ``ok`` rows (one per clip kept) / a ``skipped`` / a ``rejected`` row.
+
+        Clips are written as the video streams through; if the source fails part-way, those
+        already written are deleted again, so a rejected source leaves nothing in the store."""
         start = time.perf_counter()
         clip_id, uri = str(row["clip_id"]), str(row["uri"])
-        content_hash = ""
+        content_hash, results = "", []
         try:
-            try:
-                data = storage.read_bytes(uri)
-            except (OSError, ValueError) as exc:
-                raise Reject("unreadable", f"cannot read {uri}: {exc}") from exc
-            content_hash = hashlib.sha256(data).hexdigest()
-            if content_hash in self.done:
-                return self._result("skipped", clip_id, content_hash, 0, start, {})
-            record = self.build(row, data, content_hash)
-            name = clipstore.write_record(self.out, record)
-            return self._result(
-                "ok", clip_id, content_hash, record.num_frames, start, record.index_row(name)
-            )
+            with contextlib.ExitStack() as stack:
+                try:  # S3 sources are streamed to a local temporary file, never held in memory
+                    path = stack.enter_context(storage.local_copy(uri))
+                    content_hash = storage.file_sha256(path)
+                except (OSError, ValueError) as exc:
+                    raise Reject("unreadable", f"cannot read {uri}: {exc}") from exc
+                if content_hash in self.done:
+                    return [self._result("skipped", clip_id, content_hash, 0, start, {})]
+                for part, record in self.build(row, path, content_hash):
+                    name = clipstore.write_record(self.out, record, part)
+                    results.append(self._result("ok", record.clip_id, content_hash,
+                                                record.num_frames, start, record.index_row(name)))
+            return results
         except Reject as rej:
             reject = {"reason": rej.reason, "detail": rej.detail}
         except Exception as exc:  # a bug or an odd file must not stop the job: record it
             reject = {"reason": "error", "detail": f"{type(exc).__name__}: {exc}"}
+        for result in results:
+            storage.delete(storage.join(self.out, json.loads(result["row"])["record"]))
         reject.update(clip_id=clip_id, source_uri=uri, content_hash=content_hash,
                       fingerprint=self.fingerprint)
-        return self._result("rejected", clip_id, content_hash, 0, start, reject)
+        return [self._result("rejected", clip_id, content_hash, 0, start, reject)]
 
     @staticmethod
     def _result(status, clip_id, content_hash, frames, start, row) -> dict[str, Any]:
@@ -175,55 +192,109 @@ class ClipProcessor:
             "row": json.dumps(row),
         }
 
-    def build(self, row: dict[str, Any], data: bytes, content_hash: str) -> clipstore.ClipRecord:
-        """Decode, check, align, track and featurise one clip (raises :class:`Reject`)."""
-        from disenttalk.media import SAMPLE_RATE, MediaError, read_video
+    def build(self, row: dict[str, Any], path, content_hash: str
+              ) -> Iterator[tuple[int | None, clipstore.ClipRecord]]:
+        """Decode, check, track, segment and featurise one source video: (part number, record)
+        for each clip kept, in time order; part is None when the video gives exactly one clip.
+        Raises :class:`Reject`.
+
+        Frames are decoded and tracked ``segments.chunk_frames`` at a time at the model's frame
+        rate and audio is read alongside them, so memory does not grow with the video's length.
+        """
+        from disenttalk.media import (
+            SAMPLE_RATE,
+            AudioStream,
+            FrameStream,
+            MediaError,
+            NoAudioStream,
+            audio_level,
+        )
 
         flt = self.cfg.filters
         try:
-            with storage.local_copy(row["uri"], data) as path:  # at the model's frame rate
-                video = read_video(path, fps=self.cfg.audio.fps)
+            stream = FrameStream(path, fps=self.cfg.audio.fps)
+            samples, level = audio_level(path)
+        except NoAudioStream as exc:
+            raise Reject("silent", "no audio stream") from exc
         except MediaError as exc:
             raise Reject("unreadable", str(exc)) from exc
-        frames, fps = video.frames, video.fps  # [T,H,W,3], Hz
-        duration = video.duration
+        fps, duration = stream.fps, stream.duration
         if duration < flt.min_duration_s:
             raise Reject("too_short", f"{duration:.2f}s < {flt.min_duration_s}s")
-        if video.audio is None or video.audio.size == 0:
-            raise Reject("silent", "no audio stream")
-        level = rms(video.audio)
         if level < flt.min_audio_rms:
             raise Reject("silent", f"audio RMS {level:.2e} < {flt.min_audio_rms:.2e}")
-        gap = abs(len(video.audio) / SAMPLE_RATE - duration)
+        gap = abs(samples / SAMPLE_RATE - duration)
         if gap > flt.max_av_mismatch_s:
             raise Reject("av_mismatch", f"audio and video lengths differ by {gap:.2f}s")
 
-        landmarks, valid, extra = self.track_aligned(frames)  # [T,478,3], [T]
-        missing = 1.0 - float(valid.mean())
-        if missing > flt.max_no_face_fraction:
-            raise Reject("no_face", f"no face in {missing:.0%} of {len(valid)} frames")
+        segmenter = segments.Segmenter(fps, self.cfg.segments, flt.min_duration_s)
+        detector = segments.CutDetector(self.cfg.segments.cut_threshold)
+        shape = (0, 0)  # frame (H, W) at fps, upright
+        with AudioStream(path) as audio:
+            at = 0  # audio samples read
 
-        audio = fit_length(video.audio, int(round(len(frames) / fps * SAMPLE_RATE)))
-        features = np.asarray(self.frontend(audio, SAMPLE_RATE, len(frames)), np.float32)
+            def record(seg: segments.Segment, part: int | None) -> clipstore.ClipRecord:
+                nonlocal at
+                lo, hi = (int(round(f / fps * SAMPLE_RATE)) for f in (seg.start, seg.stop))
+                audio.read(lo - at)  # skip what lies between clips
+                sound, at = fit_length(audio.read(hi - lo), hi - lo), hi
+                return self.record(row, seg, sound, part, content_hash, fps, shape)
+
+            def good(segs: list[segments.Segment]) -> list[segments.Segment]:
+                return [s for s in segs if 1.0 - s.valid.mean() <= flt.max_no_face_fraction]
+
+            part, found, pending = 0, 0, []  # found: frames with the face
+            for first, frames in stream.chunks(self.cfg.segments.chunk_frames):
+                shape = frames.shape[1:3]
+                tracks = self.tracker.track(frames, resume=first > 0)
+                found += int(tracks.valid.sum())
+                pending += good(segmenter.push(tracks.landmarks, tracks.valid, detector.update(frames)))
+                while len(pending) > 1:  # a second clip exists: the first is part 0, and so on
+                    yield part, record(pending.pop(0), part)
+                    part += 1
+            pending += good(segmenter.finish())
+            if part == 0 and not pending:
+                missing = 1.0 - found / len(stream)
+                if missing > flt.max_no_face_fraction:
+                    raise Reject("no_face", f"no face in {missing:.0%} of {len(stream)} frames")
+                raise Reject("too_short", f"no span of >= {flt.min_duration_s}s with the face "
+                                          f"and without a shot cut ({segmenter.cuts} cuts)")
+            if part == 0 and len(pending) == 1:  # the usual short clip: keeps its manifest id
+                yield None, record(pending[0], None)
+                return
+            for seg in pending:
+                yield part, record(seg, part)
+                part += 1
+
+    def record(self, row: dict[str, Any], seg, audio: np.ndarray, part: int | None,
+               content_hash: str, fps: float, frame_shape: tuple[int, int]) -> clipstore.ClipRecord:
+        """The store record of one clip: landmarks in its aligned crop, audio and features."""
+        from disenttalk.media import SAMPLE_RATE
+
+        lms, extra = self.align(seg.landmarks, frame_shape)
+        extra["span"] = np.asarray([seg.start, seg.stop], np.int64)  # source frames at fps
+        features = np.asarray(self.frontend(audio, SAMPLE_RATE, len(seg.valid)), np.float32)
         return clipstore.ClipRecord(
-            clip_id=str(row["clip_id"]),
+            clip_id=str(row["clip_id"]) if part is None else f"{row['clip_id']}-{part:03d}",
             speaker=str(row.get("speaker", "")),
             language=str(row.get("language", "")),
             split=str(row.get("split", "train")),
-            sentence=str(row.get("sentence", "")),
+            sentence=str(row.get("sentence", "")) if part is None else "",
             fps=float(fps),
-            landmarks=landmarks.astype(np.float32),
-            valid=valid.astype(bool),
+            landmarks=lms.astype(np.float32),
+            valid=seg.valid.astype(bool),
             audio=audio.astype(np.float32),
             sample_rate=SAMPLE_RATE,
             features=features,
             source_uri=str(row["uri"]),
             content_hash=content_hash,
+            source_clip_id=str(row["clip_id"]),
+            start_s=seg.start / fps,
             extra=extra,
         )
 
-    def track_aligned(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Landmarks [T,478,3] in the aligned ``crop_size``² crop, validity [T], crop boxes.
+    def align(self, landmarks: np.ndarray, frame_shape: tuple[int, int]) -> tuple[np.ndarray, dict]:
+        """Landmarks [T,478,3] mapped into the aligned ``crop_size``² crop, and the crop boxes.
 
         Tracking runs on the source frames and the landmarks are then mapped into the smoothed
         crop (the same boxes the renderer's paste-back uses), which equals tracking the crops
@@ -231,15 +302,12 @@ class ClipProcessor:
         """
         from disenttalk.face.crop import crop_boxes
 
-        tracks = self.tracker.track(frames)
-        if not tracks.valid.any():
-            return tracks.landmarks, tracks.valid, {}
         face = self.cfg.face
-        box = crop_boxes(tracks.landmarks, frames.shape[1:3], size=face.crop_size,
+        box = crop_boxes(landmarks, frame_shape, size=face.crop_size,
                          margin=face.crop_margin, smooth=face.crop_smooth)  # fmt: skip
         extra = {
             "crop_centres": box.centres.astype(np.float32),  # [T,2] source pixels
             "crop_sides": box.sides.astype(np.float32),  # [T]
             "frame_shape": np.asarray(box.frame_shape, np.int64),  # (H, W)
         }
-        return box.apply(tracks.landmarks), tracks.valid, extra
+        return box.apply(landmarks), extra
