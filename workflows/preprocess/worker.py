@@ -146,7 +146,13 @@ class ClipProcessor:
         self.fingerprint = fingerprint(self.cfg)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        rows = [result for row in batch.to_dict("records") for result in self.process(row)]
+        from disenttalk.face.tracker import quiet_native_logs
+
+        # MediaPipe's calculators log from their own threads, some after a frame's result is
+        # back: keep native chatter off the console for the whole batch (a failure is a reject
+        # row either way; DISENTTALK_VERBOSE=1 shows it all).
+        with quiet_native_logs():
+            rows = [result for row in batch.to_dict("records") for result in self.process(row)]
         return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
     def process(self, row: dict[str, Any]) -> list[dict[str, Any]]:

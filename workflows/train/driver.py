@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from disenttalk.face.tracker import VERBOSE_ENV
     from workflows import fit as fit_stage
     from workflows.platform import tracking
     from workflows.platform.raycluster import forwarded_env, init_ray, shutdown_if_started
@@ -65,6 +67,10 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.num_to_keep),
         failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
         worker_runtime_env={"env_vars": env},
+        # Ray Train's own progress lines ("Reporting training result ...") only with --verbose;
+        # its warnings and errors always, and everything in the session's train/ log files.
+        logging_config=ray.train.LoggingConfig(
+            log_level="INFO" if os.environ.get(VERBOSE_ENV) else "WARNING"),
     )
 
     started = init_ray(cfg.ray)

@@ -324,8 +324,28 @@ class _Tracker:
         mlflow.log_metrics(numeric, step=step + offset)
 
 
+def quiet_train_reports() -> None:
+    """Keep Ray Train's per-report INFO line ("Reporting training result N: ...") off the console
+    unless ``DISENTTALK_VERBOSE`` is set. ``RunConfig.logging_config`` quiets Ray Train's other
+    INFO lines, but this one is logged under the module's file path instead of a ``ray.train``
+    name, so the level set there does not reach it."""
+    import logging
+    import os
+
+    from disenttalk.face.tracker import VERBOSE_ENV
+
+    if os.environ.get(VERBOSE_ENV):
+        return
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray Train layout: nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point of every worker."""
+    quiet_train_reports()
     loop = Loop(config)
     try:
         loop.run()
