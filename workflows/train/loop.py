@@ -134,6 +134,12 @@ class Loop:
 
         every = self.stage.run.checkpoint_every
         window_loss: list[float] = []
+        bar = None
+        if self.rank == 0:  # drawn by the driver (Ray's distributed tqdm), not in worker logs
+            from ray.experimental.tqdm_ray import tqdm
+
+            bar = tqdm(desc=f"{phase:8s}", total=steps, unit="step")
+            bar.n = self.progress.step  # a resumed run starts where its checkpoint left off
         while self.progress.step < steps:
             step = self.progress.step
             rng = np.random.default_rng(_step_seed(self.train.seed, self.rank, phase, step))
@@ -147,6 +153,9 @@ class Loop:
             metrics = step_fn(batch, gen) | {"lr": lr}
             self.progress.step = step + 1
             window_loss.append(float(metrics["loss"]))
+            if bar is not None:
+                bar.set_description(f"{phase:8s} loss {np.mean(window_loss[-20:]):.3f}")
+                bar.update(1)
             if self.tracker is not None and (step + 1) % self.stage.run.log_every == 0:
                 self.tracker.log({f"{phase}/{k}": v for k, v in metrics.items()}, step + 1, phase)
             if (step + 1) % every and step + 1 != steps:
@@ -170,6 +179,8 @@ class Loop:
                                      checkpoint_dir_name=f"{phase}-{step + 1:07d}")
             else:
                 ray.train.report(report)
+        if bar is not None:
+            bar.close()
 
     # -- steps (pure functions from the core) ------------------------------------------------
     def _sync_step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
