@@ -145,7 +145,8 @@ def test_preprocess_stores_clips_at_the_models_frame_rate(tmp_path, astronaut, s
     media.write_video(path, frames, source_fps, audio=(0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32),
                       sample_rate=44100)
     processor = ClipProcessor(PreprocessConfig().to_json(), str(tmp_path / "store"), frozenset())
-    record = processor.build({"clip_id": "c", "uri": str(path)}, path.read_bytes(), "0" * 64)
+    [(part, record)] = processor.build({"clip_id": "c", "uri": str(path)}, path, "0" * 64)
+    assert part is None  # one clip: it keeps the manifest's id
     assert record.fps == 25.0 and record.num_frames == 40  # 1.6 s at 25 fps, whatever the source
     assert record.features.shape[0] == 40 and record.sample_rate == 16000
     assert len(record.audio) == 40 * 640 and record.valid.mean() > 0.9
@@ -172,8 +173,8 @@ def test_generation_uses_the_hubert_features_preprocessing_stored(tmp_path, astr
     path = tmp_path / "clip.mp4"
     media.write_video(path, frames, 25.0, audio=speech, sample_rate=16000)
     cfg = PreprocessConfig.from_dict({"audio": audio_cfg})
-    record = ClipProcessor(cfg.to_json(), str(tmp_path / "store"), frozenset()).build(
-        {"clip_id": "c", "uri": str(path)}, path.read_bytes(), "0" * 64)
+    [(_, record)] = ClipProcessor(cfg.to_json(), str(tmp_path / "store"), frozenset()).build(
+        {"clip_id": "c", "uri": str(path)}, path, "0" * 64)
 
     split = RegionSplit.contiguous(10, k_lip=3, k_eye=2)
     model = ModelConfig.from_dict({"denoiser": {"dim": 16, "num_blocks": 2, "heads": 2}, "n_expression": 10,
