@@ -73,23 +73,6 @@ def _open_input(path: Path) -> Iterator:
         container.close()
 
 
-def _decode_audio(container, path: Path, sample_rate: int) -> np.ndarray | None:
-    """All of the first audio stream, resampled to float32 mono at ``sample_rate``; None if none."""
-    import av
-
-    if not container.streams.audio:
-        return None
-    stream = container.streams.audio[0]
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-    chunks: list[np.ndarray] = []
-    for frame in container.decode(stream):
-        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-    chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))  # flush
-    if not chunks:
-        return np.zeros(0, np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
-
-
 def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Audio of any audio or video file as float32 mono [S] at ``sample_rate``."""
     audio = read_audio_track(path, sample_rate)
@@ -203,6 +186,12 @@ class AudioStream:
         self._pending = joined[n:]
         return joined[:n]
 
+    def read_rest(self) -> np.ndarray:
+        """Every sample not read yet, float32 [S]."""
+        rest = np.concatenate([self._pending, *self._blocks]).astype(np.float32, copy=False)
+        self._pending = np.zeros(0, np.float32)
+        return rest
+
     def close(self) -> None:
         """Close the file."""
         self._stack.close()
@@ -237,9 +226,11 @@ def read_video(path: str | Path, with_audio: bool = True, fps: float | None = No
 
 def read_audio_track(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray | None:
     """The first audio stream of a file as float32 mono [S] at ``sample_rate``; None if it has none."""
-    path = Path(path)
-    with _open_input(path) as container:
-        return _decode_audio(container, path, sample_rate)
+    try:
+        with AudioStream(path, sample_rate) as audio:
+            return audio.read_rest()
+    except NoAudioStream:
+        return None
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -100,10 +100,10 @@ def _all_faces(result, width: int, height: int) -> list[np.ndarray]:
 def _largest_face(result, width: int, height: int) -> np.ndarray | None:
     """The detected face with the largest landmark bounding box, as float32 [478,3] pixels."""
     faces = _all_faces(result, width, height)
-    return max(faces, key=lambda pts: _centre_size(pts)[1]) if faces else None
+    return max(faces, key=lambda pts: centre_size(pts)[1]) if faces else None
 
 
-def _centre_size(pts: np.ndarray) -> tuple[np.ndarray, float]:
+def centre_size(pts: np.ndarray) -> tuple[np.ndarray, float]:
     """Centre [2] and size (√ of the landmark box's area) of one face's [478,3] pixels."""
     lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
     return (lo + hi) / 2, float(np.sqrt(np.prod(hi - lo)))
@@ -170,16 +170,16 @@ class FaceTracker:
         """The face continuing the followed one (or the largest when none is followed)."""
         if self._followed is not None:
             centre, size = self._followed
-            near = [f for f in faces if np.linalg.norm(_centre_size(f)[0] - centre) <= 0.5 * size]
-            faces = sorted(near, key=lambda f: float(np.linalg.norm(_centre_size(f)[0] - centre)))
+            near = [f for f in faces if np.linalg.norm(centre_size(f)[0] - centre) <= 0.5 * size]
+            faces = sorted(near, key=lambda f: float(np.linalg.norm(centre_size(f)[0] - centre)))
         else:
-            faces = sorted(faces, key=lambda f: -_centre_size(f)[1])
+            faces = sorted(faces, key=lambda f: -centre_size(f)[1])
         if not faces:
             self._missed += 1
             if self._missed >= self.lost_after:
                 self._followed = None
             return None
-        self._followed, self._missed = _centre_size(faces[0]), 0
+        self._followed, self._missed = centre_size(faces[0]), 0
         return faces[0]
 
     def _graph(self, static: bool, reset: bool = True):

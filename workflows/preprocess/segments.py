@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from disenttalk.config import StrictConfig
+from disenttalk.face.tracker import centre_size
 
 THUMB = 48  # rows of the thumbnails the cut score compares (columns follow the aspect ratio)
 
@@ -116,8 +117,7 @@ class Segmenter:
         out: list[Segment] = []
         for pts, ok, cut in zip(landmarks, valid, cuts, strict=True):
             if ok:
-                lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
-                centre, size = (lo + hi) / 2, float(np.sqrt(np.prod(hi - lo)))
+                centre, size = centre_size(pts)
                 if self.last is not None:
                     ratio = size / max(self.last[1], 1e-6)
                     moved = float(np.linalg.norm(centre - self.last[0])) > 0.5 * self.last[1]

@@ -113,11 +113,6 @@ class Reject(Exception):
 RESULT_COLUMNS = ["status", "clip_id", "content_hash", "frames", "seconds", "row"]
 
 
-def rms(audio: np.ndarray) -> float:
-    """Root mean square of float audio in [-1, 1]."""
-    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
-
-
 def fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
     """Trim or zero-pad ``audio`` to exactly ``samples`` (the video's duration)."""
     if len(audio) >= samples:
