@@ -10,6 +10,7 @@ import typer
 
 from serve import app as serve_app
 from tune import sampler as tune_sampler
+from tune import sweep
 from workflows import (
     bench,
     curve,
@@ -42,6 +43,7 @@ app.command("fit")(fit.cli)
 app.command("train")(train.cli)
 app.command("demo-data")(demo_data.demo_data)
 app.command("tune-sampler")(tune_sampler.cli)
+app.command("sweep")(sweep.cli)
 app.command("evaluate")(evaluate.evaluate)
 app.command("curve")(curve.cli)
 app.command("register")(register.cli)

@@ -83,6 +83,7 @@ class EvaluateConfig(StrictConfig):
     # "first_frame" = the clip's first frame, "auto" = the photo where there is one
     reference: Literal["auto", "portrait", "first_frame"] = "auto"
     fidelity: bool = True  # also generate with the source's pose and eyes for PSNR/SSIM
+    baselines: bool = True  # also score oracle / still / shifted (the oracle costs a render per clip)
     shift_seconds: float = Field(0.5, gt=0)
     max_offset: int = Field(15, gt=0)  # sync sweep ±frames
     cpbd_stride: int = Field(5, gt=0)  # CPBD on every n-th frame
@@ -188,12 +189,12 @@ def fill_gaps(x: np.ndarray) -> np.ndarray:
     return x[idx]
 
 
-def landmark_lips(landmarks: np.ndarray, morphable: Any, split: Any, norm: dict) -> np.ndarray | None:
+def landmark_lips(landmarks: np.ndarray, morphable: Any, lip_dims: Any, norm: dict) -> np.ndarray | None:
     """Normalised lip expression parameters [T,K_lip] of landmarks [T,478,3] (gaps filled); None without a face."""
     if not np.isfinite(landmarks).all(axis=(1, 2)).any():
         return None  # the face was lost in every frame: no lip sync to measure
     expression, _, _ = morphable.encode(fill_gaps(landmarks))
-    lip = list(split.lip)
+    lip = list(lip_dims)
     return ((expression[:, lip] - norm["mean"][lip]) / norm["std"][lip]).astype(np.float32)
 
 
@@ -245,24 +246,26 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     if cfg.fidelity:
         f_frames, f_lm, _ = render(Controls(eyes=expression, pose=pose))
         fidelity = clip.Trace(landmarks=f_lm, frames=f_frames)
-    # the oracle: the truth's own expression through encode → render → re-track, like the model's
-    o_frames, o_lm = track(Motion(expression.astype(np.float32), np.zeros((t, 6), np.float32), fps))
 
     def decoded_lmd(expr: np.ndarray) -> float:
         """LMD of an expression sequence decoded with the clip's own identity and pose (no render)."""
         n = min(len(expr), t)
         return lmd(bundle.morphable.decode(expr[:n], pose[:n], identity), truth_lm[:n])
 
-    def lips(x: np.ndarray) -> np.ndarray:
-        return landmark_lips(x, bundle.morphable, bundle.split, evaluator.norm)
+    def lips(x: np.ndarray) -> np.ndarray:  # the evaluator's own lip dims: one yardstick for every bundle
+        return landmark_lips(x, bundle.morphable, evaluator.lip or bundle.split.lip, evaluator.norm)
 
     truth = clip.Trace(landmarks=truth_lm, lip=lips(truth_lm), frames=truth_frames)
-    systems = {SYSTEM: clip.Trace(landmarks=lm, lip=lips(lm), frames=frames), "truth": truth,
-               "oracle": clip.Trace(landmarks=o_lm, lip=lips(o_lm), frames=o_frames)}
-    shift = baselines.shift_frames(fps, cfg.shift_seconds)
-    systems["still"] = clip.Trace(*(baselines.still(x) for x in (truth.landmarks, truth.lip, truth.frames)))  # noqa: E501
-    systems["shifted"] = clip.Trace(*(baselines.delayed(x, shift) for x in (truth.landmarks, truth.lip,
-                                                                             truth.frames)))
+    systems = {SYSTEM: clip.Trace(landmarks=lm, lip=lips(lm), frames=frames), "truth": truth}
+    if cfg.baselines:
+        # the oracle: the truth's own expression through encode → render → re-track, like the model's
+        o_frames, o_lm = track(Motion(expression.astype(np.float32), np.zeros((t, 6), np.float32), fps))
+        systems["oracle"] = clip.Trace(landmarks=o_lm, lip=lips(o_lm), frames=o_frames)
+        shift = baselines.shift_frames(fps, cfg.shift_seconds)
+        systems["still"] = clip.Trace(*(baselines.still(x) for x in (truth.landmarks, truth.lip,
+                                                                     truth.frames)))
+        systems["shifted"] = clip.Trace(*(baselines.delayed(x, shift) for x in (truth.landmarks, truth.lip,
+                                                                                 truth.frames)))
     score_kw = dict(fps=fps, audio_features=feats, expert=evaluator.expert,
                     truth_blink_rate=info.get("blink_rate"),
                     cpbd_stride=cfg.cpbd_stride, image_stride=cfg.image_stride,
@@ -271,8 +274,9 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
                                     **score_kw)
               for name, trace in systems.items()}
     scores[SYSTEM]["lmd_decoded"] = decoded_lmd(motion.expression)
-    scores["oracle"]["lmd_decoded"] = decoded_lmd(expression)
-    scores["still"]["lmd_decoded"] = decoded_lmd(baselines.still(expression))
+    if cfg.baselines:
+        scores["oracle"]["lmd_decoded"] = decoded_lmd(expression)
+        scores["still"]["lmd_decoded"] = decoded_lmd(baselines.still(expression))
     model = scores[SYSTEM]
     if extra_rates and math.isfinite(model["blink_rate"]):
         model["blink_rate"] = float(np.mean([model["blink_rate"], *extra_rates]))
@@ -280,8 +284,31 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
         model["blink_rate_error"] = blink_rate_error(model["blink_rate"], truth_rate)
     return {"clip_id": rec.clip_id, "language": rec.language, "split": rec.split,
             "reference": reference, "scores": scores,
-            "curves": {name: {k: v.tolist() for k, v in clip.curves(systems[name]).items()}
-                       for name in (SYSTEM, "truth", "oracle", "still", "shifted")}}
+            "curves": {name: {k: v.tolist() for k, v in clip.curves(trace).items()}
+                       for name, trace in systems.items()}}
+
+
+def score_clips(rows: list[dict], data: str, bundle_dir: str | Path, expert_dir: str | Path,
+                cfg: EvaluateConfig, info: dict[str, dict[str, Any]], desc: str = "evaluate clips") -> list[dict]:
+    """:func:`evaluate_clip` for every row as Ray tasks (``num_cpus_per_clip`` each), in completion order."""
+    import ray
+
+    # "DEFAULT": scheduled on the cluster even when called from a Tune trial, whose placement
+    # group would otherwise capture the tasks (a sweep scores its trials this way)
+    task = ray.remote(num_cpus=cfg.num_cpus_per_clip, num_gpus=cfg.num_gpus_per_clip,
+                      scheduling_strategy="DEFAULT")(evaluate_clip)
+    # Bundle and evaluator travel as local paths: same machine here; on a cluster the data and
+    # output URIs are shared storage and each worker resolves its own copy.
+    refs = [task.remote(row, data, str(bundle_dir), str(expert_dir), cfg.to_json(),
+                        info.get(row["clip_id"], {})) for row in rows]
+    results = []
+    with tqdm(total=len(refs), desc=desc) as bar:
+        pending = refs
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            results.extend(ray.get(done))
+            bar.update(len(done))
+    return results
 
 
 # -- the evaluator sync expert ----------------------------------------------------------------------
@@ -295,14 +322,23 @@ def _digest(*parts: bytes | str) -> str:
     return h.hexdigest()[:16]
 
 
-def evaluator_dir(data: str, out: str, bundle_dir: Path, cfg: EvaluateConfig, workdir: Path) -> Path:
-    """A local folder with the evaluator expert: reused from ``<out>/evaluator`` when its key matches."""
+EVALUATOR_BASIS = ("morphable.npz", "regions.json", "norm.npz")  # what the evaluator is built on
+
+
+def evaluator_dir(data: str, out: str, basis: Path, cfg: EvaluateConfig, workdir: Path) -> Path:
+    """A local folder with the evaluator expert: reused from ``<out>/evaluator`` when its key matches.
+
+    ``basis`` is a folder with :data:`EVALUATOR_BASIS` (a bundle folder, or a sweep's shared basis):
+    the morphable model, the region split whose lip dims the evaluator reads, and the
+    normalisation. The evaluator keeps those lip dims, so bundles with other splits (a sweep's
+    K_lip, the one-region ablation) are scored by the same yardstick."""
     from disenttalk.audio import make_frontend
-    from disenttalk.bundle import load_bundle
+    from disenttalk.face.morphable import MorphableModel
+    from disenttalk.face.regions import RegionSplit
     from disenttalk.metrics.sync import save_evaluator, train_evaluator
 
     train_rows = sorted(clipstore.read_index(data, "train"), key=lambda r: r["clip_id"])
-    pieces = [(bundle_dir / n).read_bytes() for n in ("morphable.npz", "regions.json", "norm.npz")]
+    pieces = [(basis / n).read_bytes() for n in EVALUATOR_BASIS]
     key = _digest(cfg.evaluator.to_json(), *pieces, *(r["content_hash"] for r in train_rows))
     cached = storage.join(out, "evaluator")
     local = workdir / "evaluator"
@@ -311,16 +347,20 @@ def evaluator_dir(data: str, out: str, bundle_dir: Path, cfg: EvaluateConfig, wo
         return storage.download_dir(cached, local)
     if not train_rows:
         raise ValueError(f"{data}: no train clips to fit the evaluator sync expert on")
-    bundle = load_bundle(bundle_dir)
+    morphable = MorphableModel.load(basis / "morphable.npz")
+    lip_dims = RegionSplit.load(basis / "regions.json").lip
+    with np.load(basis / "norm.npz") as npz:
+        norm = {k: npz[k] for k in npz.files}
     frontend = make_frontend(cfg.evaluator.audio)
     seqs = []
     for row in tqdm(train_rows, desc="evaluator data"):
         rec = clipstore.read_record(data, row)
-        lip = landmark_lips(rec.landmarks, bundle.morphable, bundle.split, bundle.norm)
+        lip = landmark_lips(rec.landmarks, morphable, lip_dims, norm)
         seqs.append((frontend(rec.audio, rec.sample_rate, num_frames=len(lip)), lip))
     expert, log = train_evaluator(seqs, cfg.evaluator)
-    save_evaluator(local, expert, cfg.evaluator, bundle.norm,
-                   {"key": key, "train_clips": len(seqs), "final": log[-1] if log else {}})
+    save_evaluator(local, expert, cfg.evaluator, norm,
+                   {"key": key, "lip_dims": list(lip_dims), "train_clips": len(seqs),
+                    "final": log[-1] if log else {}})
     storage.upload_dir(local, cached)
     return local
 
@@ -334,7 +374,8 @@ def aggregate(results: list[dict], groups: dict[str, list[dict]]) -> dict[str, d
 
     by_id = {r["clip_id"]: r for r in results}
     table: dict[str, dict[str, dict[str, float]]] = {}
-    for system in (SYSTEM, *REFERENCES):
+    scored_systems = set().union(*(r["scores"] for r in results)) if results else {SYSTEM}
+    for system in (s for s in (SYSTEM, *REFERENCES) if s in scored_systems):  # without baselines: model, truth
         table[system] = {}
         for split, rows in groups.items():
             scored = [by_id[r["clip_id"]]["scores"][system] for r in rows if r["clip_id"] in by_id]
@@ -344,7 +385,8 @@ def aggregate(results: list[dict], groups: dict[str, list[dict]]) -> dict[str, d
                 entry[m] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
             table[system][split] = entry
     for split, entry in table[SYSTEM].items():
-        still, oracle = table["still"][split], table["oracle"][split]
+        nothing = {"lmd": math.nan, "lmd_decoded": math.nan}
+        still, oracle = table.get("still", {}).get(split, nothing), table.get("oracle", {}).get(split, nothing)
         entry["gap_closed"] = gap_closed(entry["lmd"], still["lmd"], oracle["lmd"])
         entry["gap_closed_decoded"] = gap_closed(entry["lmd_decoded"], still["lmd_decoded"],
                                                  oracle["lmd_decoded"])
@@ -381,7 +423,7 @@ def plot_split(result: dict, split: str, folder: Path) -> list[Path]:
     files = []
     for key, (label, systems) in specs.items():
         fig, ax = plt.subplots(figsize=(8, 3))
-        for system in systems:
+        for system in (s for s in systems if s in curves):
             y = np.asarray(curves[system][key], dtype=float)
             ax.plot(np.arange(len(y)) / 25.0, y, label=system, lw=1.2)
         ax.set(xlabel="time (s)", ylabel=label, title=f"{split}: {result['clip_id']}")
@@ -399,7 +441,6 @@ def plot_split(result: dict, split: str, folder: Path) -> list[Path]:
 
 def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | None = None) -> dict:
     """Evaluate ``bundle`` on the clip store ``data``; writes tables and plots to ``out``; returns the tables."""
-    import ray
 
     from workflows.common import format_summary
     from workflows.platform.raycluster import init_ray, shutdown_if_started
@@ -417,21 +458,10 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
             expert_dir = evaluator_dir(data, out, bundle_dir, cfg, work)
             info = corpus_info(corpus)
             rows = {r["clip_id"]: r for split in cfg.splits for r in groups.get(split, [])}
-            task = ray.remote(num_cpus=cfg.num_cpus_per_clip, num_gpus=cfg.num_gpus_per_clip)(evaluate_clip)
-            # Bundle and evaluator travel as local paths: same machine here; on a cluster the
-            # data and output URIs are shared storage and each worker resolves its own copy.
-            refs = [task.remote(row, data, str(bundle_dir), str(expert_dir), cfg.to_json(),
-                                info.get(cid, {})) for cid, row in rows.items()]
-            results = []
-            with tqdm(total=len(refs), desc="evaluate clips") as bar:
-                pending = refs
-                while pending:
-                    done, pending = ray.wait(pending, num_returns=1)
-                    results.extend(ray.get(done))
-                    bar.update(len(done))
+            results = score_clips(list(rows.values()), data, bundle_dir, expert_dir, cfg, info)
             table = aggregate(results, groups)
             metrics = table[SYSTEM]
-            base = {name: table[name] for name in REFERENCES}
+            base = {name: table[name] for name in REFERENCES if name in table}
             plots = work / "plots"
             plots.mkdir()
             by_id = {r["clip_id"]: r for r in results}

@@ -67,8 +67,10 @@ def register(
     mode: str = "min",
     name: str = MODEL_NAME,
     experiment: str = "disenttalk",
+    promote: bool | None = None,
 ) -> dict[str, Any]:
-    """Log ``bundle`` as a pyfunc, register a version of ``name``, move ``champion`` if it wins."""
+    """Log ``bundle`` as a pyfunc, register a version of ``name``, move ``champion`` if it wins
+    on ``metric`` (or, when ``promote`` is given, as the caller decided by its own rule)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -93,7 +95,7 @@ def register(
     client.set_model_version_tag(name, version, "source_bundle", str(bundle))
     previous, incumbent = champion_metric(client, name, metric)
     candidate = flat.get(metric, math.nan)
-    crowned = previous is None or better(candidate, incumbent, mode)
+    crowned = previous is None or (better(candidate, incumbent, mode) if promote is None else promote)
     if crowned:
         client.set_registered_model_alias(name, CHAMPION, version)
     return {

@@ -71,6 +71,17 @@ class RegionSplit:
         """Read JSON written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
+    def reselect(self, k_lip: int, k_eye: int) -> RegionSplit:
+        """The split another K_lip / K_eye gives on this split's own scores (Eq. 2 again, no refit)."""
+        if set(self.scores) != {"lip", "eye"}:
+            raise ValueError("this split has no per-dim scores to select from (not made by select_regions)")
+        return split_by_scores(self.scores, k_lip, k_eye)
+
+    @classmethod
+    def single(cls, num_dims: int) -> RegionSplit:
+        """No disentanglement: one region (``lip``) holding every dim, no eye or global dims."""
+        return cls(lip=tuple(range(num_dims)), eye=(), global_=())
+
     @classmethod
     def contiguous(cls, num_dims: int, k_lip: int, k_eye: int) -> RegionSplit:
         """A split with lip = first k_lip dims, eye = next k_eye (for tests and random-weight benchmarks)."""
@@ -125,8 +136,7 @@ def select_regions(
     from disenttalk.face.editors import close_eyes, close_lips
 
     n = model.n_expression
-    if k_lip + k_eye > n:
-        raise ValueError(f"k_lip + k_eye = {k_lip + k_eye} exceeds the {n} expression dims")
+    check_sizes(n, k_lip, k_eye)
     codes = np.concatenate([model.encode(c)[0] for c in clips])
     sigma = np.nanstd(codes, axis=0)  # [N]
     # Dims that (numerically) never vary must not win by a division by ~0: floor σ relative to
@@ -140,11 +150,29 @@ def select_regions(
         else:
             scores[region] = np.where(sigma > 0, delta, 0.0)
 
+    return split_by_scores(scores, k_lip, k_eye)
+
+
+def check_sizes(num_dims: int, k_lip: int, k_eye: int) -> None:
+    """Raise a ValueError saying what is wrong when K_lip / K_eye do not fit N dims."""
+    if k_lip < 1 or k_eye < 1:
+        raise ValueError(f"K_lip = {k_lip}, K_eye = {k_eye}: each region needs at least one dim")
+    if k_lip + k_eye > num_dims:
+        raise ValueError(f"K_lip + K_eye = {k_lip} + {k_eye} = {k_lip + k_eye} exceeds the "
+                         f"{num_dims} expression dims of the fitted model")
+
+
+def split_by_scores(scores: dict[str, Sequence[float]], k_lip: int, k_eye: int) -> RegionSplit:
+    """Eq. 2: each region takes its top-K dims by score; a dim wanted by both goes to the region
+    where its score is larger and the other region takes its next-best dim instead (a greedy
+    pass over all (score, region, dim) in descending order; ties: lip first, then lower index)."""
+    n = len(scores["lip"])
+    check_sizes(n, k_lip, k_eye)
     want = {"lip": k_lip, "eye": k_eye}
     chosen: dict[str, list[int]] = {"lip": [], "eye": []}
     taken: set[int] = set()
-    candidates = [(-scores[r][i], r != "lip", i, r) for r in chosen for i in range(n)]
-    for _, _, dim, region in sorted(candidates):  # ties: lip first, then lower index
+    candidates = [(-float(scores[r][i]), r != "lip", i, r) for r in chosen for i in range(n)]
+    for _, _, dim, region in sorted(candidates):
         if dim not in taken and len(chosen[region]) < want[region]:
             chosen[region].append(dim)
             taken.add(dim)
@@ -152,5 +180,5 @@ def select_regions(
         lip=tuple(sorted(chosen["lip"])),
         eye=tuple(sorted(chosen["eye"])),
         global_=tuple(i for i in range(n) if i not in taken),
-        scores={r: tuple(float(x) for x in s) for r, s in scores.items()},
+        scores={r: tuple(float(x) for x in scores[r]) for r in ("lip", "eye")},
     )

@@ -131,6 +131,7 @@ class Evaluator:
     frontend: Any
     norm: dict[str, np.ndarray]
     window: int
+    lip: tuple[int, ...] | None = None  # the expression dims it reads (None: the scored bundle's lip dims)
 
 
 def _crops(seqs: list[tuple[np.ndarray, np.ndarray]], length: int, batch: int,
@@ -195,4 +196,5 @@ def load_evaluator(path: str | Path) -> Evaluator:
     expert.load_state_dict(torch.load(path / "expert.pt", map_location="cpu", weights_only=True))
     with np.load(path / "norm.npz") as npz:
         norm = {k: npz[k] for k in npz.files}
-    return Evaluator(expert.eval(), make_frontend(cfg.audio), norm, cfg.sync.window)
+    lip = tuple(int(i) for i in meta["lip_dims"]) if "lip_dims" in meta else None
+    return Evaluator(expert.eval(), make_frontend(cfg.audio), norm, cfg.sync.window, lip)

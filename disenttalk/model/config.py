@@ -162,7 +162,7 @@ class ModelConfig(StrictConfig):
     sync: SyncConfig = SyncConfig()
     n_expression: int = Field(64, gt=0)  # N
     k_lip: int = Field(13, gt=0)  # K_lip (Eq. 1)
-    k_eye: int = Field(8, gt=0)  # K_eye (Eq. 1)
+    k_eye: int = Field(8, ge=0)  # K_eye (Eq. 1); 0 with a one-region split (no disentanglement)
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -71,7 +71,8 @@ def ray_cluster(s3_endpoint, mlflow_uri):
 
     from workflows.platform.raycluster import RayConfig, init_ray
 
-    init_ray(RayConfig(num_cpus=2, progress_bars=False))
+    # with the dashboard: its State API is how Ray Train frees a stopped run's workers (sweeps)
+    init_ray(RayConfig(num_cpus=2, progress_bars=False, include_dashboard=True))
     yield ray
     ray.shutdown()
 

@@ -251,12 +251,16 @@ def test_mlflow_run_has_params_metrics_and_artifacts(trained, mlflow_uri):
     assert run.data.params["train.sync_weight"] == "0.01"
     assert run.data.params["scaling.num_workers"] == "2"
     assert run.data.params["model.n_expression"] == str(N)  # the fitted N, not the default 64
-    assert run.data.tags["resumed_from_step"] == str(EVERY)
+    assert run.data.tags["resumed_from_step"] == str(trained["summary"]["resumed_from_step"])
     sync = client.get_metric_history(run.info.run_id, "sync/loss")
     denoiser = client.get_metric_history(run.info.run_id, "denoiser/loss")
     assert {m.step for m in sync} == set(range(1, SYNC_STEPS + 1))
     assert {m.step for m in denoiser} == set(range(SYNC_STEPS + 1, SYNC_STEPS + DENOISER_STEPS + 1))
     assert "sync/val_auc" in run.data.metrics
+    # sampled-lip validation at every denoiser checkpoint (inter-ocular units, finite, positive)
+    lip = client.get_metric_history(run.info.run_id, "denoiser/val_lip_error")
+    assert {m.step for m in lip} == {SYNC_STEPS + EVERY, SYNC_STEPS + DENOISER_STEPS}
+    assert all(0 < m.value < 10 for m in lip)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"bundle", "loss.png"} <= artifacts
     files = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}

@@ -36,7 +36,10 @@ class RayConfig(StrictConfig):
     address: str | None = None  # e.g. "ray://head:10001" or "auto"; None → start a local cluster
     num_cpus: int | None = 2  # local cluster only
     num_gpus: int | None = None  # local cluster only
-    include_dashboard: bool = False  # local cluster only
+    # local cluster only; the dashboard also serves the State API, which Ray Train needs to free
+    # the resources of a run whose driver was killed (a sweep's early-stopped trials)
+    include_dashboard: bool = False
+    dashboard_port: int | None = None  # None: a free port on 127.0.0.1
     progress_bars: bool = True
 
 
@@ -69,6 +72,15 @@ def forwarded_env() -> dict[str, str]:
     return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def init_ray(cfg: RayConfig) -> bool:
     """Connect to / start Ray unless already initialised; True if this call started it."""
     import ray
@@ -81,13 +93,22 @@ def init_ray(cfg: RayConfig) -> bool:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     else:
-        if not cfg.include_dashboard:
+        dashboard = {}
+        if cfg.include_dashboard:
+            port = cfg.dashboard_port or free_port()
+            dashboard = {"dashboard_host": "127.0.0.1", "dashboard_port": port}
+            # State API calls inside workers (Ray Train's placement-group cleaner) find this
+            # cluster's dashboard by RAY_ADDRESS; without it they fail wherever another Ray
+            # instance runs on the machine ("Found multiple active Ray instances")
+            runtime_env["env_vars"]["RAY_ADDRESS"] = f"http://127.0.0.1:{port}"
+        else:
             runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_state_api_warnings"
         ray.init(
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
             include_dashboard=cfg.include_dashboard,
             runtime_env=runtime_env,
+            **dashboard,
         )
     # DataContext is per driver process; set again in case ray.init replaced it.
     ray.data.DataContext.get_current().enable_progress_bars = cfg.progress_bars

@@ -28,6 +28,7 @@ class MlflowConfig(StrictConfig):
     enabled: bool = True
     experiment: str = "disenttalk"
     run_name: str | None = None
+    parent_run_id: str | None = None  # nest the run under this one (a sweep's trials)
 
 
 def tracking_uri() -> str:
@@ -172,7 +173,7 @@ def start_run(
     import mlflow
 
     setup(cfg.experiment)
-    with mlflow.start_run(run_name=cfg.run_name) as run:
+    with mlflow.start_run(run_name=cfg.run_name, parent_run_id=cfg.parent_run_id) as run:
         tracker = Tracker(run)
         if params is not None:
             tracker.log_params(params)

@@ -107,10 +107,12 @@ def blink_model(clips: list[Clip], eye: list[int], morphable: Any, min_length: i
     Eye motion does not follow the audio: blinks come when they come, both lids together, for
     100–400 ms. Generation sets the generated eyes' coordinate along this direction to the
     corpus's real closure curves (see ``Controls.blinks``). None when no clip has ``min_length``
-    valid frames or there are no blinks.
+    valid frames, there are no blinks or no eye dims.
     """
     from disenttalk.face.measures import eye_aspect_ratio
 
+    if not eye:  # a one-region split has no eye dims to carry blinks
+        return None
     per_clip = []
     for clip in clips:
         x = clip.expression[clip.valid].astype(np.float64)

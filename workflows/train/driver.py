@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,12 @@ from workflows.platform import storage
 from workflows.train.config import TrainStageConfig, load_stage_config, model_config_for
 
 
-def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
-    """Train both phases on Ray Train and write ``<out>/bundle``; returns the summary."""
+def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
+        callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train both phases on Ray Train and write ``<out>/bundle``; returns the summary.
+
+    ``split`` replaces the fit's region split (a sweep's K_lip / K_eye, re-selected from the
+    fit's scores); ``callbacks`` are Ray Train ``UserCallback``s (a sweep's report to Tune)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -30,7 +35,7 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
     # workers do not share the driver's working directory: hand them absolute locations
     data, fit, out = (u if storage.is_s3(u) else str(Path(u).expanduser().resolve())
                       for u in (data, fit, out))
-    split = fit_stage.read_split(fit)
+    split = split or fit_stage.read_split(fit)
     train_rows = train_data.clip_rows(data, fit, "train")
     if not train_rows:
         raise ValueError(f"{data}: no clips in the train split")
@@ -69,6 +74,7 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig) -> dict[str, Any]:
         worker_runtime_env={"env_vars": env},
         # Ray Train's own progress lines ("Reporting training result ...") only with --verbose;
         # its warnings and errors always, and everything in the session's train/ log files.
+        callbacks=list(callbacks),
         logging_config=ray.train.LoggingConfig(
             log_level="INFO" if os.environ.get(VERBOSE_ENV) else "WARNING"),
     )

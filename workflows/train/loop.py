@@ -83,6 +83,7 @@ class Loop:
         self.progress.norm = {k: v.tolist() for k, v in self.norm.items()}
         self.sampler, self.val_sampler = self._samplers()
         self.diffusion = GaussianDiffusion(self.model.diffusion, self.split).to(self.device)
+        self.lip_error = self._lip_error()
         self.tracker = _Tracker(self) if self.rank == 0 else None
 
 
@@ -99,6 +100,18 @@ class Loop:
             return sampler, train_data.WindowSampler(val, self.train.window, self.norm)
         except ValueError:  # validation clips shorter than a window: no validation
             return sampler, None
+
+    def _lip_error(self):
+        """Rank 0's sampled-lip validation (needs validation windows and a morphable model)."""
+        from workflows.train.outputs import read_morphable
+        from workflows.train.validation import LipError
+
+        if self.val_sampler is None:
+            return None
+        morphable = read_morphable(self.config["fit"])
+        if morphable is None:
+            return None
+        return LipError(self.val_sampler, morphable, self.norm, self.train.batch_size, self.device)
 
     # -- phases ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -225,7 +238,10 @@ class Loop:
                                   generator=g, lip_weight=self.train.lip_weight,
                                   velocity_weight=self.train.velocity_weight)
                for b, g in self._val_batches()]
-        return _mean_dicts(out)
+        result = _mean_dicts(out)
+        if self.lip_error is not None:
+            result["lip_error"] = self.lip_error(plain(self.nets.denoiser), self.diffusion)
+        return result
 
 
 class _Averaging:
@@ -315,7 +331,8 @@ class _Tracker:
         tracking.setup(loop.stage.mlflow.experiment)
         run_id = loop.progress.mlflow_run_id
         name = loop.stage.mlflow.run_name or loop.stage.run.name
-        self.run = mlflow.start_run(run_id=run_id, run_name=None if run_id else name)
+        self.run = mlflow.start_run(run_id=run_id, run_name=None if run_id else name,
+                                    parent_run_id=None if run_id else loop.stage.mlflow.parent_run_id)
         if run_id is None:
             loop.progress.mlflow_run_id = self.run.info.run_id
             mlflow.log_params(tracking.config_params(loop.effective))
