@@ -835,4 +835,7 @@ def cli(
 
 
 if __name__ == "__main__":  # Ray job entrypoint: python -m tune.sweep
-    typer.run(cli)
+    # through the package module, so that Tune pickles tune.sweep.run_trial by reference
+    from tune.sweep import cli as sweep_cli
+
+    typer.run(sweep_cli)

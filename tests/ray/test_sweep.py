@@ -232,7 +232,8 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(sweep_store, m
         assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert _finished_trials(experiment) == 1, "no trial finished in time"
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
         driver.wait()
     starts = {p.parent.name: p.read_text().count("\n") for p in (out / "trials").glob("*/starts.log")}
     finished_first = [t for t in starts if (out / "trials" / t / "bundle" / "meta.json").exists()
