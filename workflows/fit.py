@@ -169,36 +169,46 @@ def _scatter_task(data: str, rows: list[dict[str, Any]], reference: np.ndarray, 
 def _encode_task(data: str, out: str, rows: list[dict[str, Any]], model, train_split: str,
                  threads: int):
     """Encode the shard's clips, write their motion; (region statistics of its training clips,
-    [(split, summed NME, frames)] per clip, {this task's node id})."""
+    summed NME and frames [train, held-out], {this task's node id})."""
     import ray
 
     from disenttalk.face.stats import RegionStats
 
     regions = RegionStats(model.n_expression)
-    errors = []
+    errors = np.zeros((2, 2))  # rows: training split, held-out; columns: summed NME, frames
     for row, lm in zip(rows, _clips(data, rows, threads), strict=True):
         if not np.isfinite(lm).all(axis=(1, 2)).any():
-            errors.append((row["split"], 0.0, 0))
             continue
         expression, pose, identity = model.encode(lm)
         storage.write_bytes(storage.join(out, motion_name(row)), _npz_bytes(
             expression=expression.astype(np.float32), pose=pose.astype(np.float32),
             identity=identity.astype(np.float32)))  # fmt: skip
-        errors.append((row["split"], *_recon_nme(model, lm, (expression, pose, identity))))
+        errors[int(row["split"] != train_split)] += _recon_nme(model, lm, (expression, pose, identity))
         if row["split"] == train_split:
             regions.add_clip(model, lm, expression)
     return regions, errors, {ray.get_runtime_context().get_node_id()}
 
 
-def _reduce(refs: list, add, start=None):
-    """Fold task results into one as they finish (each fetched once, then dropped)."""
+def _add(a, b):
+    """Sum of two shard statistics (``+`` of ShapeStats, of (array, count) pairs, …)."""
+    if isinstance(a, tuple):
+        return tuple(_add(x, y) for x, y in zip(a, b, strict=True))
+    return a | b if isinstance(a, set) else a + b
+
+
+def _reduce(refs: list) -> Any:
+    """Add up task results on the cluster, pairwise as they finish (a tree of ``_add`` tasks),
+    and fetch only the total: the driver never holds more than one statistic, whatever the
+    number of shards. Consumes ``refs``."""
     import ray
 
-    total, pending = start, list(refs)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        part = ray.get(done[0])
-        total = part if total is None else add(total, part)
+    add = ray.remote(_add)
+    pending = refs
+    while len(pending) > 1:
+        ready, pending = ray.wait(pending, num_returns=2)
+        pending.append(add.remote(*ready))
+        del ready  # the partial results are freed as soon as their sum exists
+    total = ray.get(pending.pop())
     return total
 
 
@@ -224,9 +234,6 @@ def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
     def shards(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         return [items[i : i + cfg.shard_clips] for i in range(0, len(items), cfg.shard_clips)]
 
-    def add_pairs(a, b):
-        return a[0] + b[0], a[1] + b[1]
-
     # The first valid frame of the first training clip starts Procrustes, as in MorphableModel.fit.
     reference = initial_reference(_landmarks(data, r) for r in train_rows)
     started = init_ray(cfg.ray)
@@ -238,19 +245,16 @@ def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
         threads = cfg.io_threads
         for _ in range(_GPA_ITERATIONS):
             ref = ray.put(reference)
-            total, count = _reduce([procrustes.remote(data, s, ref, threads) for s in shards(train_rows)],
-                                   add_pairs)
+            total, count = _reduce([procrustes.remote(data, s, ref, threads) for s in shards(train_rows)])
             reference = procrustes_step(total, count)
         ref = ray.put(reference)
-        stats = _reduce([scatter.remote(data, s, ref, threads) for s in shards(train_rows)],
-                        lambda a, b: a + b)
+        stats = _reduce([scatter.remote(data, s, ref, threads) for s in shards(train_rows)])
         model = MorphableModel.from_stats(stats, n_expression=cfg.n_expression, n_identity=cfg.n_identity)
         train_frames = stats.frames
         del stats
         model_ref = ray.put(model)
         regions, errors, nodes = _reduce(
-            [encode.remote(data, out, s, model_ref, cfg.train_split, threads) for s in shards(rows)],
-            lambda a, b: (a[0] + b[0], a[1] + b[1], a[2] | b[2]))
+            [encode.remote(data, out, s, model_ref, cfg.train_split, threads) for s in shards(rows)])
     finally:
         shutdown_if_started(started)
     split = regions.split(k_lip=cfg.k_lip, k_eye=cfg.k_eye, normalise=cfg.region_score)
@@ -273,12 +277,8 @@ def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
     figure.savefig(png, format="png", dpi=100)
     storage.write_bytes(storage.join(out, SCORES_PNG), png.getvalue())
 
-    train_err = [(e, n) for s, e, n in errors if s == cfg.train_split]
-    held_err = [(e, n) for s, e, n in errors if s != cfg.train_split]
-
-    def mean_nme(pairs: list[tuple[float, int]]) -> float:
-        frames = sum(n for _, n in pairs)
-        return sum(e for e, _ in pairs) / frames if frames else float("nan")
+    def mean_nme(total: np.ndarray) -> float:
+        return float(total[0] / total[1]) if total[1] else float("nan")
 
     var = np.square(model.expression_std)
     summary = {
@@ -286,8 +286,8 @@ def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
         "train_clips": len(train_rows),
         "train_frames": int(train_frames),
         "n_effective": model.n_effective,
-        "recon_nme_train": mean_nme(train_err),
-        "recon_nme_heldout": mean_nme(held_err),
+        "recon_nme_train": mean_nme(errors[0]),
+        "recon_nme_heldout": mean_nme(errors[1]),
         "var_share_lip": float(var[list(split.lip)].sum() / max(var.sum(), 1e-30)),
         "var_share_eye": float(var[list(split.eye)].sum() / max(var.sum(), 1e-30)),
         "lip_score_mean": float(np.mean([split.scores["lip"][i] for i in split.lip])),
