@@ -12,8 +12,8 @@ and encodes every clip of every split. Outputs under ``--out`` (local folder or 
     motion/<sha256>.npz    per clip: expression [T,N], pose [T,6], identity [K] (NaN where invalid)
     summary.json           metrics of the fit
 
-All of it is logged to MLflow. The corpus is cut into shards of ``shard_clips`` clips, and Ray
-tasks reduce each shard where it runs to fixed-size sufficient statistics
+All of it is logged to MLflow. The corpus is cut into shards (``shard_clips`` clips each, or by
+default about four per cluster CPU), and Ray tasks reduce each shard where it runs to fixed-size sufficient statistics
 (:mod:`disenttalk.face.stats`: sums for the Procrustes mean, the scatter matrices of clip
 means and of frames around them, code and |Δ| sums for Eq. 1); the driver adds them up and
 takes the PCAs, so its memory stays flat however large the corpus. The passes: Procrustes
@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -59,7 +61,8 @@ class FitConfig(StrictConfig):
     region_score: Literal["sigma", "none"] = "sigma"
     train_split: str = "train"
     io_threads: int = Field(8, gt=0)  # parallel record reads / motion writes within a task
-    shard_clips: int = Field(16, gt=0)  # clips per Ray task (one statistic per shard)
+    # Clips per Ray task (each task returns one ~33 MB statistic); None: ~4 shards per CPU.
+    shard_clips: int | None = Field(None, gt=0)
     cpus_per_task: float = Field(1.0, gt=0)
     ray: RayConfig = RayConfig()
     mlflow: MlflowConfig = MlflowConfig(experiment="disenttalk-fit")
@@ -148,10 +151,16 @@ def _landmarks(data: str, row: dict[str, Any]) -> np.ndarray:
 
 
 def _clips(data: str, rows: list[dict[str, Any]], threads: int):
-    """The shard's clips' landmarks, in order, read ``threads`` at a time (a task holds at
-    most its own shard, ``shard_clips`` clips)."""
+    """The shard's clips' landmarks, in order, read by ``threads`` threads with at most
+    ``threads`` clips read ahead (a task's memory does not grow with its shard)."""
     with ThreadPoolExecutor(threads) as pool:
-        yield from pool.map(lambda r: _landmarks(data, r), rows)
+        ahead: deque = deque()
+        for row in rows:
+            ahead.append(pool.submit(_landmarks, data, row))
+            if len(ahead) > threads:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
 
 
 def _procrustes_task(data: str, rows: list[dict[str, Any]], reference: np.ndarray, threads: int):
@@ -231,13 +240,16 @@ def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
     if not storage.is_s3(out):
         out = str(Path(out).expanduser().resolve())
 
-    def shards(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-        return [items[i : i + cfg.shard_clips] for i in range(0, len(items), cfg.shard_clips)]
-
     # The first valid frame of the first training clip starts Procrustes, as in MorphableModel.fit.
     reference = initial_reference(_landmarks(data, r) for r in train_rows)
     started = init_ray(cfg.ray)
     try:
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1) / cfg.cpus_per_task))
+        size = cfg.shard_clips or max(1, math.ceil(len(rows) / (4 * cpus)))
+
+        def shards(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+            return [items[i : i + size] for i in range(0, len(items), size)]
+
         opts = {"num_cpus": cfg.cpus_per_task}
         procrustes = ray.remote(**opts)(_procrustes_task)
         scatter = ray.remote(**opts)(_scatter_task)
