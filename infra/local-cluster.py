@@ -176,13 +176,6 @@ def alive_nodes(state: dict) -> list[dict]:
     return [n for n in nodes if n.get("state") == "ALIVE"]
 
 
-def _count_alive(state: dict) -> int:
-    try:
-        return len(alive_nodes(state))
-    except (OSError, urllib.error.URLError, KeyError, ValueError):
-        return -1
-
-
 def save(folder: Path, state: dict) -> None:
     tmp = folder / (STATE + ".tmp")
     tmp.write_text(json.dumps(state, indent=2))
@@ -208,15 +201,24 @@ def start_node(folder: Path, state: dict, name: str, timeout: float = 120.0) -> 
         raise SystemExit(f"{name} is already running (pid {node['pid']})")
     if not node["head"]:  # fresh ports: the killed raylet's may linger in TIME_WAIT
         node["ports"] = _node_ports(False)
-    before = _count_alive(state) if not node["head"] else 0
+    before = set() if node["head"] else set(_named_nodes(state, name))
     entry = _spawn(name, _ray_start_cmd(state, node), _node_env(state), folder / "logs")
     node.update({k: entry[k] for k in ("pid", "pgid", "cmd", "log")})
     save(folder, state)
-    if node["head"]:
-        _wait("Ray head", lambda: _count_alive(state) >= 1, timeout, [entry])
-    else:
-        _wait(f"Ray node {name}", lambda: _count_alive(state) > before, timeout, [entry])
+    # ready: a node carrying this node's resource name that was not there before (a killed
+    # node of the same name may still be listed alive until the GCS notices it is gone)
+    _wait(f"Ray node {name}", lambda: bool(set(_named_nodes(state, name)) - before), timeout, [entry])
+    node["node_id"] = sorted(set(_named_nodes(state, name)) - before)[0]
+    save(folder, state)
     return node
+
+
+def _named_nodes(state: dict, name: str) -> list[str]:
+    """Ids of the alive Ray nodes that carry the custom resource ``name``."""
+    try:
+        return [n["node_id"] for n in alive_nodes(state) if name in n.get("resources_total", {})]
+    except (OSError, urllib.error.URLError, KeyError, ValueError):
+        return []
 
 
 def up(folder: Path, workers: int, worker_cpus: int, head_cpus: int, bucket: str,
