@@ -44,3 +44,29 @@ def test_work_by_node_counts_only_new_work():
     after = {**before, "a2": ("MapWorker(X)", "n2"), "t1": ("_task", "n2"), "t2": ("_task", "n1"),
              "t3": ("_task", "n2")}
     assert work_by_node(after, before) == {"n1": {"_task": 1}, "n2": {"MapWorker(X)": 1, "_task": 2}}
+
+
+def test_submit_command_passes_the_stage_options_through(monkeypatch):
+    """As a subcommand of a bigger app too (``disenttalk submit``): the stage's own options are
+    handed to the job untouched."""
+    import typer
+    from typer.testing import CliRunner
+
+    from workflows.platform import submit
+
+    app = typer.Typer()
+    app.command("submit", context_settings=submit.CONTEXT)(submit.cli)
+    app.command("other")(lambda: None)
+    seen = {}
+
+    def fake_submit(stage, args, address, extra, submission_id):
+        seen.update(stage=stage, args=args, address=address, extra=extra)
+        return None, "raysubmit_x"
+
+    monkeypatch.setattr(submit, "submit", fake_submit)
+    result = CliRunner().invoke(app, ["submit", "pipeline", "--address", "http://h:8265", "--env", "A=1",
+                                      "--no-wait", "--manifest", "s3://b/m", "--set-train", "x=1"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"stage": "pipeline", "args": ["--manifest", "s3://b/m", "--set-train", "x=1"],
+                    "address": "http://h:8265", "extra": {"A": "1"}}
+    assert "raysubmit_x" in result.output
