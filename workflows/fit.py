@@ -305,7 +305,8 @@ def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
         "lip_score_mean": float(np.mean([split.scores["lip"][i] for i in split.lip])),
         "eye_score_mean": float(np.mean([split.scores["eye"][i] for i in split.eye])),
         "shards": len(shards(rows)),
-        "nodes": len(nodes),
+        "nodes_used": len(nodes),
+        "nodes": sorted(nodes),  # Ray node ids its encode tasks ran on
         "seconds": time.perf_counter() - start,
     }
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
