@@ -129,7 +129,11 @@ def cluster_env(state: dict) -> dict[str, str]:
 
 def _node_env(state: dict) -> dict[str, str]:
     env = _base_env()
-    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state["token_path"]})
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state["token_path"],
+                # Processes on the nodes that look Ray up without an address (Ray Train's
+                # placement-group cleaner asks the State API) find this cluster, not whichever
+                # other Ray instance runs on the machine.
+                "RAY_ADDRESS": state["gcs_address"]})
     return env
 
 
@@ -228,6 +232,9 @@ def up(folder: Path, workers: int, worker_cpus: int, head_cpus: int, bucket: str
     if (folder / STATE).exists() and any(_alive(p["pid"]) for p in _processes(load(folder))):
         raise SystemExit(f"a cluster from {folder / STATE} is still running; `down` it first")
     (folder / "logs").mkdir(exist_ok=True)
+    # moto keeps the bucket in memory: a new cluster is a new one, registry included (runs whose
+    # artefacts are gone would otherwise linger in MLflow's database)
+    (folder / "mlflow.db").unlink(missing_ok=True)
     # Unix socket paths are limited to ~107 bytes: Ray's session folders get a short path.
     ray_tmp = tempfile.mkdtemp(prefix="dtray-", dir="/tmp")
     s3_port, mlflow_port, gcs_port, dash_port = (free_port() for _ in range(4))

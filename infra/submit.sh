@@ -8,6 +8,7 @@
 # RAY_AUTH_TOKEN_PATH); `infra/local-cluster.py env` prints all of it for the local cluster.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-py="${PYTHON:-python}"
+py="${PYTHON:-$here/.venv/bin/python}"   # any Python with ray[default] and typer will do
+[ -x "$py" ] || py=python
 cd "$here"
 exec "$py" -m workflows.platform.submit "$@"
