@@ -195,7 +195,7 @@ def load(folder: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def start_node(folder: Path, state: dict, name: str, timeout: float = 120.0) -> dict:
+def start_node(folder: Path, state: dict, name: str, timeout: float = 120.0, attempts: int = 3) -> dict:
     """(Re)start the Ray node ``name`` of ``state`` and wait until the cluster lists it alive."""
     node = state["nodes"][name]
     # Each node its own temp dir: nodes sharing one would share (and race on) the session's
@@ -203,15 +203,26 @@ def start_node(folder: Path, state: dict, name: str, timeout: float = 120.0) -> 
     node.setdefault("temp_dir", os.path.join(state["ray_temp_dir"], name))
     if node.get("pid") and _alive(node["pid"]):
         raise SystemExit(f"{name} is already running (pid {node['pid']})")
-    if not node["head"]:  # fresh ports: the killed raylet's may linger in TIME_WAIT
-        node["ports"] = _node_ports(False)
     before = set() if node["head"] else set(_named_nodes(state, name))
-    entry = _spawn(name, _ray_start_cmd(state, node), _node_env(state), folder / "logs")
-    node.update({k: entry[k] for k in ("pid", "pgid", "cmd", "log")})
-    save(folder, state)
-    # ready: a node carrying this node's resource name that was not there before (a killed
-    # node of the same name may still be listed alive until the GCS notices it is gone)
-    _wait(f"Ray node {name}", lambda: bool(set(_named_nodes(state, name)) - before), timeout, [entry])
+    for attempt in range(1, attempts + 1):
+        if not node["head"]:  # fresh ports: the killed raylet's may linger in TIME_WAIT
+            node["ports"] = _node_ports(False)
+        entry = _spawn(name, _ray_start_cmd(state, node), _node_env(state), folder / "logs")
+        node.update({k: entry[k] for k in ("pid", "pgid", "cmd", "log")})
+        save(folder, state)
+        # ready: a node carrying this node's resource name that was not there before (a killed
+        # node of the same name may still be listed alive until the GCS notices it is gone)
+        try:
+            _wait(f"Ray node {name}", lambda: bool(set(_named_nodes(state, name)) - before),
+                  timeout, [entry])
+            break
+        except RuntimeError:
+            # `ray start` gave up (on a machine starved of CPU a raylet can miss its
+            # registration deadline): clear what it left and start the node again
+            stop_groups([entry], grace=2.0)
+            if attempt == attempts or node["head"]:
+                raise
+            print(f"{name}: ray start exited (attempt {attempt}); starting it again", file=sys.stderr)
     node["node_id"] = sorted(set(_named_nodes(state, name)) - before)[0]
     save(folder, state)
     return node

@@ -252,6 +252,8 @@ def test_preprocess_survives_a_lost_worker_node(cluster, tmp_path_factory, astro
     _wait_for(lambda: len(storage.list_files(f"{out}/clips", suffix=".npz")) >= 2, 400,
               "the first records", proc)
     cluster_cmd(cluster["dir"], "kill-node", "worker-2")
+    at_kill = len(storage.list_files(f"{out}/clips", suffix=".npz"))
+    assert at_kill < 10 and proc.poll() is None, "the node was lost after the work was done"
     time.sleep(2.0)
     cluster_cmd(cluster["dir"], "start-node", "worker-2")
     finish(proc)
