@@ -13,6 +13,7 @@ from tune import sampler as tune_sampler
 from tune import sweep
 from workflows import (
     bench,
+    bench_cluster,
     curve,
     demo_data,
     evaluate,
@@ -20,11 +21,13 @@ from workflows import (
     generate,
     inspect,
     manifest,
+    pipeline,
     preprocess,
     quickstart,
     register,
     train,
 )
+from workflows.platform import submit
 
 app = typer.Typer(
     name="disenttalk",
@@ -34,6 +37,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(bench.app, name="bench")
+app.add_typer(bench_cluster.app, name="bench-cluster", help="Cluster benchmarks: fit driver memory, preprocess on 1 vs 2 nodes.")
 
 # Stage commands are registered below, one line each.
 app.command("inspect")(inspect.inspect)
@@ -49,6 +53,8 @@ app.command("curve")(curve.cli)
 app.command("register")(register.cli)
 app.command("generate")(generate.cli)
 app.command("quickstart")(quickstart.cli)
+app.command("pipeline")(pipeline.cli)
+app.command("submit", context_settings=submit.CONTEXT)(submit.cli)
 app.command("serve")(serve_app.cli)
 
 

@@ -12,15 +12,23 @@ and encodes every clip of every split. Outputs under ``--out`` (local folder or 
     motion/<sha256>.npz    per clip: expression [T,N], pose [T,6], identity [K] (NaN where invalid)
     summary.json           metrics of the fit
 
-All of it is logged to MLflow. The fit is one matrix decomposition on the driver; records
-are read with a thread pool (I/O bound, and numpy releases the GIL in the encodes).
+All of it is logged to MLflow. The corpus is cut into shards (``shard_clips`` clips each, or by
+default about four per cluster CPU), and Ray tasks reduce each shard where it runs to fixed-size sufficient statistics
+(:mod:`disenttalk.face.stats`: sums for the Procrustes mean, the scatter matrices of clip
+means and of frames around them, code and |Δ| sums for Eq. 1); the driver adds them up and
+takes the PCAs, so its memory stays flat however large the corpus. The passes: Procrustes
+(3), scatter (1), then one that encodes every clip, writes its motion and adds the region
+statistics of the training clips. The result equals :meth:`MorphableModel.fit` +
+``select_regions`` on all clips at once (to ~1e-6, tests/unit/test_face_stats.py).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +40,7 @@ from pydantic import Field, model_validator
 from disenttalk.config import StrictConfig
 from workflows.common import format_summary, load_config, user_errors
 from workflows.platform import clipstore, storage
+from workflows.platform.raycluster import RayConfig
 from workflows.platform.tracking import MlflowConfig
 
 MORPHABLE = "morphable.npz"
@@ -51,7 +60,11 @@ class FitConfig(StrictConfig):
     # expression basis is orthonormal; see select_regions for when that is the better choice.
     region_score: Literal["sigma", "none"] = "sigma"
     train_split: str = "train"
-    io_threads: int = Field(8, gt=0)  # parallel record reads / motion writes
+    io_threads: int = Field(8, gt=0)  # parallel record reads / motion writes within a task
+    # Clips per Ray task (each task returns one ~33 MB statistic); None: ~4 shards per CPU.
+    shard_clips: int | None = Field(None, gt=0)
+    cpus_per_task: float = Field(1.0, gt=0)
+    ray: RayConfig = RayConfig()
     mlflow: MlflowConfig = MlflowConfig(experiment="disenttalk-fit")
 
     @model_validator(mode="after")
@@ -129,29 +142,134 @@ def _recon_nme(model, landmarks: np.ndarray, coded: tuple) -> tuple[float, int]:
     return float((err / face_size(landmarks[ok])).sum()), int(ok.sum())
 
 
+def _landmarks(data: str, row: dict[str, Any]) -> np.ndarray:
+    """A clip's landmarks [T,478,3] float64, NaN on frames the tracker lost."""
+    rec = clipstore.read_record(data, row)
+    lm = rec.landmarks.astype(np.float64)
+    lm[~rec.valid] = np.nan  # the model skips invalid frames
+    return lm
+
+
+def _clips(data: str, rows: list[dict[str, Any]], threads: int):
+    """The shard's clips' landmarks, in order, read by ``threads`` threads with at most
+    ``threads`` clips read ahead (a task's memory does not grow with its shard)."""
+    with ThreadPoolExecutor(threads) as pool:
+        ahead: deque = deque()
+        for row in rows:
+            ahead.append(pool.submit(_landmarks, data, row))
+            if len(ahead) > threads:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
+def _procrustes_task(data: str, rows: list[dict[str, Any]], reference: np.ndarray, threads: int):
+    from disenttalk.face.stats import clip_mean_sum
+
+    return clip_mean_sum(_clips(data, rows, threads), reference)
+
+
+def _scatter_task(data: str, rows: list[dict[str, Any]], reference: np.ndarray, threads: int):
+    from disenttalk.face.stats import ShapeStats
+
+    return ShapeStats.of_clips(_clips(data, rows, threads), reference)
+
+
+def _encode_task(data: str, out: str, rows: list[dict[str, Any]], model, train_split: str,
+                 threads: int):
+    """Encode the shard's clips, write their motion; (region statistics of its training clips,
+    summed NME and frames [train, held-out], {this task's node id})."""
+    import ray
+
+    from disenttalk.face.stats import RegionStats
+
+    regions = RegionStats(model.n_expression)
+    errors = np.zeros((2, 2))  # rows: training split, held-out; columns: summed NME, frames
+    for row, lm in zip(rows, _clips(data, rows, threads), strict=True):
+        if not np.isfinite(lm).all(axis=(1, 2)).any():
+            continue
+        expression, pose, identity = model.encode(lm)
+        storage.write_bytes(storage.join(out, motion_name(row)), _npz_bytes(
+            expression=expression.astype(np.float32), pose=pose.astype(np.float32),
+            identity=identity.astype(np.float32)))  # fmt: skip
+        errors[int(row["split"] != train_split)] += _recon_nme(model, lm, (expression, pose, identity))
+        if row["split"] == train_split:
+            regions.add_clip(model, lm, expression)
+    return regions, errors, {ray.get_runtime_context().get_node_id()}
+
+
+def _add(a, b):
+    """Sum of two shard statistics (``+`` of ShapeStats, of (array, count) pairs, …)."""
+    if isinstance(a, tuple):
+        return tuple(_add(x, y) for x, y in zip(a, b, strict=True))
+    return a | b if isinstance(a, set) else a + b
+
+
+def _reduce(refs: list) -> Any:
+    """Add up task results on the cluster, pairwise as they finish (a tree of ``_add`` tasks),
+    and fetch only the total: the driver never holds more than one statistic, whatever the
+    number of shards. Consumes ``refs``."""
+    import ray
+
+    add = ray.remote(_add)
+    pending = refs
+    while len(pending) > 1:
+        ready, pending = ray.wait(pending, num_returns=2)
+        pending.append(add.remote(*ready))
+        del ready  # the partial results are freed as soon as their sum exists
+    total = ray.get(pending.pop())
+    return total
+
+
 def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
     """Fit the morphable model and the region split on ``data``; write and log everything."""
-    from disenttalk.face.morphable import MorphableModel
-    from disenttalk.face.regions import select_regions
+    import ray
+
+    from disenttalk.face.morphable import _GPA_ITERATIONS, MorphableModel
+    from disenttalk.face.stats import initial_reference, procrustes_step
     from workflows.platform import tracking
+    from workflows.platform.raycluster import init_ray, shutdown_if_started
 
     start = time.perf_counter()
     rows = sorted(clipstore.read_index(data), key=lambda r: r["clip_id"])
     train_rows = [r for r in rows if r["split"] == cfg.train_split]
     if not train_rows:
         raise ValueError(f"{data}: no clips in split {cfg.train_split!r}")
+    if not storage.is_s3(data):  # tasks may run elsewhere than the driver's working directory
+        data = str(Path(data).expanduser().resolve())
+    if not storage.is_s3(out):
+        out = str(Path(out).expanduser().resolve())
 
-    def landmarks(row: dict[str, Any]) -> np.ndarray:
-        rec = clipstore.read_record(data, row)
-        lm = rec.landmarks.astype(np.float64)  # [T,478,3]
-        lm[~rec.valid] = np.nan  # the model skips invalid frames
-        return lm
+    # The first valid frame of the first training clip starts Procrustes, as in MorphableModel.fit.
+    reference = initial_reference(_landmarks(data, r) for r in train_rows)
+    started = init_ray(cfg.ray)
+    try:
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1) / cfg.cpus_per_task))
+        size = cfg.shard_clips or max(1, math.ceil(len(rows) / (4 * cpus)))
 
-    with ThreadPoolExecutor(cfg.io_threads) as pool:
-        all_landmarks = dict(zip([r["clip_id"] for r in rows], pool.map(landmarks, rows), strict=True))
-    train = [all_landmarks[r["clip_id"]] for r in train_rows]
-    model = MorphableModel.fit(train, n_expression=cfg.n_expression, n_identity=cfg.n_identity)
-    split = select_regions(model, train, k_lip=cfg.k_lip, k_eye=cfg.k_eye, normalise=cfg.region_score)
+        def shards(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+            return [items[i : i + size] for i in range(0, len(items), size)]
+
+        opts = {"num_cpus": cfg.cpus_per_task}
+        procrustes = ray.remote(**opts)(_procrustes_task)
+        scatter = ray.remote(**opts)(_scatter_task)
+        encode = ray.remote(**opts)(_encode_task)
+        threads = cfg.io_threads
+        for _ in range(_GPA_ITERATIONS):
+            ref = ray.put(reference)
+            total, count = _reduce([procrustes.remote(data, s, ref, threads) for s in shards(train_rows)])
+            reference = procrustes_step(total, count)
+        ref = ray.put(reference)
+        stats = _reduce([scatter.remote(data, s, ref, threads) for s in shards(train_rows)])
+        model = MorphableModel.from_stats(stats, n_expression=cfg.n_expression, n_identity=cfg.n_identity)
+        train_frames = stats.frames
+        del stats
+        model_ref = ray.put(model)
+        regions, errors, nodes = _reduce(
+            [encode.remote(data, out, s, model_ref, cfg.train_split, threads) for s in shards(rows)])
+    finally:
+        shutdown_if_started(started)
+    split = regions.split(k_lip=cfg.k_lip, k_eye=cfg.k_eye, normalise=cfg.region_score)
 
     storage.makedirs(out)
     storage.write_bytes(storage.join(out, MORPHABLE), _npz_bytes(
@@ -171,37 +289,24 @@ def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
     figure.savefig(png, format="png", dpi=100)
     storage.write_bytes(storage.join(out, SCORES_PNG), png.getvalue())
 
-    def encode(row: dict[str, Any]) -> tuple[str, float, int]:
-        lm = all_landmarks[row["clip_id"]]
-        if not np.isfinite(lm).all(axis=(1, 2)).any():
-            return row["split"], 0.0, 0
-        expression, pose, identity = model.encode(lm)
-        storage.write_bytes(storage.join(out, motion_name(row)), _npz_bytes(
-            expression=expression.astype(np.float32), pose=pose.astype(np.float32),
-            identity=identity.astype(np.float32)))  # fmt: skip
-        return (row["split"], *_recon_nme(model, lm, (expression, pose, identity)))
-
-    with ThreadPoolExecutor(cfg.io_threads) as pool:
-        errors = list(pool.map(encode, rows))
-    train_err = [(e, n) for s, e, n in errors if s == cfg.train_split]
-    held_err = [(e, n) for s, e, n in errors if s != cfg.train_split]
-
-    def mean_nme(pairs: list[tuple[float, int]]) -> float:
-        frames = sum(n for _, n in pairs)
-        return sum(e for e, _ in pairs) / frames if frames else float("nan")
+    def mean_nme(total: np.ndarray) -> float:
+        return float(total[0] / total[1]) if total[1] else float("nan")
 
     var = np.square(model.expression_std)
     summary = {
         "clips": len(rows),
         "train_clips": len(train_rows),
-        "train_frames": int(sum(np.isfinite(c).all(axis=(1, 2)).sum() for c in train)),
+        "train_frames": int(train_frames),
         "n_effective": model.n_effective,
-        "recon_nme_train": mean_nme(train_err),
-        "recon_nme_heldout": mean_nme(held_err),
+        "recon_nme_train": mean_nme(errors[0]),
+        "recon_nme_heldout": mean_nme(errors[1]),
         "var_share_lip": float(var[list(split.lip)].sum() / max(var.sum(), 1e-30)),
         "var_share_eye": float(var[list(split.eye)].sum() / max(var.sum(), 1e-30)),
         "lip_score_mean": float(np.mean([split.scores["lip"][i] for i in split.lip])),
         "eye_score_mean": float(np.mean([split.scores["eye"][i] for i in split.eye])),
+        "shards": len(shards(rows)),
+        "nodes_used": len(nodes),
+        "nodes": sorted(nodes),  # Ray node ids its encode tasks ran on
         "seconds": time.perf_counter() - start,
     }
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))

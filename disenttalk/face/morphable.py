@@ -17,11 +17,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.linalg
 
 from disenttalk.face.pose import apply_pose, frontalise, normalise
+
+if TYPE_CHECKING:
+    from disenttalk.face.stats import ShapeStats
 
 _GPA_ITERATIONS = 3  # generalised Procrustes converges in two or three passes
 
@@ -35,10 +39,22 @@ def _pca(deviations: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         _, sv, vt = np.linalg.svd(deviations, full_matrices=False)
         var, vec = sv**2 / rows, vt.T
     else:  # many frames: only the top-n eigenpairs of the [D,D] covariance
-        cov = deviations.T @ deviations / rows
-        top = min(n, d)
-        var, vec = scipy.linalg.eigh(cov, subset_by_index=[d - top, d - 1])
-        var, vec = var[::-1], vec[:, ::-1]
+        return _pca_of_covariance(deviations.T @ deviations / rows, n)
+    return _top_axes(var, vec, n, d)
+
+
+def _pca_of_covariance(cov: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_pca` from the covariance [D,D] of the deviations instead of the deviations."""
+    d = cov.shape[0]
+    if n == 0:
+        return np.zeros((0, d)), np.zeros(0)
+    top = min(n, d)
+    var, vec = scipy.linalg.eigh(cov, subset_by_index=[d - top, d - 1])
+    return _top_axes(var[::-1], vec[:, ::-1], n, d)
+
+
+def _top_axes(var: np.ndarray, vec: np.ndarray, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Variances (descending) and axes [D,·] → n axes [n,D] with their std, past the rank zero."""
     rank = int((var > 1e-10 * max(var[0], 1e-30)).sum())
     k = min(n, rank)
     basis = np.zeros((n, d))
@@ -98,6 +114,25 @@ class MorphableModel:
         expression_basis, expression_std = _pca(within, n_expression)
         return cls(
             mean=mean,
+            identity_basis=identity_basis,
+            expression_basis=expression_basis,
+            expression_std=expression_std,
+            identity_std=identity_std,
+            n_effective=int((expression_std > 0).sum()),
+        )
+
+    @classmethod
+    def from_stats(cls, stats: ShapeStats, n_expression: int = 64,
+                   n_identity: int | None = None) -> MorphableModel:
+        """The model :meth:`fit` learns, from the summed statistics of the clips
+        (:class:`~disenttalk.face.stats.ShapeStats`, aligned to the Procrustes reference)."""
+        if stats.clips == 0:
+            raise ValueError("MorphableModel.from_stats: no valid frames in the clips")
+        k = stats.clips - 1 if n_identity is None else n_identity
+        identity_basis, identity_std = _pca_of_covariance(stats.identity_covariance(), k)
+        expression_basis, expression_std = _pca_of_covariance(stats.expression_covariance(), n_expression)
+        return cls(
+            mean=stats.centre.reshape(-1, 3),
             identity_basis=identity_basis,
             expression_basis=expression_basis,
             expression_std=expression_std,

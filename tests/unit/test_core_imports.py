@@ -54,7 +54,7 @@ print("heavy:" + ",".join(sorted(m for m in ("torch", "ray", "mlflow") if m in s
 def test_every_stage_module_runs_as_a_job_entrypoint():
     """``python -m workflows.<stage>`` runs the stage's command (here: its --help), not nothing."""
     for stage in ("evaluate", "demo_data", "inspect", "curve", "bench", "generate", "quickstart", "train",
-                  "preprocess", "manifest", "fit", "register"):
+                  "preprocess", "manifest", "fit", "register", "pipeline"):
         proc = subprocess.run([sys.executable, "-m", f"workflows.{stage}", "--help"],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0 and "--help" in proc.stdout and "Usage" in proc.stdout, (stage, proc.stderr)

@@ -81,6 +81,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def job_env_vars() -> dict[str, str]:
+    """The ``env_vars`` of the runtime env of the Ray job this driver runs in ({} outside a job:
+    ``ray job submit`` hands the job's config to its entrypoint in ``RAY_JOB_CONFIG_JSON_ENV_VAR``)."""
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        return dict((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+    except (ValueError, AttributeError):
+        return {}
+
+
 def init_ray(cfg: RayConfig) -> bool:
     """Connect to / start Ray unless already initialised; True if this call started it."""
     import ray
@@ -88,7 +102,10 @@ def init_ray(cfg: RayConfig) -> bool:
     ray.data.DataContext.get_current().enable_progress_bars = cfg.progress_bars
     if ray.is_initialized():
         return False
-    runtime_env = {"env_vars": forwarded_env()}
+    # Inside a Ray job, variables the job's runtime env already sets reach every worker; naming
+    # them again in ray.init is a merge conflict Ray refuses.
+    in_job = job_env_vars()
+    runtime_env = {"env_vars": {k: v for k, v in forwarded_env().items() if k not in in_job}}
     address = os.environ.get("RAY_ADDRESS") or cfg.address
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
@@ -121,3 +138,38 @@ def shutdown_if_started(started: bool) -> None:
         import ray
 
         ray.shutdown()
+
+
+def work_items() -> dict[str, tuple[str, str]]:
+    """This job's actors and tasks so far, by id: (class or function name, node id). Read from
+    Ray's State API (served by the dashboard); {} where it is not available (a local cluster
+    without the dashboard), since this only feeds summaries."""
+    import ray
+
+    if not ray.is_initialized():  # (get_runtime_context would start a local Ray)
+        return {}
+    try:
+        from ray.util.state import list_actors, list_tasks
+
+        job = ray.get_runtime_context().get_job_id()
+        items = {a.actor_id: (a.class_name, a.node_id or "")
+                 for a in list_actors(filters=[("job_id", "=", job)], limit=10_000,
+                                      raise_on_missing_output=False)}
+        for t in list_tasks(filters=[("job_id", "=", job), ("type", "=", "NORMAL_TASK")],
+                            limit=10_000, raise_on_missing_output=False):
+            items[t.task_id] = (t.func_or_class_name, t.node_id or "")
+        return items
+    except Exception:  # noqa: BLE001 - no State API: the summary simply has no node table
+        return {}
+
+
+def work_by_node(items: dict[str, tuple[str, str]], before: dict[str, tuple[str, str]] | None = None
+                 ) -> dict[str, dict[str, int]]:
+    """``{node id: {actor class / task function: count}}`` of the items not in ``before``."""
+    out: dict[str, dict[str, int]] = {}
+    for key, (name, node) in items.items():
+        if before and key in before:
+            continue
+        per_node = out.setdefault(node or "unknown", {})
+        per_node[name] = per_node.get(name, 0) + 1
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}

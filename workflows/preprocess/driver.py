@@ -92,7 +92,10 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
     finally:
         shutdown_if_started(started)
 
-    ok = [json.loads(r["row"]) for r in results if r["status"] == "ok"]
+    # A task retried after its node died may have reported before dying; a record is named by
+    # content hash (and part), so the same name twice is the same clip: keep it once.
+    ok = list({row["record"]: row for row in
+               (json.loads(r["row"]) for r in results if r["status"] == "ok")}.values())
     rejected = [json.loads(r["row"]) for r in results if r["status"] == "rejected"] + bad_lines
     replaced = {clipstore.source_of(r) for r in ok + rejected}
     index = _merge(old_index, ok, replaced)
@@ -118,11 +121,14 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
         ),
         # the crop the landmarks are expressed in: generation cuts portraits the same way
         "framing": {"crop_size": cfg.face.crop_size, "crop_margin": cfg.face.crop_margin},
+        # source clips handled per Ray node id (shows the work spread over a cluster's nodes)
+        "nodes": dict(sorted(Counter(r.get("node") or "local" for r in results).items())),
     }
     storage.write_text(storage.join(out, clipstore.SUMMARY), json.dumps(summary, indent=2))
     with tracking.start_run(cfg.mlflow, cfg, tags={"stage": "preprocess"}) as run_log:
         run_log.log_params({"manifest": manifest, "out": out})
         flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+        flat["nodes_used"] = len(summary["nodes"])
         flat.update({f"rejected.{k}": v for k, v in summary["rejected_by_reason"].items()})
         run_log.log_metrics(flat)
         run_log.log_dict(summary, "summary.json")

@@ -110,7 +110,7 @@ class Reject(Exception):
 
 
 # Columns of the small result rows the actors return to the driver.
-RESULT_COLUMNS = ["status", "clip_id", "content_hash", "frames", "seconds", "row"]
+RESULT_COLUMNS = ["status", "clip_id", "content_hash", "frames", "seconds", "row", "node"]
 
 
 def fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
@@ -118,6 +118,16 @@ def fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
     if len(audio) >= samples:
         return audio[:samples]
     return np.pad(audio, (0, samples - len(audio)))
+
+
+def _node_id() -> str:
+    """This process's Ray node id ("" outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:  # noqa: BLE001 - a label for the summary, never worth failing a clip
+        return ""
 
 
 class ClipProcessor:
@@ -191,6 +201,7 @@ class ClipProcessor:
             "frames": int(frames),
             "seconds": time.perf_counter() - start,
             "row": json.dumps(row),
+            "node": _node_id(),  # which Ray node did the work (the stage summary counts them)
         }
 
     def build(self, row: dict[str, Any], path, content_hash: str
