@@ -27,7 +27,13 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
     from disenttalk.face.tracker import VERBOSE_ENV
     from workflows import fit as fit_stage
     from workflows.platform import tracking
-    from workflows.platform.raycluster import forwarded_env, init_ray, shutdown_if_started
+    from workflows.platform.raycluster import (
+        forwarded_env,
+        init_ray,
+        shutdown_if_started,
+        work_by_node,
+        work_items,
+    )
     from workflows.train import data as train_data
     from workflows.train.loop import train_loop_per_worker
 
@@ -91,7 +97,9 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
             ),
             run_config=run_config,
         )
+        before = work_items()
         result = trainer.fit()
+        nodes = work_by_node(work_items(), before)  # where the workers ran ({} without the State API)
     finally:
         shutdown_if_started(started)
 
@@ -107,6 +115,7 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "bundle": storage.join(out, "bundle"),
         "mlflow_run_id": metrics.get("mlflow_run_id"),
+        **({"nodes": nodes} if nodes else {}),
         "seconds": time.perf_counter() - start,
     }
 
