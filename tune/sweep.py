@@ -447,7 +447,9 @@ def run_trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:
     if summary.get("mlflow_run_id") and cfg.mlflow.enabled:
         from mlflow import MlflowClient
 
-        client = MlflowClient()
+        from workflows.platform import tracking
+
+        client = MlflowClient(tracking_uri=tracking.tracking_uri())  # the store the training run logged to
         run_id = summary["mlflow_run_id"]
         for key, value in {**final, **{f"chosen/{k}": v for k, v in chosen.items()}}.items():
             if isinstance(value, float) and math.isfinite(value):
@@ -791,7 +793,9 @@ def _close_trial_runs(table: list[dict], cfg: SweepConfig) -> None:
         return
     from mlflow import MlflowClient
 
-    client = MlflowClient()
+    from workflows.platform import tracking
+
+    client = MlflowClient(tracking_uri=tracking.tracking_uri())
     for row in table:
         run_id = row.get("mlflow_run_id")
         if not run_id:
