@@ -324,23 +324,19 @@ def scoring_config(cfg: SweepConfig, **over: Any) -> Any:
 
 
 def split_scores(results: list[dict], rows: list[dict]) -> dict[str, float]:
-    """Model metrics over ``rows`` (NaN-aware means) with the truth's blink rate and sync confidence."""
-    by_id = {r["clip_id"]: r["scores"] for r in results}
-    scored = [by_id[r["clip_id"]] for r in rows if r["clip_id"] in by_id]
+    """Model metrics over ``rows`` (evaluate's NaN-aware means) with the truth's blink rate and
+    sync confidence, and the two constraint ratios."""
+    from workflows.evaluate import SYSTEM, aggregate
 
-    def mean(system: str, metric: str) -> float:
-        values = np.array([s[system].get(metric, math.nan) for s in scored], dtype=float)
-        return float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
-
-    out = {m: mean("model", m) for m in ("lmd", "blink_rate", "sync_conf", "cpbd", "lmd_decoded",
-                                         "blink_duration", "landmark_change")}
-    out["truth_blink_rate"] = mean("truth", "blink_rate")
-    out["truth_sync_conf"] = mean("truth", "sync_conf")
+    table = aggregate(results, {"rows": rows})
+    model, truth = table[SYSTEM]["rows"], table["truth"]["rows"]
+    out = {m: model[m] for m in ("lmd", "blink_rate", "sync_conf", "cpbd", "lmd_decoded", "blink_duration",
+                                 "landmark_change", "n_clips")}
+    out["truth_blink_rate"], out["truth_sync_conf"] = truth["blink_rate"], truth["sync_conf"]
     out["blink_error"] = (abs(out["blink_rate"] / out["truth_blink_rate"] - 1.0)
                           if out["truth_blink_rate"] > 0 else math.nan)
     out["sync_ratio"] = (out["sync_conf"] / out["truth_sync_conf"]
                          if out["truth_sync_conf"] > 0 else math.nan)
-    out["n_clips"] = float(len(scored))
     return out
 
 
