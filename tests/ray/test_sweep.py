@@ -31,8 +31,8 @@ TRAIN = [  # a tiny model and schedule: every trial trains in seconds
 ]
 # Three settings of K_lip and λ; the second cannot learn (lr 1e-7). ASHA compares trials at the
 # 2nd of 3 checkpoints (one rung, reduction factor 2); trials run one at a time in this order, so
-# the frozen one meets the first one there and is stopped, and the third, ranked against both,
-# always continues.
+# the first always completes and the frozen one, behind it at the rung, is stopped. Whether the
+# third continues depends on how far a few steps take it.
 VARIANTS = {
     "k3-l0.01": {"k_lip": 3, "sync_weight": 0.01},
     "k3-frozen": {"k_lip": 3, "sync_weight": 0.01, "train.lr": 1.0e-7},
@@ -103,9 +103,10 @@ def test_asha_stops_the_trial_that_falls_behind(swept):
     result, _, out = swept
     status = {row["trial"]: row["status"] for row in result["table"]}
     assert set(status) == set(VARIANTS)
-    assert status["k3-l0.01"] == "completed" and status["k2-l0.1"] == "completed"
+    assert status["k3-l0.01"] == "completed"  # the first meets no other trial at its rung
+    # the frozen one is behind the first at the rung; the third may or may not be
     assert status["k3-frozen"].startswith("stopped early by ASHA")
-    assert result["stopped_early"] >= 1
+    assert result["stopped_early"] >= 1 and result["completed"] >= 1
     assert (out / "trials.csv").is_file() and (out / "objective.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -114,15 +115,15 @@ def test_each_trial_trains_with_its_own_split_and_keys(swept):
 
     result, _, _ = swept
     rows = {row["trial"]: row for row in result["table"]}
-    for label in ("k3-l0.01", "k2-l0.1"):
+    for label in (t for t, r in rows.items() if r["status"] == "completed"):
         bundle = load_bundle(rows[label]["bundle"])
         assert len(bundle.split.lip) == VARIANTS[label]["k_lip"]
         meta = bundle.meta
         assert meta["guidance"] in (1.0, 2.0)  # chosen at inference, written into the bundle
         assert {r["guidance"] for r in meta["sweep"]["inference_search"]} == {1.0, 2.0}
         assert rows[label]["lmd"] > 0 and np.isfinite(rows[label]["blink_rate"])
-    with open(Path(rows["k2-l0.1"]["bundle"]) / "config.json") as f:
-        assert json.load(f)["k_lip"] == 2
+    with open(Path(rows["k3-l0.01"]["bundle"]) / "config.json") as f:
+        assert json.load(f)["k_lip"] == 3
 
 
 def test_trials_are_nested_mlflow_runs_with_params_and_stop_reasons(swept, mlflow_uri):
