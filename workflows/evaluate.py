@@ -79,6 +79,12 @@ class EvaluateConfig(StrictConfig):
     # the model's blink rate is the mean over this many samples (seeds seed, seed+1, ...): one
     # sample's blink count swings by tens of percent between seeds
     blink_samples: int = Field(2, gt=0)
+    # where the model's blink rate comes from: "corpus" = the bundle's own (the training corpus's
+    # blinks at their rate); "speaker" = the model is told the rate measured on the same speaker's
+    # other clips in the store (tracked landmarks, as `generate --blinks-like VIDEO` measures a
+    # user's reference video of the person). Blink rate is a trait of the person that neither the
+    # audio nor the photo shows; a clip whose speaker has no other clip keeps the corpus rate.
+    blink_reference: Literal["corpus", "speaker"] = "corpus"
     # the image the model animates: "portrait" = the speaker's photo named by the corpus manifest,
     # "first_frame" = the clip's first frame, "auto" = the photo where there is one
     reference: Literal["auto", "portrait", "first_frame"] = "auto"
@@ -146,6 +152,33 @@ def corpus_info(corpus: str | None) -> dict[str, dict[str, Any]]:
     return info
 
 
+def speaker_blink_rates(index: list[dict], data: str, clip_ids: list[str]) -> dict[str, dict[str, float]]:
+    """Per clip id in ``clip_ids``: ``reference_blink_rate``, its speaker's blink rate over their
+    *other* clips in the store (tracked landmarks, pooled: all blinks over all seconds; see
+    ``blink_reference``), and ``reference_seconds``. Clips without a speaker, or whose speaker has
+    no other clip, are left out. Reads only the evaluated speakers' records."""
+    from disenttalk.face.measures import detect_blinks, eye_aspect_ratio
+
+    by_id = {r["clip_id"]: r for r in index}
+    speakers = {by_id[c]["speaker"] for c in clip_ids if c in by_id and by_id[c].get("speaker")}
+    counts: dict[str, tuple[str, int, float]] = {}  # clip id → (speaker, blinks, seconds)
+    for row in index:
+        if row.get("speaker") in speakers:
+            rec = clipstore.read_record(data, row)
+            fps = float(rec.fps)
+            counts[row["clip_id"]] = (row["speaker"], len(detect_blinks(eye_aspect_ratio(rec.landmarks), fps)),
+                                      len(rec.landmarks) / fps)
+    out: dict[str, dict[str, float]] = {}
+    for clip_id in clip_ids:
+        speaker = by_id.get(clip_id, {}).get("speaker")
+        others = [(n, sec) for other, (spk, n, sec) in counts.items() if spk == speaker and other != clip_id]
+        seconds = sum(sec for _, sec in others)
+        if speaker and seconds > 0:
+            out[clip_id] = {"reference_blink_rate": sum(n for n, _ in others) / seconds,
+                            "reference_seconds": seconds}
+    return out
+
+
 def reference_image(cfg: EvaluateConfig, clip_id: str, info: dict[str, Any], first_frame: np.ndarray,
                     first_landmarks: np.ndarray | None) -> tuple[str, np.ndarray, np.ndarray | None]:
     """(kind, image, landmarks or None) the model animates for one clip; see ``reference``."""
@@ -204,7 +237,7 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
     from disenttalk import media
     from disenttalk.face.tracker import FaceTracker
     from disenttalk.generate.generator import Generator
-    from disenttalk.generate.motion import Controls, Motion
+    from disenttalk.generate.motion import MAX_BLINK_RATE, Controls, Motion
     from disenttalk.metrics import baselines, clip
     from disenttalk.metrics.landmarks import blink_rate_error, landmark_blink_rate, lmd
     from disenttalk.metrics.sync import load_evaluator
@@ -236,10 +269,13 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
         motion = gen.motion(audio, rec.sample_rate, controls=controls, **{**kw, **over})
         return (*track(motion), motion)
 
-    frames, lm, motion = render(Controls())
+    # the model's controls: its own blinks, at the speaker's rate when blink_reference says so
+    told_rate = info.get("reference_blink_rate") if cfg.blink_reference == "speaker" else None
+    blink_rate = None if told_rate is None else min(float(told_rate), MAX_BLINK_RATE)
+    frames, lm, motion = render(Controls(blink_rate=blink_rate))
     extra_rates = []
     for k in range(1, cfg.blink_samples):
-        _, other, _ = render(Controls(), seed=seed + k)
+        _, other, _ = render(Controls(blink_rate=blink_rate), seed=seed + k)
         extra_rates.append(landmark_blink_rate(other, fps))
     expression, pose, identity = bundle.morphable.encode(fill_gaps(truth_lm))
     fidelity = None
@@ -282,6 +318,8 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
         model["blink_rate"] = float(np.mean([model["blink_rate"], *extra_rates]))
         truth_rate = info.get("blink_rate", scores["truth"]["blink_rate"])
         model["blink_rate_error"] = blink_rate_error(model["blink_rate"], truth_rate)
+    if blink_rate is not None:
+        model["told_blink_rate"] = blink_rate  # per clip in clips.json; not averaged
     return {"clip_id": rec.clip_id, "language": rec.language, "split": rec.split,
             "reference": reference, "scores": scores,
             "curves": {name: {k: v.tolist() for k, v in clip.curves(trace).items()}
@@ -454,10 +492,14 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
         ) as tracker:
             work = Path(tmp)
             bundle_dir = resolve_bundle(bundle, work)
-            groups = select_clips(clipstore.read_index(data), cfg)
+            index = clipstore.read_index(data)
+            groups = select_clips(index, cfg)
             expert_dir = evaluator_dir(data, out, bundle_dir, cfg, work)
             info = corpus_info(corpus)
             rows = {r["clip_id"]: r for split in cfg.splits for r in groups.get(split, [])}
+            if cfg.blink_reference == "speaker":
+                for clip_id, told in speaker_blink_rates(index, data, list(rows)).items():
+                    info.setdefault(clip_id, {}).update(told)
             results = score_clips(list(rows.values()), data, bundle_dir, expert_dir, cfg, info)
             table = aggregate(results, groups)
             metrics = table[SYSTEM]
@@ -489,6 +531,7 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
             summary = {split: {m: row[m] for m in ("n_clips", "lmd", "gap_closed", "lmd_decoded",
                                                    "blink_rate", "blink_duration", "sync_conf")}
                        for split, row in metrics.items()}
+            summary["blink_reference"] = cfg.blink_reference
             summary["seconds"] = round(time.perf_counter() - tic, 1)
             summary["mlflow_run"] = tracker.run_id or "disabled"
             typer.echo(format_summary(f"evaluate → {out}", summary))

@@ -67,6 +67,25 @@ def reference_motion(video: str | Path, morphable: Any, fps: float | None = None
     return expression, pose
 
 
+def reference_blink_rate(video: str | Path, fps: float | None = None) -> float:
+    """Blinks per second of the person in a reference video (tracked at ``fps``, the model's):
+    what ``--blinks-like`` tells the model. At least 5 s of face are needed for a rate."""
+    from disenttalk import media
+    from disenttalk.face.tracker import FaceTracker
+    from disenttalk.generate.motion import MAX_BLINK_RATE
+    from disenttalk.metrics.landmarks import pooled_blink_rate
+
+    clip = media.read_video(video, with_audio=False, fps=fps)
+    with FaceTracker() as tracker:
+        tracks = tracker.track(clip.frames)
+    seen = float(tracks.valid.sum()) / clip.fps
+    if seen < 5.0:
+        raise GenerateError(f"{video}: the face is seen for {seen:.1f} s; a blink rate needs at "
+                            "least 5 s of the person's face")
+    rate, _ = pooled_blink_rate([tracks.landmarks], clip.fps)
+    return min(rate, MAX_BLINK_RATE)
+
+
 def run(
     model: str,
     audio: str,
@@ -87,6 +106,7 @@ def run(
     face: int | None = None,
     blinks: bool | None = None,
     blink_rate: float | None = None,
+    blinks_like: str | None = None,
     device: str = "auto",
 ) -> dict[str, Any]:
     """Write ``out`` (mp4 with the audio); returns a summary dict."""
@@ -95,7 +115,11 @@ def run(
     from workflows.register import resolve_bundle
 
     start = time.perf_counter()
+    if blinks_like and blink_rate is not None:
+        raise GenerateError("give --blink-rate or --blinks-like, not both")
     generator = Generator.from_bundle(resolve_bundle(model), device=device)
+    if blinks_like:
+        blink_rate = reference_blink_rate(blinks_like, generator.fps)
     morphable = generator.bundle.morphable
     eyes: Any = "generate"
     pose: Any = "still"
@@ -127,6 +151,7 @@ def run(
         "seconds_of_audio": round(len(speech) / 16000, 3),
         "size": list(frames.shape[1:3]),
         "output": "crop" if crop_only else "pasted into the photo",
+        **({"blink_rate": round(blink_rate, 3)} if blink_rate is not None else {}),
         **portrait.to_dict(),  # face (index), box [x, y, w, h] and every face found
         "elapsed_s": round(time.perf_counter() - start, 2),
     }
@@ -152,6 +177,8 @@ def cli(
                                             "(default: when the model has them)."),
     blink_rate: float | None = typer.Option(None, help="Blinks per second, 0 to 1.5 (default: the "
                                             "training corpus's own rate)."),
+    blinks_like: str | None = typer.Option(None, help="A video of the person (≥ 5 s of face): "
+                                           "blink at the rate measured in it."),
     pose_from: str | None = typer.Option(None, help="Reference video whose head motion is applied."),
     crop_only: bool = typer.Option(False, help="Write the 256x256 face crop instead of pasting it back."),
     device: str = typer.Option("auto", help="auto (CUDA when a GPU is visible) | cpu | cuda | cuda:N."),
@@ -165,7 +192,7 @@ def cli(
         result = run(model, audio, image, out, steps=steps, sampler=sampler, guidance=guidance,
                      eta=eta, seed=seed, lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
                      eyes_from=eyes_from, pose_from=pose_from, crop_only=crop_only, face=face,
-                     blinks=blinks, blink_rate=blink_rate, device=device)
+                     blinks=blinks, blink_rate=blink_rate, blinks_like=blinks_like, device=device)
     except (GenerateError, MediaError, FileNotFoundError, ValueError) as exc:
         typer.echo(f"disenttalk generate: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -139,10 +139,9 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
             "tune-sampler", tune_sampler.run,
             load_config(tune_sampler.SamplerSearchConfig, "tune_sampler", None, o.tune_sampler),
             bundle, str(store), str(corpus))
+        eval_cfg = load_config(evaluate.EvaluateConfig, "evaluate", None, o.evaluate)
         evaluation, times["evaluate"] = _stage(
-            "evaluate", evaluate.run,
-            load_config(evaluate.EvaluateConfig, "evaluate", None, o.evaluate),
-            bundle, str(store), str(eval_dir), str(corpus))
+            "evaluate", evaluate.run, eval_cfg, bundle, str(store), str(eval_dir), str(corpus))
     finally:
         shutdown_if_started(started)
 
@@ -172,6 +171,7 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
         "bundle": bundle,
         "metrics_table": str(eval_dir / "metrics.md"),
         "metrics": metrics,
+        "blink_reference": eval_cfg.blink_reference,  # where the model's blink rate came from
         "baselines": baselines,
         "stage_seconds": {k: round(v, 1) for k, v in times.items()},
         **({"learning_curve": str(train_dir / "curve" / "curve.png"), "curve": points} if cfg.curve else {}),

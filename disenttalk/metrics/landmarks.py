@@ -12,6 +12,8 @@ tracker's z is a relative depth estimate too noisy to compare.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from skimage.transform import SimilarityTransform
 
@@ -75,6 +77,18 @@ def blink_rate_error(rate: float, truth_rate: float) -> float:
 def landmark_blink_rate(landmarks: np.ndarray, fps: float) -> float:
     """Blinks per second from landmarks [T,478,3]: eye aspect ratio → blink detection (face.measures)."""
     return measures.blink_rate(measures.eye_aspect_ratio(landmarks), fps)
+
+
+def pooled_blink_rate(sequences: Iterable[np.ndarray], fps: float) -> tuple[float, float]:
+    """(blinks per second, seconds) over several landmark sequences [T,478,3] of one person: all
+    their blinks over all their time, so long and short recordings count by their length.
+    NaN rate when there is no frame."""
+    blinks, frames = 0, 0
+    for landmarks in sequences:
+        blinks += len(measures.detect_blinks(measures.eye_aspect_ratio(landmarks), fps))
+        frames += len(landmarks)
+    seconds = frames / fps
+    return (blinks / seconds if frames else float("nan")), seconds
 
 
 def blink_durations(landmarks: np.ndarray, fps: float) -> np.ndarray:

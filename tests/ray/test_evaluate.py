@@ -20,9 +20,15 @@ def test_evaluate_writes_tables_baselines_and_mlflow_metrics(ray_cluster, mlflow
     cfg = EvaluateConfig().with_overrides([
         "steps=2", "cpbd_stride=10", "evaluator.steps=3", "evaluator.batch_size=4",
         "evaluator.sync.embed_dim=8", "evaluator.sync.hidden=16", "mlflow.experiment=evaluate-test",
+        "blink_reference=speaker",
     ])
     out = tmp_path / "eval"
     result = run(cfg, str(tiny_bundle), str(root), str(out))
+    # the speaker protocol: a clip whose speaker has other footage is told that footage's rate
+    told = {c["clip_id"]: c["scores"]["model"].get("told_blink_rate")
+            for c in json.loads((out / "clips.json").read_text())}
+    assert told["va_a"] is None  # no other clip of this speaker: the corpus rate
+    assert told["te_a"] is not None and told["te_a"] >= 0 and told["xl_a"] is not None
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"val", "test", "test/en", "test_xling"}
