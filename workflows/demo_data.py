@@ -34,6 +34,8 @@ def demo_data(
     xling_language: str = typer.Option("es", help="Language of the test_xling split ('' for none)."),
     xling_clips: int | None = typer.Option(None, help="test_xling clips (default: half of --clips-per-language)."),
     speakers: int = typer.Option(8, help="Number of synthetic speakers (split 60/15/25 %)."),
+    sentences: str = typer.Option("default", help="Sentence bank: default | large (twice the "
+                                  "English and Mandarin sentences)."),
     workers: int = typer.Option(2, help="Rendering processes."),
     verify: bool = typer.Option(False, help="Re-track every clip and score mouth and blinks."),
 ) -> None:
@@ -44,7 +46,7 @@ def demo_data(
     summary = build_corpus(
         out, languages=langs, clips_per_language=clips_per_language, seed=seed,
         portrait=str(portrait) if portrait else None, xling_language=xling_language or None,
-        workers=workers, num_speakers=speakers, xling_clips=xling_clips,
+        workers=workers, num_speakers=speakers, xling_clips=xling_clips, sentence_bank=sentences,
     )
     _print_summary(summary)
     if verify:

@@ -231,9 +231,12 @@ def landmark_lips(landmarks: np.ndarray, morphable: Any, lip_dims: Any, norm: di
     return ((expression[:, lip] - norm["mean"][lip]) / norm["std"][lip]).astype(np.float32)
 
 
-def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_json: str,
-                  info: dict[str, Any]) -> dict:
-    """Generate, render, re-track and score one clip; returns per-system metrics and plot curves."""
+def evaluate_clip(row: dict, data: str, bundle_files: dict[str, bytes], expert_files: dict[str, bytes],
+                  cfg_json: str, info: dict[str, Any]) -> dict:
+    """Generate, render, re-track and score one clip; returns per-system metrics and plot curves.
+
+    The bundle and the evaluator come as packed folders (``storage.pack_dir``), so the task runs
+    on any node; each machine writes them to its temp dir once."""
     from disenttalk import media
     from disenttalk.face.tracker import FaceTracker
     from disenttalk.generate.generator import Generator
@@ -244,9 +247,9 @@ def evaluate_clip(row: dict, data: str, bundle_dir: str, expert_dir: str, cfg_js
 
     cfg = EvaluateConfig.from_json(cfg_json)
     rec = clipstore.read_record(data, row)
-    gen = Generator.from_bundle(bundle_dir, device=cfg.device)
+    gen = Generator.from_bundle(storage.unpack_dir(bundle_files), device=cfg.device)
     bundle = gen.bundle
-    evaluator = load_evaluator(expert_dir)
+    evaluator = load_evaluator(storage.unpack_dir(expert_files))
     with storage.local_copy(rec.source_uri) as path:
         # at the record's frame rate, as preprocessing resampled it
         truth_frames = media.read_video(path, with_audio=False, fps=float(rec.fps)).frames
@@ -335,10 +338,11 @@ def score_clips(rows: list[dict], data: str, bundle_dir: str | Path, expert_dir:
     # group would otherwise capture the tasks (a sweep scores its trials this way)
     task = ray.remote(num_cpus=cfg.num_cpus_per_clip, num_gpus=cfg.num_gpus_per_clip,
                       scheduling_strategy="DEFAULT")(evaluate_clip)
-    # Bundle and evaluator travel as local paths: same machine here; on a cluster the data and
-    # output URIs are shared storage and each worker resolves its own copy.
-    refs = [task.remote(row, data, str(bundle_dir), str(expert_dir), cfg.to_json(),
-                        info.get(row["clip_id"], {})) for row in rows]
+    # the bundle and the evaluator (driver-local folders) reach every node through the object
+    # store, once each; the clip store is a URI every node reads
+    bundle_ref, expert_ref = ray.put(storage.pack_dir(bundle_dir)), ray.put(storage.pack_dir(expert_dir))
+    refs = [task.remote(row, data, bundle_ref, expert_ref, cfg.to_json(), info.get(row["clip_id"], {}))
+            for row in rows]
     results = []
     with tqdm(total=len(refs), desc=desc) as bar:
         pending = refs

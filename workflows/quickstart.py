@@ -12,7 +12,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 from pydantic import Field
@@ -30,6 +30,7 @@ class CorpusSection(StrictConfig):
     xling_language: str = "es"
     xling_clips: int = Field(8, ge=0)
     speakers: int = Field(8, gt=0)
+    sentences: Literal["default", "large"] = "default"  # the sentence bank (disenttalk.synth.sentences)
     seed: int = 0
 
 
@@ -115,7 +116,7 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
             "demo-data", build_corpus, corpus, languages=list(c.languages),
             clips_per_language=c.clips_per_language, seed=c.seed, portrait=None,
             xling_language=c.xling_language or None, workers=2, num_speakers=c.speakers,
-            xling_clips=c.xling_clips,
+            xling_clips=c.xling_clips, sentence_bank=c.sentences,
         )
         (corpus / "quickstart-corpus.json").write_text(cfg.corpus.to_json())
 

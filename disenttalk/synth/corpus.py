@@ -94,8 +94,12 @@ def plan_corpus(
     num_speakers: int = 8,
     sentences_per_clip: int = 2,
     xling_clips: int | None = None,
+    sentence_bank: str = "default",
 ) -> tuple[list[Speaker], list[ClipPlan]]:
-    """Speakers and clip plans with leakage-free train/val/test (+ test_xling) splits."""
+    """Speakers and clip plans with leakage-free train/val/test (+ test_xling) splits.
+
+    ``sentence_bank``: ``default`` (each language's first list) or ``large`` (its second list
+    too, see ``disenttalk.synth.sentences``); the cross-lingual split reads the same bank."""
     if xling_language and xling_language in languages:
         raise ValueError(f"cross-lingual language {xling_language!r} is also a training language")
     if num_speakers < 3:
@@ -116,12 +120,13 @@ def plan_corpus(
             ))
 
     for language in languages:
-        sent_split = _split_items(list(sentence_list(language)), SENTENCE_FRACTIONS, rng)
+        sent_split = _split_items(list(sentence_list(language, sentence_bank)), SENTENCE_FRACTIONS, rng)
         for split, count in zip(SPLITS, partition(clips_per_language, CLIP_FRACTIONS), strict=True):
             add(language, split, count, sent_split[split], spk_split[split])
     if xling_language:
         count = max(1, clips_per_language // 2) if xling_clips is None else xling_clips
-        pool = [sentence_list(xling_language)[i] for i in rng.permutation(len(sentence_list(xling_language)))]
+        bank = sentence_list(xling_language, sentence_bank)
+        pool = [bank[i] for i in rng.permutation(len(bank))]
         add(xling_language, XLING_SPLIT, count, pool, spk_split["test"])
     return speakers, plans
 

@@ -159,8 +159,121 @@ SENTENCES: dict[str, tuple[str, ...]] = {
 }
 
 
-def sentences(language: str) -> tuple[str, ...]:
-    """The sentence list of ``language`` (ISO 639-1)."""
+# A second list per language, appended when a corpus asks for the large bank (``bank="large"``):
+# more distinct words and mouth shapes to learn from, and to test on. The default bank stays
+# the first list alone, so demo corpora keep their sentences and splits.
+MORE_SENTENCES: dict[str, tuple[str, ...]] = {
+    "en": (
+        "The kettle is boiling on the stove.",
+        "We planted tomatoes behind the house.",
+        "Your jacket is hanging by the door.",
+        "The printer ran out of paper again.",
+        "I think the museum opens at ten.",
+        "Fresh bread smells wonderful in the morning.",
+        "He fixed the roof before the storm.",
+        "Please turn off the lights upstairs.",
+        "Our neighbours have a friendly puppy.",
+        "The river looks cold and deep.",
+        "She painted a picture of the harbour.",
+        "We ran all the way to the beach.",
+        "The pizza will be ready in ten minutes.",
+        "My grandfather tells the best stories.",
+        "Could you check the tyres for me?",
+        "The garden is full of yellow flowers.",
+        "I prefer apples to oranges.",
+        "The elevator is out of order today.",
+        "Keep the receipt in case it breaks.",
+        "Thursday works better for everyone.",
+        "The kids built a castle out of sand.",
+        "His voice sounds tired on the phone.",
+        "We could share a taxi to the airport.",
+        "The cheese shop sells over fifty kinds.",
+        "Leave the boots outside, they're muddy.",
+        "I forgot to charge my laptop.",
+        "The fish market opens before dawn.",
+        "Pour the milk slowly into the bowl.",
+        "Nobody answered when I knocked.",
+        "The mountains look purple at sunset.",
+        "My cousin is studying to be a nurse.",
+        "We ordered noodles and spicy chicken.",
+        "The cinema is around the next block.",
+        "Put the plates back on the shelf.",
+        "I hope the parcel arrives on Monday.",
+        "The wind blew the hat off his head.",
+        "Our teacher gave us extra homework.",
+        "This chair wobbles when you lean back.",
+        "Jump over the puddle, not into it.",
+        "The hotel room had a lovely view.",
+        "He whistled a tune while he worked.",
+        "Buy some onions and a bag of rice.",
+        "The clock in the hall is five minutes fast.",
+        "We fed the ducks at the pond.",
+        "My shoes are soaked from the rain.",
+        "The bakery sold out of muffins early.",
+        "Choose whichever colour you like best.",
+        "The owl hooted all through the night.",
+    ),
+    "zh": (
+        "我明天早上要去银行。",
+        "这个西瓜又大又甜。",
+        "请把窗户打开一点。",
+        "他在厨房里做晚饭。",
+        "我们的老师非常认真。",
+        "楼下有一家新开的咖啡店。",
+        "你的自行车放在哪儿了？",
+        "今天晚上月亮特别圆。",
+        "爷爷每天下午都去散步。",
+        "这本小说我已经看完了。",
+        "我们应该早点出发。",
+        "小狗在门口等主人回家。",
+        "这里的风景非常美丽。",
+        "请给我一杯热牛奶。",
+        "他们在操场上踢足球。",
+        "我的电脑突然坏了。",
+        "春天到了，花都开了。",
+        "你想去海边还是山上？",
+        "奶奶种了很多蔬菜。",
+        "这个房间有点小。",
+        "我刚才给你打了电话。",
+        "学校门口有很多车。",
+        "他说话的声音很大。",
+        "我们晚上吃火锅吧。",
+        "这双鞋穿着很舒服。",
+        "飞机马上就要起飞了。",
+        "我弟弟喜欢画画。",
+        "医生让我多喝水。",
+        "河边有很多人在钓鱼。",
+        "你能不能说得慢一点？",
+        "我把钱包忘在家里了。",
+        "明年夏天我想学游泳。",
+        "这道题我不会做。",
+        "她每天都写日记。",
+        "地铁里的人太多了。",
+        "我们家养了两只猫。",
+        "早饭我喝了一碗粥。",
+        "这个周末要下大雪。",
+        "你的中文进步很快。",
+        "爸爸在车库里修车。",
+        "我们一起去爬山吧。",
+        "桌子上的蛋糕是谁的？",
+        "商场里正在打折。",
+        "他的生日是下个月。",
+        "请把垃圾带出去。",
+        "这条裙子是红色的。",
+        "我想喝一点果汁。",
+        "晚安，明天见。",
+    ),
+}
+
+BANKS = ("default", "large")
+
+
+def sentences(language: str, bank: str = "default") -> tuple[str, ...]:
+    """The sentence list of ``language`` (ISO 639-1): the first list, or for ``bank="large"``
+    the first list followed by the second where the language has one."""
     if language not in SENTENCES:
         raise KeyError(f"no sentences for language {language!r}; have {sorted(SENTENCES)}")
-    return SENTENCES[language]
+    if bank not in BANKS:
+        raise ValueError(f"sentence bank must be one of {BANKS}, got {bank!r}")
+    more = MORE_SENTENCES.get(language, ()) if bank == "large" else ()
+    return SENTENCES[language] + more

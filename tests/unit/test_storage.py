@@ -79,6 +79,24 @@ def test_s3_round_trip(s3, tmp_path):
     _round_trip(f"{s3}/rt", tmp_path)
 
 
+def test_folders_packed_for_tasks_on_other_nodes(s3, tmp_path):
+    folder = tmp_path / "bundle"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "meta.json").write_text("{}")
+    (folder / "sub" / "w.pt").write_bytes(b"\x00\x01" * 1000)
+    packed = storage.pack_dir(folder)
+    assert packed == {"meta.json": b"{}", "sub/w.pt": b"\x00\x01" * 1000}
+    storage.upload_dir(folder, f"{s3}/bundle")
+    assert storage.pack_dir(f"{s3}/bundle/") == packed  # the same from S3
+    first = storage.unpack_dir(packed)
+    assert first != folder and (first / "sub" / "w.pt").read_bytes() == b"\x00\x01" * 1000
+    assert storage.unpack_dir(packed) == first  # once per machine
+    assert not list(first.parent.glob(".staging-*"))
+    assert storage.unpack_dir({**packed, "meta.json": b"{ }"}) != first  # other contents, other folder
+    with pytest.raises(FileNotFoundError, match="no files under"):
+        storage.pack_dir(tmp_path / "empty")
+
+
 def _record() -> clipstore.ClipRecord:
     rng = np.random.default_rng(0)
     return clipstore.ClipRecord(

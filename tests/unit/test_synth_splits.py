@@ -31,6 +31,28 @@ def test_sentence_lists_are_long_and_distinct():
         assert len(set(SENTENCES[language])) == len(SENTENCES[language])
 
 
+def test_large_bank_adds_sentences_and_leaves_the_default_plan_alone():
+    from disenttalk.synth.sentences import MORE_SENTENCES, sentences
+
+    for language, more in MORE_SENTENCES.items():
+        bank = sentences(language, "large")
+        assert bank[:len(SENTENCES[language])] == SENTENCES[language] and len(set(bank)) == len(bank)
+        assert len(more) >= 40
+    assert sentences("es", "large") == SENTENCES["es"]  # no second list: the first alone
+    with pytest.raises(ValueError, match="sentence bank"):
+        sentences("en", "huge")
+    default = plan_corpus(["en", "zh"], 90, seed=0, num_speakers=12)[1]
+    assert plan_corpus(["en", "zh"], 90, seed=0, num_speakers=12, sentence_bank="default")[1] == default
+    large = plan_corpus(["en", "zh"], 90, seed=0, num_speakers=12, sentence_bank="large")[1]
+
+    def train_sentences(plans):
+        return {s for p in plans if p.split == "train" for s in p.sentences}
+
+    assert len(train_sentences(large)) > 1.8 * len(train_sentences(default))
+    held_out = {s for p in large if p.split != "train" for s in p.sentences}
+    assert not held_out & train_sentences(large)
+
+
 @pytest.fixture(scope="module")
 def plan():
     return plan_corpus(["en", "zh"], 20, seed=3)

@@ -180,6 +180,37 @@ def download_dir(uri: str, local: str | Path) -> Path:
     return local
 
 
+def pack_dir(uri: str | Path) -> dict[str, bytes]:
+    """Every file under a folder (local or s3://) as {relative path: bytes}: a small folder (a
+    model bundle, the evaluator) to hand to Ray tasks on any node through the object store."""
+    base = str(uri).rstrip("/")
+    files = {file[len(base):].lstrip("/"): read_bytes(file) for file in list_files(base)}
+    if not files:
+        raise FileNotFoundError(f"no files under {uri}")
+    return files
+
+
+def unpack_dir(files: dict[str, bytes]) -> Path:
+    """The folder :func:`pack_dir` packed, written once per machine under the temp dir (named by
+    a digest of its contents, moved into place whole, so concurrent tasks never see half of it)."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    target = Path(tempfile.gettempdir(), "disenttalk-folders", digest.hexdigest()[:20])
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".staging-"))
+    for name, data in files.items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).write_bytes(data)
+    try:
+        staging.rename(target)
+    except OSError:  # another task on this machine put it there first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 @contextmanager
 def local_copy(uri: str | Path) -> Iterator[Path]:
     """A local path for reading ``uri`` with libraries that need one: the file itself, or for S3
