@@ -215,7 +215,8 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(sweep_store, m
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(sweep_config(
         tmp_path, name="resume-sweep", variants={k: VARIANTS[k] for k in ("k3-l0.01", "k2-l0.1")},
-        scheduler={"type": "none"}, champion={"enabled": False})))
+        scheduler={"type": "none"}, champion={"enabled": False},
+        inference={"guidance": [2.0]}, objective={"split": "val", "max_clips": 1})))  # resuming is the point
     out = tmp_path / "out"
     command = [sys.executable, "-m", "tune.sweep", "--data", data, "--fit", fit, "--out", str(out),
                "--config", str(config)]
