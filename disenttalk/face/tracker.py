@@ -154,11 +154,14 @@ class FaceTracker:
         t, h, w = frames.shape[:3]
         landmarks = np.full((t, NUM_LANDMARKS, 3), np.nan, dtype=np.float32)
         valid = np.zeros(t, dtype=bool)
-        mesh = self._graph(static=self.static, reset=not resume)
         if not resume:
             self._followed, self._missed = None, 0
         follow = self.max_faces > 1 and not self.static
+        # one quiet span from the (re)built graph to its last frame: its calculators open on the
+        # graph's own threads and print then, after reset() has returned but before the first
+        # result comes back
         with quiet_native_logs():
+            mesh = self._graph(static=self.static, reset=not resume)
             for i in range(t):
                 result = mesh.process(_as_rgb_uint8(frames[i]))
                 pts = self._follow(_all_faces(result, w, h)) if follow else _largest_face(result, w, h)
@@ -198,17 +201,15 @@ class FaceTracker:
     def track_image(self, image: np.ndarray) -> np.ndarray | None:
         """Landmarks float32 [478,3] of the (largest) face in one still image, or None."""
         image = _as_rgb_uint8(image)
-        graph = self._graph(static=True)
         with quiet_native_logs():
-            result = graph.process(image)
+            result = self._graph(static=True).process(image)
         return _largest_face(result, image.shape[1], image.shape[0])
 
     def track_image_all(self, image: np.ndarray) -> list[np.ndarray]:
         """Landmarks float32 [478,3] of every face (up to ``max_faces``) in one still image."""
         image = _as_rgb_uint8(image)
-        graph = self._graph(static=True)
         with quiet_native_logs():
-            result = graph.process(image)
+            result = self._graph(static=True).process(image)
         return _all_faces(result, image.shape[1], image.shape[0])
 
     def close(self) -> None:
