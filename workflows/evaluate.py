@@ -157,7 +157,7 @@ def speaker_blink_rates(index: list[dict], data: str, clip_ids: list[str]) -> di
     *other* clips in the store (tracked landmarks, pooled: all blinks over all seconds; see
     ``blink_reference``), and ``reference_seconds``. Clips without a speaker, or whose speaker has
     no other clip, are left out. Reads only the evaluated speakers' records."""
-    from disenttalk.face.measures import detect_blinks, eye_aspect_ratio
+    from disenttalk.metrics.landmarks import landmark_blink_count
 
     by_id = {r["clip_id"]: r for r in index}
     speakers = {by_id[c]["speaker"] for c in clip_ids if c in by_id and by_id[c].get("speaker")}
@@ -166,7 +166,7 @@ def speaker_blink_rates(index: list[dict], data: str, clip_ids: list[str]) -> di
         if row.get("speaker") in speakers:
             rec = clipstore.read_record(data, row)
             fps = float(rec.fps)
-            counts[row["clip_id"]] = (row["speaker"], len(detect_blinks(eye_aspect_ratio(rec.landmarks), fps)),
+            counts[row["clip_id"]] = (row["speaker"], landmark_blink_count(rec.landmarks, fps),
                                       len(rec.landmarks) / fps)
     out: dict[str, dict[str, float]] = {}
     for clip_id in clip_ids:

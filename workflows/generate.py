@@ -73,7 +73,7 @@ def reference_blink_rate(video: str | Path, fps: float | None = None) -> float:
     from disenttalk import media
     from disenttalk.face.tracker import FaceTracker
     from disenttalk.generate.motion import MAX_BLINK_RATE
-    from disenttalk.metrics.landmarks import pooled_blink_rate
+    from disenttalk.metrics.landmarks import landmark_blink_rate
 
     clip = media.read_video(video, with_audio=False, fps=fps)
     with FaceTracker() as tracker:
@@ -82,8 +82,7 @@ def reference_blink_rate(video: str | Path, fps: float | None = None) -> float:
     if seen < 5.0:
         raise GenerateError(f"{video}: the face is seen for {seen:.1f} s; a blink rate needs at "
                             "least 5 s of the person's face")
-    rate, _ = pooled_blink_rate([tracks.landmarks], clip.fps)
-    return min(rate, MAX_BLINK_RATE)
+    return min(landmark_blink_rate(tracks.landmarks, clip.fps), MAX_BLINK_RATE)
 
 
 def run(

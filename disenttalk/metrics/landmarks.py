@@ -12,8 +12,6 @@ tracker's z is a relative depth estimate too noisy to compare.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 from skimage.transform import SimilarityTransform
 
@@ -79,16 +77,9 @@ def landmark_blink_rate(landmarks: np.ndarray, fps: float) -> float:
     return measures.blink_rate(measures.eye_aspect_ratio(landmarks), fps)
 
 
-def pooled_blink_rate(sequences: Iterable[np.ndarray], fps: float) -> tuple[float, float]:
-    """(blinks per second, seconds) over several landmark sequences [T,478,3] of one person: all
-    their blinks over all their time, so long and short recordings count by their length.
-    NaN rate when there is no frame."""
-    blinks, frames = 0, 0
-    for landmarks in sequences:
-        blinks += len(measures.detect_blinks(measures.eye_aspect_ratio(landmarks), fps))
-        frames += len(landmarks)
-    seconds = frames / fps
-    return (blinks / seconds if frames else float("nan")), seconds
+def landmark_blink_count(landmarks: np.ndarray, fps: float) -> int:
+    """Number of blinks in landmarks [T,478,3] (as :func:`landmark_blink_rate` counts them)."""
+    return len(measures.detect_blinks(measures.eye_aspect_ratio(landmarks), fps))
 
 
 def blink_durations(landmarks: np.ndarray, fps: float) -> np.ndarray:

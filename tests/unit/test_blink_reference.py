@@ -33,15 +33,13 @@ def blinking(landmarks: np.ndarray, frames: int, starts: list[int]) -> np.ndarra
     return np.stack([close_eyes(landmarks, a) for a in amount]).astype(np.float32)
 
 
-def test_pooled_rate_counts_all_blinks_over_all_seconds(portrait):
-    from disenttalk.metrics.landmarks import pooled_blink_rate
+def test_blink_count_and_rate_agree(portrait):
+    from disenttalk.metrics.landmarks import landmark_blink_count, landmark_blink_rate
 
     _, lm = portrait
-    a = blinking(lm, 125, [20, 70])  # 2 blinks in 5 s
-    b = blinking(lm, 250, [30, 100, 170, 220])  # 4 in 10 s
-    rate, seconds = pooled_blink_rate([a, b], FPS)
-    assert seconds == pytest.approx(15.0) and rate == pytest.approx(6 / 15)
-    assert np.isnan(pooled_blink_rate([], FPS)[0])
+    seq = blinking(lm, 250, [30, 100, 170, 220])  # 4 blinks in 10 s
+    assert landmark_blink_count(seq, FPS) == 4
+    assert landmark_blink_rate(seq, FPS) == pytest.approx(4 / 10)
 
 
 def test_speaker_rate_comes_from_the_speakers_other_clips_only(portrait, tmp_path):
