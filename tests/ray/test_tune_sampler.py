@@ -1,4 +1,4 @@
-"""tune-sampler: a Ray Tune grid over (guidance, η) on a tiny store writes the winner into the bundle."""
+"""tune-sampler: Ray Tune grids over (guidance, lip η), then eye η, on a tiny store write the winner into the bundle."""
 
 from __future__ import annotations
 
@@ -24,13 +24,19 @@ def test_tune_sampler_writes_the_chosen_setting_into_meta(ray_cluster, mlflow_ur
         "mlflow.experiment=tune-sampler-test", f"storage_path={tmp_path / 'ray_results'}"])
     result = run(cfg, str(bundle), str(root))
 
-    grid = {(r["guidance"], r["eye_eta"]) for r in result["results"]}
-    assert grid == {(1.0, 0.0), (1.0, 1.0), (2.0, 0.0), (2.0, 1.0)}  # one trial per grid point
+    table = result["results"]
+    lips = [r for r in table if r["stage"] == "lips"]
+    eyes = [r for r in table if r["stage"] == "eyes"]
+    # lips: every guidance at the middle eye η; eyes: the other eye η at the lips' winner
+    assert sorted((r["guidance"], r["eye_eta"]) for r in lips) == [(1.0, 1.0), (2.0, 1.0)]
+    lip = min(lips, key=lambda r: r["lmd"])
+    assert [(r["guidance"], r["eye_eta"]) for r in eyes] == [(lip["guidance"], 0.0)]
     meta = json.loads((bundle / "meta.json").read_text())
     best = result["best"]
+    assert best["guidance"] == lip["guidance"]  # guidance chosen on lip error alone
     assert (meta["guidance"], meta["eta"]["eye"]) == (best["guidance"], best["eye_eta"])
     assert meta["eta"]["lip"] == meta["eta"]["global"] == 0.5
-    assert meta["sampler_search"]["split"] == "val" and len(meta["sampler_search"]["results"]) == 4
+    assert meta["sampler_search"]["split"] == "val" and len(meta["sampler_search"]["results"]) == 3
     assert "has_morphable" in meta  # the rest of meta.json is kept
 
     from disenttalk.generate.generator import Generator
