@@ -74,6 +74,14 @@ SETTING = ("guidance", "lip_eta", "eye_eta")
 SCORES = ("blink_rate", "truth_blink_rate", "blink_error", "lmd")
 
 
+def best_lips(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The lips grid's winner: least finite ``lmd`` (blinks play no part)."""
+    scored = [r for r in rows if math.isfinite(r["lmd"])]
+    if not scored:
+        raise ValueError("no guidance / lip η setting produced a finite lip error")
+    return min(scored, key=lambda r: r["lmd"])
+
+
 def choose(rows: list[dict[str, float]], lmd_tolerance: float) -> dict[str, float]:
     """The winning row: least ``blink_error`` among rows with ``lmd`` ≤ best·(1 + tolerance)."""
     scored = [r for r in rows if math.isfinite(r["lmd"]) and math.isfinite(r["blink_error"])]
@@ -190,8 +198,7 @@ def run(cfg: SamplerSearchConfig, bundle: str, data: str, corpus: str | None = N
             probe = cfg.eye_etas[len(cfg.eye_etas) // 2]
             lips = grid("lips", guidance=list(cfg.guidances), lip_eta=list(cfg.lip_etas),
                         eye_eta=[probe]) if len(cfg.guidances) * len(cfg.lip_etas) > 1 else []
-            lip = (min(lips, key=lambda r: r["lmd"]) if lips
-                   else {"guidance": cfg.guidances[0], "lip_eta": cfg.lip_etas[0]})
+            lip = best_lips(lips) if lips else {"guidance": cfg.guidances[0], "lip_eta": cfg.lip_etas[0]}
             eyes = grid("eyes", guidance=[lip["guidance"]], lip_eta=[lip["lip_eta"]],
                         eye_eta=[e for e in cfg.eye_etas if not (lips and e == probe)])
             table = lips + eyes
