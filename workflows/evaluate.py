@@ -130,9 +130,9 @@ def select_clips(index: list[dict], cfg: EvaluateConfig) -> dict[str, list[dict]
 
 
 def corpus_info(corpus: str | None) -> dict[str, dict[str, Any]]:
-    """Per clip id, what the corpus manifest adds to the clip store: ``blink_rate`` (blinks per
-    second from the ``truth`` file's ``blinks`` [K,2]) and ``portrait`` (absolute path of the
-    speaker's photo), each where the manifest has it."""
+    """Per clip id, what the corpus manifest adds to the clip store: ``blinks`` (how many the
+    ``truth`` file's ``blinks`` [K,2] hold), ``seconds`` and ``blink_rate`` (their quotient), and
+    ``portrait`` (absolute path of the speaker's photo), each where the manifest has it."""
     info: dict[str, dict[str, Any]] = {}
     manifest = Path(corpus or "", "manifest.jsonl")
     if not corpus or not manifest.is_file():
@@ -146,7 +146,9 @@ def corpus_info(corpus: str | None) -> dict[str, dict[str, Any]]:
         if row.get("truth") and truth.is_file() and row.get("duration_s"):
             with np.load(truth) as npz:
                 if "blinks" in npz.files:
-                    entry["blink_rate"] = len(npz["blinks"]) / float(row["duration_s"])
+                    entry["blinks"] = len(npz["blinks"])
+                    entry["seconds"] = float(row["duration_s"])
+                    entry["blink_rate"] = entry["blinks"] / entry["seconds"]
         if row.get("portrait") and Path(corpus, row["portrait"]).is_file():
             entry["portrait"] = str(Path(corpus, row["portrait"]).resolve())
     return info
@@ -242,7 +244,8 @@ def evaluate_clip(row: dict, data: str, bundle_files: dict[str, bytes], expert_f
     from disenttalk.generate.generator import Generator
     from disenttalk.generate.motion import MAX_BLINK_RATE, Controls, Motion
     from disenttalk.metrics import baselines, clip
-    from disenttalk.metrics.landmarks import blink_rate_error, landmark_blink_rate, lmd
+    from disenttalk.metrics.landmarks import (blink_rate_error, landmark_blink_count,
+                                              landmark_blink_rate, lmd)
     from disenttalk.metrics.sync import load_evaluator
 
     cfg = EvaluateConfig.from_json(cfg_json)
@@ -323,8 +326,12 @@ def evaluate_clip(row: dict, data: str, bundle_files: dict[str, bytes], expert_f
         model["blink_rate_error"] = blink_rate_error(model["blink_rate"], truth_rate)
     if blink_rate is not None:
         model["told_blink_rate"] = blink_rate  # per clip in clips.json; not averaged
+    # the truth's blinks as counted (the corpus's own where it has them, else tracked): a split's
+    # rate interval pools them
+    truth_blinks = (info["blinks"], info["seconds"]) if "blinks" in info else (
+        landmark_blink_count(truth_lm, fps), t / fps)
     return {"clip_id": rec.clip_id, "language": rec.language, "split": rec.split,
-            "reference": reference, "scores": scores,
+            "reference": reference, "scores": scores, "truth_blinks": truth_blinks,
             "curves": {name: {k: v.tolist() for k, v in clip.curves(trace).items()}
                        for name, trace in systems.items()}}
 
@@ -411,8 +418,12 @@ def evaluator_dir(data: str, out: str, basis: Path, cfg: EvaluateConfig, workdir
 
 
 def aggregate(results: list[dict], groups: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, float]]]:
-    """{system: {split: {metric: mean over the split's clips, n_clips}}} (NaN-aware means)."""
+    """{system: {split: {metric: mean over the split's clips, n_clips}}} (NaN-aware means); the
+    model's rows add ``gap_closed`` and the truth's blinks pooled over the split (``truth_blinks``
+    in ``truth_seconds``) with the 95 % interval of the rate they measure
+    (``truth_blink_rate_low``/``_high``): how closely that split can judge a blink rate at all."""
     from disenttalk.metrics.clip import METRICS
+    from disenttalk.metrics.landmarks import poisson_rate_interval
 
     by_id = {r["clip_id"]: r for r in results}
     table: dict[str, dict[str, dict[str, float]]] = {}
@@ -427,6 +438,12 @@ def aggregate(results: list[dict], groups: dict[str, list[dict]]) -> dict[str, d
                 entry[m] = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
             table[system][split] = entry
     for split, entry in table[SYSTEM].items():
+        counted = [by_id[r["clip_id"]]["truth_blinks"] for r in groups[split]
+                   if "truth_blinks" in by_id.get(r["clip_id"], {})]
+        blinks, seconds = sum(n for n, _ in counted), sum(s for _, s in counted)
+        entry["truth_blinks"], entry["truth_seconds"] = float(blinks), float(seconds)
+        entry["truth_blink_rate_low"], entry["truth_blink_rate_high"] = (
+            poisson_rate_interval(blinks, seconds) if seconds > 0 else (math.nan, math.nan))
         nothing = {"lmd": math.nan, "lmd_decoded": math.nan}
         still, oracle = table.get("still", {}).get(split, nothing), table.get("oracle", {}).get(split, nothing)
         entry["gap_closed"] = gap_closed(entry["lmd"], still["lmd"], oracle["lmd"])
@@ -532,8 +549,10 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
             tracker.log_metrics({f"baseline/{name}/{split}/{m}": v for name, splits in base.items()
                                  for split, row in splits.items() for m, v in row.items()
                                  if math.isfinite(v)})
-            summary = {split: {m: row[m] for m in ("n_clips", "lmd", "gap_closed", "lmd_decoded",
-                                                   "blink_rate", "blink_duration", "sync_conf")}
+            summary = {split: {**{m: row[m] for m in ("n_clips", "lmd", "gap_closed", "lmd_decoded",
+                                                      "blink_rate", "blink_duration", "sync_conf")},
+                               "truth_blink_rate_95": [round(row["truth_blink_rate_low"], 3),
+                                                       round(row["truth_blink_rate_high"], 3)]}
                        for split, row in metrics.items()}
             summary["blink_reference"] = cfg.blink_reference
             summary["seconds"] = round(time.perf_counter() - tic, 1)

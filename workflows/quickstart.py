@@ -192,6 +192,13 @@ def _headline(summary: dict[str, Any]) -> str:
             row = table.get(split, {})
             cells = "".join(f"{row.get(k, float('nan')):>16.4f}" for k in keys)
             lines.append(f"{split:<12}{name:<10}{cells}")
+    # few blinks measure a split's rate loosely: say how loosely, beside the model's rate
+    lines.append("truth blinks per split, and the 95 % interval of the rate they measure:")
+    for split, row in summary["metrics"].items():
+        if row.get("truth_seconds"):
+            lines.append(f"  {split:<12}{row['truth_blinks']:>4.0f} in {row['truth_seconds']:5.1f} s → "
+                         f"{row['truth_blink_rate_low']:.2f}–{row['truth_blink_rate_high']:.2f} /s "
+                         f"(model {row['blink_rate']:.2f})")
     return "\n".join(lines)
 
 

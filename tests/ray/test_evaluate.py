@@ -33,14 +33,20 @@ def test_evaluate_writes_tables_baselines_and_mlflow_metrics(ray_cluster, mlflow
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"val", "test", "test/en", "test_xling"}
     for row in metrics.values():
-        assert set(row) == {"n_clips", "gap_closed", "gap_closed_decoded", *METRICS}
+        assert set(row) == {"n_clips", "gap_closed", "gap_closed_decoded", "truth_blinks", "truth_seconds",
+                            "truth_blink_rate_low", "truth_blink_rate_high", *METRICS}
         assert row["n_clips"] == 1
+        # the truth's blinks pooled over the split and the interval of the rate they measure
+        assert row["truth_seconds"] > 0
+        assert row["truth_blink_rate_low"] <= row["truth_blinks"] / row["truth_seconds"] <= row["truth_blink_rate_high"]
         assert row["lmd"] >= 0 and 0 <= row["cpbd"] <= 1 and np.isfinite(row["sync_conf"])
     baselines = json.loads((out / "baselines.json").read_text())
     assert set(baselines) == set(REFERENCES)
     assert all(set(b) == set(metrics) for b in baselines.values())
     assert "gap_closed" in (out / "metrics.md").read_text()
     assert baselines["still"]["val"]["landmark_change"] == 0.0
+    for split, row in metrics.items():  # one clip a split, no corpus: the truth's tracked blinks
+        assert row["truth_blinks"] == pytest.approx(baselines["truth"][split]["blink_rate"] * row["truth_seconds"])
     assert baselines["truth"]["val"]["lmd"] == pytest.approx(0.0, abs=1e-9)
     assert baselines["shifted"]["val"]["lmd"] > 0
     # the oracle (truth's motion through encode → render → re-track) lies between truth and still

@@ -220,6 +220,18 @@ def test_blink_durations_count_single_frame_flicker():
     assert durations.tolist() == pytest.approx([0.04, 0.24])
 
 
+def test_poisson_rate_interval_matches_the_exact_table():
+    # Garwood's exact 95 % limits: 0 events → (0, ln 40); 8 events → (3.454, 15.763)
+    low, high = landmarks.poisson_rate_interval(0, 10.0)
+    assert low == 0.0 and high == pytest.approx(np.log(40) / 10.0)
+    low, high = landmarks.poisson_rate_interval(8, 34.0)
+    assert low * 34 == pytest.approx(3.454, abs=1e-3) and high * 34 == pytest.approx(15.763, abs=1e-3)
+    wide, narrow = landmarks.poisson_rate_interval(8, 32.0), landmarks.poisson_rate_interval(80, 320.0)
+    assert narrow[0] > wide[0] and narrow[1] < wide[1]  # ten times the footage, a tighter interval
+    with pytest.raises(ValueError):
+        landmarks.poisson_rate_interval(3, 0.0)
+
+
 def test_gap_closed_between_still_and_oracle():
     from workflows.evaluate import gap_closed
 

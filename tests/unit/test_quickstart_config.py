@@ -34,3 +34,14 @@ def test_unknown_preset_is_refused_with_the_known_ones():
 
     with pytest.raises(typer.BadParameter, match="known: demo, long"):
         preset_path("huge")
+
+
+def test_headline_puts_the_truths_blink_interval_beside_the_models_rate():
+    from workflows.quickstart import _headline
+
+    row = {"lmd": 0.013, "gap_closed": 0.7, "blink_rate": 0.32, "blink_duration": 0.2,
+           "landmark_change": 0.006, "sync_conf": 0.4, "truth_blinks": 8.0, "truth_seconds": 34.0,
+           "truth_blink_rate_low": 0.1016, "truth_blink_rate_high": 0.4636}
+    text = _headline({"metrics": {"test/en": row}, "baselines": {"still": {"test/en": {"lmd": 0.023}}}})
+    assert "test/en        8 in  34.0 s → 0.10–0.46 /s (model 0.32)" in text
+    assert text.splitlines()[2].startswith("test/en     still")  # the table itself is unchanged
