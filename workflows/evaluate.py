@@ -244,8 +244,12 @@ def evaluate_clip(row: dict, data: str, bundle_files: dict[str, bytes], expert_f
     from disenttalk.generate.generator import Generator
     from disenttalk.generate.motion import MAX_BLINK_RATE, Controls, Motion
     from disenttalk.metrics import baselines, clip
-    from disenttalk.metrics.landmarks import (blink_rate_error, landmark_blink_count,
-                                              landmark_blink_rate, lmd)
+    from disenttalk.metrics.landmarks import (
+        blink_rate_error,
+        landmark_blink_count,
+        landmark_blink_rate,
+        lmd,
+    )
     from disenttalk.metrics.sync import load_evaluator
 
     cfg = EvaluateConfig.from_json(cfg_json)
