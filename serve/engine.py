@@ -114,7 +114,7 @@ class Engine:
         self._lock = threading.Lock()
         # Building a portrait's warp renderer (a thin-plate-spline solve) costs ~0.2 s on CPU,
         # 10x rendering a stream step's 8 frames: built once per portrait and model, reused.
-        self._renderers: OrderedDict[str, Any] = OrderedDict()  # by portrait id
+        self._renderers: OrderedDict[tuple[str, bool], Any] = OrderedDict()  # by portrait id, sharp
         self._framed: OrderedDict[str, Portrait] = OrderedDict()  # portraits re-cut for the model
 
     # -- model ------------------------------------------------------------------------------
@@ -176,17 +176,22 @@ class Engine:
                     size=[int(frames.shape[2]), int(frames.shape[1])])
         return {"body": body, "media_type": "video/mp4", "meta": meta}
 
-    def renderer(self, model: Loaded, portrait: Portrait) -> Any:
-        """The portrait's WarpRenderer on ``model``'s device (cached, LRU)."""
+    def renderer(self, model: Loaded, portrait: Portrait, sharp: bool = False) -> tuple[Any, float]:
+        """The portrait's WarpRenderer on ``model``'s device (cached, LRU) and its pixels per crop
+        pixel: 1, or with ``sharp`` drawing on the photo's own pixels (``sharp_crop``)."""
+        from disenttalk.face.portrait import sharp_crop
         from disenttalk.render.renderer import WarpRenderer
 
-        key = portrait.portrait_id
+        key = (portrait.portrait_id, sharp)
         with self._lock:
-            renderer = self._renderers.get(key)
-            if renderer is not None:
+            cached = self._renderers.get(key)
+            if cached is not None:
                 self._renderers.move_to_end(key)
-                return renderer
-        renderer = WarpRenderer(portrait.crop, portrait.crop_landmarks, device=model.offline.device)
+                return cached
+        image = sharp_crop(portrait.photo, portrait.transform, portrait.crop.shape[0]) if sharp else None
+        image = portrait.crop if image is None else image
+        scale = image.shape[0] / portrait.crop.shape[0]
+        renderer = (WarpRenderer(image, portrait.crop_landmarks * scale, device=model.offline.device), scale)
         with self._lock:
             self._renderers[key] = renderer
             while len(self._renderers) > 32:
@@ -218,7 +223,9 @@ class Engine:
         portrait = self.framed(model, portrait)
         # each portrait's own rest (Generator.portrait_rest), the same in both windows
         landmarks = gen.landmarks(motion, portrait.crop_landmarks)
-        frames = self.renderer(model, portrait).render(landmarks)
+        # into the photo: drawn on its own pixels (up to 512 px a side), so its detail stays
+        renderer, scale = self.renderer(model, portrait, sharp=not crop_only)
+        frames = renderer.render(landmarks * scale)
         if crop_only or not len(frames):
             return frames
         return paste(portrait, frames)

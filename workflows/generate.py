@@ -139,9 +139,11 @@ def run(
     portrait = portrait_of(photo, face, generator.bundle.meta.get("framing"))
     motion = generator.motion(speech, 16000, steps=steps, sampler=sampler, guidance=guidance,
                               eta=eta, seed=seed, controls=controls)
-    frames = generator.render(motion, portrait.crop, portrait.landmarks)
-    if not crop_only:
-        frames = portrait.paste(photo, frames)
+    if crop_only:
+        frames = generator.render(motion, portrait.crop, portrait.landmarks)
+    else:  # drawn on the photo's own pixels (up to 512 px a side), so its detail stays
+        frames = portrait.paste(photo, generator.render(motion, portrait.crop, portrait.landmarks,
+                                                        sharp=portrait.sharp_crop(photo)))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     media.write_video(out, frames, motion.fps, audio=speech, sample_rate=16000)
     return {

@@ -96,13 +96,16 @@ class CropTransform:
         return np.concatenate(out)
 
     def paste(self, frames: np.ndarray, crops: np.ndarray, feather: float = 0.03) -> np.ndarray:
-        """Put crops [T,size,size,3] back into copies of frames [T,H,W,3] (soft-edged by ``feather``)."""
+        """Put crops [T,S,S,3] back into copies of frames [T,H,W,3] (soft-edged by ``feather``).
+
+        S is usually ``size``; crops of the same boxes at another resolution go back the same way."""
         import torch
         import torch.nn.functional as F
 
         h, w = self.frame_shape
-        ramp = max(feather * self.size, 1.0)
-        edge = np.minimum(np.arange(self.size) + 0.5, self.size - np.arange(self.size) - 0.5)
+        size = crops.shape[1]  # any resolution of the same boxes (``size`` or a sharper one)
+        ramp = max(feather * size, 1.0)
+        edge = np.minimum(np.arange(size) + 0.5, size - np.arange(size) - 0.5)
         alpha1d = np.clip(edge / ramp, 0, 1)
         alpha = torch.from_numpy(np.outer(alpha1d, alpha1d)).float()[None, None]  # [1,1,S,S]
         theta = self._theta(inverse=True)

@@ -24,7 +24,10 @@ from disenttalk.face.crop import CropTransform
 MIN_FACE_PX = 40  # narrower detections are listed but not animated: too little detail to warp
 MESH_INPUT_PX = 384  # a face's crop is resampled to this side before FaceMesh runs on it
 MESH_CONTEXT = 2.0  # crop side = detection box side × this (FaceMesh wants the face mid-frame)
-MAX_OUTSIDE = 0.15  # share of the face box that may lie outside the image
+# share of the face box that may lie outside the image before FaceMesh is tried at all; below it
+# the landmarks decide (eyes, lips, nose tip and chin inside): a tight crop of a face, forehead
+# cut off, has ~20 % of its box outside and is whole where it matters
+MAX_OUTSIDE = 0.4
 MAX_ROLL_DEG = 45.0  # the renderer paints lips and lids as curves over columns: faces near upright
 SHORT_RANGE_TURNED = 0.75  # short-range detections in a turned photo count from this score up
 # Landmarks that must land inside the image for a face to count as whole: eye corners, lips, chin.

@@ -22,7 +22,9 @@ from disenttalk.face.detect import (
     choose_face,
 )
 
-__all__ = ["NoUsableFace", "Portrait", "prepare_portrait"]
+__all__ = ["NoUsableFace", "Portrait", "prepare_portrait", "sharp_crop"]
+
+SHARP_MAX_PX = 512  # the sharp crop's largest side: 4× the pixels of a 256 crop to render
 
 
 @dataclass
@@ -48,10 +50,31 @@ class Portrait:
                              size=self.transform.size, frame_shape=self.transform.frame_shape)
         return full.paste(np.repeat(np.asarray(photo)[None], t, 0), frames)
 
+    def sharp_crop(self, photo: np.ndarray, max_size: int = SHARP_MAX_PX) -> np.ndarray | None:
+        """:func:`sharp_crop` of this portrait's box."""
+        return sharp_crop(photo, self.transform, self.crop.shape[0], max_size)
+
     def to_dict(self) -> dict:
         """JSON-friendly: the face used (index, box) and every face found."""
         return {"face": self.index, "box": [int(round(v)) for v in self.box],
                 "faces": [f.to_dict() for f in self.faces]}
+
+
+def sharp_crop(photo: np.ndarray, transform: CropTransform, size: int,
+               max_size: int = SHARP_MAX_PX) -> np.ndarray | None:
+    """The crop of ``transform``'s box (one frame) at up to the photo's own resolution, at most
+    ``max_size`` px, or None when that is not sharper than ``size`` px by a quarter.
+
+    The model works on ``size``-px crops; rendering those and pasting them back into a photo whose
+    face box is 300–600 px keeps 5–30 % of the face's fine detail (Laplacian variance) even where
+    nothing moves. Rendering the same motion on this crop (landmarks scaled by its size over
+    ``size``) keeps the photo's own detail."""
+    from dataclasses import replace
+
+    side = int(round(min(float(transform.sides[0]), max_size)))
+    if side < 1.25 * size:
+        return None
+    return replace(transform, size=side).crop(np.asarray(photo)[None])[0]
 
 
 def prepare_portrait(image: np.ndarray, face_index: int | None = None, *, size: int = 256,

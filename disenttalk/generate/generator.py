@@ -61,6 +61,14 @@ class Settings:
     blink: np.ndarray | None = field(default=None)  # corpus closure curve [T_b], 0..1
 
 
+def sharp_scale(portrait: np.ndarray, sharp: np.ndarray) -> float:
+    """Pixels of a sharp square crop per pixel of the model's crop of the same box."""
+    portrait, sharp = np.asarray(portrait), np.asarray(sharp)
+    if sharp.ndim != 3 or sharp.shape[0] != sharp.shape[1] or portrait.shape[0] != portrait.shape[1]:
+        raise ValueError(f"sharp: expected square crops, got {portrait.shape} and {sharp.shape}")
+    return sharp.shape[0] / portrait.shape[0]
+
+
 class Generator:
     """Turns audio into expression/pose motion with a trained bundle, and motion into video."""
 
@@ -308,8 +316,12 @@ class Generator:
 
     def render(self, motion: Motion, portrait: np.ndarray,
                portrait_landmarks: np.ndarray | None = None,
-               rest: np.ndarray | str | None = None) -> np.ndarray:
-        """Frames uint8 [T,H,W,3]: the portrait moved by the motion (see :meth:`landmarks`)."""
+               rest: np.ndarray | str | None = None, sharp: np.ndarray | None = None) -> np.ndarray:
+        """Frames uint8 [T,H,W,3]: the portrait moved by the motion (see :meth:`landmarks`).
+
+        ``sharp``: the same square crop at a higher resolution [S',S',3] (``Portrait.sharp_crop``):
+        the motion is worked out on ``portrait`` and its landmarks, the frames are drawn on
+        ``sharp`` ([T,S',S',3]), so a large photo keeps its detail."""
         if self.bundle.morphable is None:
             raise ValueError("this bundle has no morphable model, so it cannot render video")
         portrait = np.asarray(portrait)
@@ -324,6 +336,9 @@ class Generator:
         landmarks = self.landmarks(motion, portrait_landmarks, rest)
         from disenttalk.render.renderer import WarpRenderer
 
+        if sharp is not None:
+            k = sharp_scale(portrait, sharp)
+            portrait, portrait_landmarks, landmarks = sharp, portrait_landmarks * k, landmarks * k
         renderer = WarpRenderer(portrait, portrait_landmarks, device=self.device)
         return renderer.render(landmarks)
 

@@ -30,6 +30,34 @@ def test_cached_renderer_matches_generator_render(tiny_bundle, astronaut, speech
     assert np.abs(pasted.astype(int) - reference).max() <= 1
 
 
+def test_a_large_photo_is_drawn_on_its_own_pixels_as_generate_draws_it(tiny_bundle, astronaut, speech):
+    from skimage.transform import rescale
+
+    from disenttalk.face.portrait import sharp_crop
+    from serve.config import ServeConfig
+    from serve.engine import Engine
+    from serve.portraits import prepare
+
+    engine = Engine(ServeConfig())
+    engine.load(str(tiny_bundle))
+    model = engine.current()
+    photo = (rescale(astronaut, 3, channel_axis=2, order=1) * 255).clip(0, 255).astype(np.uint8)
+    portrait = prepare("2" * 64, photo)  # a ~515 px face box: drawn on a 512 px crop
+    motion = model.offline.motion(speech[: SR // 2], SR, steps=2)
+    sharp = sharp_crop(photo, portrait.transform, portrait.crop.shape[0])
+    assert sharp.shape == (512, 512, 3)
+    drawn = model.offline.render(motion, portrait.crop, portrait.crop_landmarks, sharp=sharp)
+    assert drawn.shape == (len(motion), 512, 512, 3)
+    pasted = engine.frames(model, model.offline, motion, portrait, False)
+    assert pasted.shape == (len(motion), *photo.shape)
+    tr, t = portrait.transform, len(drawn)
+    full = type(tr)(centres=np.repeat(tr.centres, t, 0), sides=np.repeat(tr.sides, t, 0), size=tr.size,
+                    frame_shape=tr.frame_shape)
+    assert np.abs(pasted.astype(int) - full.paste(np.repeat(photo[None], t, 0), drawn)).max() <= 1
+    # the crop the model sees is unchanged: crop_only still answers 256 px frames
+    assert engine.frames(model, model.offline, motion, portrait, True).shape[1:] == (256, 256, 3)
+
+
 def test_portraits_are_cut_as_the_models_training_clips_were(tiny_bundle, astronaut, speech, tmp_path):
     import shutil
 

@@ -7,6 +7,7 @@ import pytest
 from skimage import data
 from skimage.transform import rescale
 
+from disenttalk.face import topology
 from disenttalk.face.detect import MIN_FACE_PX, find_faces
 from disenttalk.face.portrait import NoUsableFace, prepare_portrait
 from disenttalk.face.tracker import FaceTracker
@@ -98,6 +99,18 @@ def test_too_small_and_cut_off_faces_say_so(astronaut):
     assert err.value.reason == "cut_off"
 
 
+def test_a_tight_crop_is_animated_when_eyes_mouth_and_chin_are_in_the_picture(astronaut):
+    image = photos.load("bieber_tight")  # a fifth of the face box (forehead) lies above the photo
+    portrait = prepare_portrait(image)
+    face = portrait.faces[0]
+    assert face.usable and face.box[1] < 0
+    chin = face.landmarks[topology.CHIN, 1]
+    assert chin <= image.shape[0] and portrait.crop.shape == (256, 256, 3)
+    # a face cut through the eyes at the side is still refused, by its landmarks
+    with pytest.raises(NoUsableFace, match="cut off at the image border"):
+        prepare_portrait(np.ascontiguousarray(astronaut[:, 200:]))
+
+
 def test_face_index_out_of_range(astronaut):
     with pytest.raises(NoUsableFace, match="has 1 face") as err:
         prepare_portrait(astronaut, face_index=3)
@@ -143,3 +156,27 @@ def test_demo_speakers_from_a_group_photo():
     ids = prepare_identities(make_speakers(2, seed=0), str(photos.photo_path("group5")))
     for identity in ids.values():
         assert identity.portrait.shape == (256, 256, 3) and identity.landmarks.shape == (478, 3)
+
+
+def test_a_large_face_is_drawn_on_the_photos_own_pixels(astronaut):
+    from skimage.color import rgb2gray
+    from skimage.filters import laplace
+
+    from disenttalk.render.renderer import WarpRenderer
+
+    assert prepare_portrait(astronaut).sharp_crop(astronaut) is None  # a 176 px box: 256 is enough
+    photo = (rescale(astronaut, 3, channel_axis=2, order=3) * 255).clip(0, 255).astype(np.uint8)
+    portrait = prepare_portrait(photo)  # the face box is ~515 px a side
+    sharp = portrait.sharp_crop(photo)
+    assert sharp.shape == (512, 512, 3)  # capped at SHARP_MAX_PX
+    assert portrait.sharp_crop(photo, max_size=400).shape == (400, 400, 3)
+    x, y, w, h = (int(v) for v in portrait.box)
+
+    def detail(image: np.ndarray) -> float:
+        return float(laplace(rgb2gray(image[y:y + h, x:x + w])).var())
+
+    kept = {}
+    for crop, lm in ((portrait.crop, portrait.landmarks), (sharp, portrait.landmarks * 2)):
+        still = WarpRenderer(crop, lm).render(lm)  # nothing moves: the photo should come back
+        kept[crop.shape[0]] = detail(portrait.paste(photo, still[None])[0]) / detail(photo)
+    assert kept[512] > 0.7 and kept[512] > 1.5 * kept[256], kept
