@@ -29,12 +29,14 @@ TRAIN = [  # a tiny model and schedule: every trial trains in seconds
     "model.sync.embed_dim=8", "model.sync.hidden=16", "model.sync.windows_per_clip=2",
     "model.sync.neg_min_shift=2", "model.sync.neg_max_shift=4",
 ]
-# Two settings of K_lip and λ; the second cannot learn (lr 1e-7). ASHA compares trials at the
-# 2nd of 3 checkpoints (one rung, reduction factor 2); trials run one at a time in this order, so
-# the first always completes and the frozen one, behind it at the rung, is stopped.
+# Two settings of λ; the second cannot learn (lr 1e-7). Both keep K_lip = 3, so their val lip
+# errors are measured on the same dims and compare (the resume test trains a K_lip = 2 trial).
+# ASHA compares trials at the 2nd of 3 checkpoints (one rung, reduction factor 2); trials run one
+# at a time in this order, so the first always completes and the frozen one, behind it at the
+# rung, is stopped.
 VARIANTS = {
     "k3-l0.01": {"k_lip": 3, "sync_weight": 0.01},
-    "k2-frozen": {"k_lip": 2, "sync_weight": 0.1, "train.lr": 1.0e-7},
+    "k3-frozen": {"k_lip": 3, "sync_weight": 0.1, "train.lr": 1.0e-7},
 }
 CLIPS = [("tr0", "train"), ("tr1", "train"), ("tr2", "train"), ("tr3", "train"),
          ("va0", "val"), ("va1", "val"), ("te0", "test")]
@@ -102,7 +104,7 @@ def test_asha_stops_the_trial_that_falls_behind(swept):
     status = {row["trial"]: row["status"] for row in result["table"]}
     assert set(status) == set(VARIANTS)
     assert status["k3-l0.01"] == "completed"  # the first meets no other trial at its rung
-    assert status["k2-frozen"].startswith("stopped early by ASHA")  # behind the first at the rung
+    assert status["k3-frozen"].startswith("stopped early by ASHA")  # behind the first at the rung
     assert result["stopped_early"] == 1 and result["completed"] == 1
     assert (out / "trials.csv").is_file() and (out / "objective.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -133,12 +135,12 @@ def test_trials_are_nested_mlflow_runs_with_params_and_stop_reasons(swept, mlflo
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     by_trial = {c.data.tags["sweep.trial"]: c for c in children}
     assert set(by_trial) == set(VARIANTS)
-    assert by_trial["k2-frozen"].data.params["train.sync_weight"] == "0.1"  # each trial its own keys
-    assert by_trial["k2-frozen"].data.params["model.k_lip"] == "2"
+    assert by_trial["k3-frozen"].data.params["train.sync_weight"] == "0.1"  # each trial its own keys
+    assert by_trial["k3-l0.01"].data.params["train.sync_weight"] == "0.01"
     assert by_trial["k3-l0.01"].data.params["model.k_lip"] == "3"
-    assert by_trial["k2-frozen"].data.params["train.lr"] == "1e-07"
-    assert by_trial["k2-frozen"].data.tags["stop_reason"].startswith("stopped early")
-    assert by_trial["k2-frozen"].info.status == "KILLED"
+    assert by_trial["k3-frozen"].data.params["train.lr"] == "1e-07"
+    assert by_trial["k3-frozen"].data.tags["stop_reason"].startswith("stopped early")
+    assert by_trial["k3-frozen"].info.status == "KILLED"
     assert by_trial["k3-l0.01"].data.tags["stop_reason"] == "completed"
     assert "objective.lmd" in by_trial["k3-l0.01"].data.metrics
     assert len(client.get_metric_history(by_trial["k3-l0.01"].info.run_id, "denoiser/val_lip_error")) == 3
@@ -249,3 +251,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(sweep_store, m
     for t in finished_first:  # finished before the kill: not started again
         assert after[t] == starts[t] == 1
     assert len(after) == 2 and sum(after.values()) <= sum(starts.values()) + 2
+    from disenttalk.bundle import load_bundle  # each trial trained with its own K_lip
+
+    k_lips = sorted(len(load_bundle(p.parent).split.lip) for p in (out / "trials").glob("*/bundle/meta.json"))
+    assert k_lips == [2, 3]
