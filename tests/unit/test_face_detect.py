@@ -88,6 +88,14 @@ def test_upside_down_real_photo():
         prepare_portrait(image)
 
 
+def test_a_painted_face_is_not_called_upside_down():
+    # the short-range detector scores this crop highest turned over, but FaceMesh finds no face
+    # in it either way up: the photo is not the problem
+    with pytest.raises(NoUsableFace, match="landmarks were not found") as err:
+        prepare_portrait(photos.load("scream"))
+    assert err.value.reason == "no_landmarks" and err.value.faces[0].turns == 0
+
+
 def test_too_small_and_cut_off_faces_say_so(astronaut):
     small = (rescale(astronaut, 0.3, channel_axis=2) * 255).astype(np.uint8)
     small = np.pad(small, ((100, 100), (100, 100), (0, 0)), mode="edge")
