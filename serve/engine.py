@@ -180,7 +180,6 @@ class Engine:
         """The portrait's WarpRenderer on ``model``'s device (cached, LRU) and its pixels per crop
         pixel: 1, or with ``sharp`` drawing on the photo's own pixels (``sharp_crop``)."""
         from disenttalk.face.portrait import sharp_crop
-        from disenttalk.render.renderer import WarpRenderer
 
         key = (portrait.portrait_id, sharp)
         with self._lock:
@@ -189,9 +188,7 @@ class Engine:
                 self._renderers.move_to_end(key)
                 return cached
         image = sharp_crop(portrait.photo, portrait.transform, portrait.crop.shape[0]) if sharp else None
-        image = portrait.crop if image is None else image
-        scale = image.shape[0] / portrait.crop.shape[0]
-        renderer = (WarpRenderer(image, portrait.crop_landmarks * scale, device=model.offline.device), scale)
+        renderer = model.offline.renderer(portrait.crop, portrait.crop_landmarks, image)
         with self._lock:
             self._renderers[key] = renderer
             while len(self._renderers) > 32:

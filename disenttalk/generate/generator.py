@@ -61,14 +61,6 @@ class Settings:
     blink: np.ndarray | None = field(default=None)  # corpus closure curve [T_b], 0..1
 
 
-def sharp_scale(portrait: np.ndarray, sharp: np.ndarray) -> float:
-    """Pixels of a sharp square crop per pixel of the model's crop of the same box."""
-    portrait, sharp = np.asarray(portrait), np.asarray(sharp)
-    if sharp.ndim != 3 or sharp.shape[0] != sharp.shape[1] or portrait.shape[0] != portrait.shape[1]:
-        raise ValueError(f"sharp: expected square crops, got {portrait.shape} and {sharp.shape}")
-    return sharp.shape[0] / portrait.shape[0]
-
-
 class Generator:
     """Turns audio into expression/pose motion with a trained bundle, and motion into video."""
 
@@ -334,13 +326,22 @@ class Generator:
                 raise ValueError("no face found in the portrait")
         portrait_landmarks = np.asarray(portrait_landmarks, dtype=np.float32)
         landmarks = self.landmarks(motion, portrait_landmarks, rest)
+        renderer, scale = self.renderer(portrait, portrait_landmarks, sharp)
+        return renderer.render(landmarks * scale)
+
+    def renderer(self, portrait: np.ndarray, portrait_landmarks: np.ndarray,
+                 sharp: np.ndarray | None = None) -> tuple[Any, float]:
+        """(WarpRenderer, scale) for a portrait crop and its landmarks [478,3]: drawing on the crop
+        itself (scale 1) or on ``sharp``, the same square crop at a higher resolution, whose
+        pixels per crop pixel ``scale`` is; target landmarks (:meth:`landmarks`) × scale go in."""
         from disenttalk.render.renderer import WarpRenderer
 
-        if sharp is not None:
-            k = sharp_scale(portrait, sharp)
-            portrait, portrait_landmarks, landmarks = sharp, portrait_landmarks * k, landmarks * k
-        renderer = WarpRenderer(portrait, portrait_landmarks, device=self.device)
-        return renderer.render(landmarks)
+        portrait = np.asarray(portrait)
+        image = portrait if sharp is None else np.asarray(sharp)
+        if image.ndim != 3 or image.shape[0] != image.shape[1] or portrait.shape[0] != portrait.shape[1]:
+            raise ValueError(f"expected square crops, got {portrait.shape} and {image.shape}")
+        scale = image.shape[0] / portrait.shape[0]
+        return WarpRenderer(image, np.asarray(portrait_landmarks) * scale, device=self.device), scale
 
     def generate(self, audio: np.ndarray | str | Path, portrait: np.ndarray | str | Path,
                  out_path: str | Path, sample_rate: int = 16000,
