@@ -9,13 +9,15 @@ evaluated only on a small pixel box shared by the chunk.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-TEETH_REACH = 0.8  # the visible teeth end at this fraction of the way from the mouth centre to a corner
 
 
 def curve_at(xs: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear y(x) of curves [B,V,2] at columns xs [w] (held flat past the ends), → [B,w]."""
+    """Piecewise-linear y(x) of curves [B,V,2] at columns xs [w] or [B,w] (held flat past the
+    ends), → [B,w]."""
     order = curve[..., 0].argsort(-1)  # a contour may bend back near a corner; sort by x
     cx = curve[..., 0].gather(-1, order).contiguous()  # [B,V]
     cy = curve[..., 1].gather(-1, order)
@@ -48,45 +50,140 @@ def band_coverage(
     return vertical * horizontal[:, None]  # [B,h,w]
 
 
+@dataclass
+class MouthColours:
+    """Colours [3] (0..255) of the mouth interior, all taken from the photo (``WarpRenderer``)."""
+
+    cavity: torch.Tensor  # the back of the mouth, in shadow
+    lit: torch.Tensor  # the cavity walls just behind the lips, where light still reaches
+    teeth: torch.Tensor  # enamel, lit
+    gum: torch.Tensor
+    tongue: torch.Tensor
+
+
+@dataclass
+class MouthShape:
+    """Where the parts of the mouth are in one chunk of frames, all [B,w] over the box's columns
+    (or [B] per frame): image rows of the curves, sizes in pixels."""
+
+    top: torch.Tensor  # inner upper lip: everything above it is lip
+    bottom: torch.Tensor  # inner lower lip
+    corners: tuple[torch.Tensor, torch.Tensor]  # [B] x of the inner lip corners
+    upper_edge: torch.Tensor  # the upper incisors' cutting edge (fixed to the head)
+    lower_edge: torch.Tensor  # the lower incisors' cutting edge (carried by the jaw)
+    upper_across: torch.Tensor  # position along the upper dental arch, −1..1 corner to corner
+    lower_across: torch.Tensor  # the same for the lower arch
+    width: torch.Tensor  # [B] the mouth's width at rest, at the frame's head scale
+
+
+# Tooth boundaries along the visible arch, as seen from the front (fraction of the mouth's half
+# width at rest from the midline): central incisor, lateral incisor, canine, premolars; the arch
+# turns away from the viewer, so the teeth look narrower towards the corners. Lower incisors
+# are narrower than upper ones.
+UPPER_TEETH = (0.0, 0.30, 0.52, 0.70, 0.84, 0.95)
+LOWER_TEETH = (0.0, 0.21, 0.43, 0.62, 0.78, 0.92)
+TEETH_REACH = 0.95  # the arch leaves the view here (share of the half width)
+LASH = 0.7
+RIM = 0.03  # the inner lip edge's darker rim, e-folding width (× mouth width); drawn to 3×
+
+
+def _tooth_gaps(across: torch.Tensor, bounds: tuple[float, ...], half: torch.Tensor,
+                width: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gap, along) [B,w]: how much a column lies on the dark seam between two teeth (0..1), and
+    where it sits within its tooth (0 at the tooth's middle, 1 at its sides)."""
+    b = torch.tensor(bounds, dtype=across.dtype, device=across.device)
+    a = across.abs()[..., None]  # [B,w,1]
+    dist = (a - b).abs()  # [B,w,K]
+    near, k = dist.min(-1)
+    gap = torch.exp(-((near * half[:, None]) / width) ** 2)  # seam width in pixels
+    # within a tooth: distance to the nearest boundary over the tooth's half width
+    spans = torch.diff(b, append=b[-1:] + (b[-1] - b[-2]))
+    tooth_half = 0.5 * spans[k.clamp_max(len(bounds) - 1)]
+    along = 1.0 - (near / tooth_half.clamp_min(1e-3)).clamp(0.0, 1.0)
+    return gap, along
+
+
 def paint_mouth(
     roi: torch.Tensor,  # [B,3,h,w] warped frames cropped to the mouth box
-    xs: torch.Tensor,  # [w] pixel-centre columns of the box (image coordinates)
-    ys: torch.Tensor,  # [h] pixel-centre rows
-    upper: torch.Tensor,  # [B,V,2] target inner upper lip, corner to corner
-    lower: torch.Tensor,  # [B,V,2] target inner lower lip, same corners
+    ys: torch.Tensor,  # [h] pixel-centre rows of the box
+    shape: MouthShape,
+    colours: MouthColours,
     strength: torch.Tensor,  # [B] 0 = leave the warp alone, 1 = fully painted
-    cavity: torch.Tensor,  # [3] colour of the dark mouth interior
-    teeth: torch.Tensor,  # [3] colour of the upper teeth
-    teeth_fraction: float,
     feather: float,
-    corner_shade: float = 0.0,  # how much darker cavity and teeth get at the mouth corners
+    corner_shade: float = 0.0,  # how much darker the inside gets towards the mouth corners
+    xs: torch.Tensor | None = None,  # [w] pixel-centre columns (image coordinates)
 ) -> torch.Tensor:
-    """Dark cavity between the inner lips, a light band of upper teeth hanging from the upper lip."""
-    top, bottom = curve_at(xs, upper), curve_at(xs, lower)  # [B,w]
-    corners = (upper[:, 0, 0].minimum(upper[:, -1, 0]), upper[:, 0, 0].maximum(upper[:, -1, 0]))
-    alpha = band_coverage(xs, ys, top, bottom, corners, feather) * strength[:, None, None]
-    width = (upper[:, -1] - upper[:, 0]).norm(dim=-1)  # [B] mouth width
-    gap = (bottom - top).clamp_min(0.0)  # [B,w] opening per column, 0 at the corners
-    # The teeth never fill the opening (the dark cavity always shows below them) and narrow
-    # into the corners with it.
-    teeth_edge = top + torch.minimum(teeth_fraction * width[:, None], 0.5 * gap)  # [B,w]
-    is_teeth = ramp(teeth_edge[:, None] - ys[None, :, None], feather)  # [B,h,w]
-    # Shading: the cavity is darkest half way down, the teeth darken towards their edge.
-    depth = ((ys[None, :, None] - top[:, None]) / gap[:, None].clamp_min(1e-3)).clamp(0.0, 1.0)
-    shade_cavity = 0.5 + (2.0 * depth - 1.0).abs() * 0.5
-    shade_teeth = 1.0 - 0.3 * (1.0 - (teeth_edge[:, None] - ys[None, :, None]).abs()).clamp(0, 1)
-    # The lips shade the mouth's sides: darker towards the corners (a parabola across the mouth),
-    # where the teeth end before the corners and the dark cavity shows beside them.
-    mid, half = 0.5 * (corners[0] + corners[1]), (0.5 * (corners[1] - corners[0])).clamp_min(1e-3)
-    across = ((xs[None] - mid[:, None]) / half[:, None]).clamp(-1.0, 1.0)  # [B,w]
-    shade_side = (1.0 - corner_shade * across**2)[:, None, None]  # [B,1,1,w]
-    is_teeth = is_teeth * ((TEETH_REACH - across.abs()) / 0.2).clamp(0.0, 1.0)[:, None]
-    colour = shade_side * (
-        is_teeth[:, None] * shade_teeth[:, None] * teeth[:, None, None]
-        + (1.0 - is_teeth[:, None]) * shade_cavity[:, None] * cavity[:, None, None]
-    )  # [B,3,h,w]
-    return blend(roi, colour, alpha)
+    """A mouth interior seen between the inner lips, back to front: a cavity dark at the back and
+    lit near the lips, the tongue, the lower teeth, the upper teeth; then the lips' shadow on it
+    and a darker inner lip edge. Every part is occluded by the lips (drawn only in the opening)."""
+    s = shape
+    y = ys[None, :, None]  # [1,h,1]
+    top, bottom = s.top[:, None], s.bottom[:, None]  # [B,1,w]
+    w = s.width[:, None, None]  # [B,1,1]
+    left, right = s.corners
+    alpha = band_coverage(xs, ys, s.top, s.bottom, s.corners, feather) * strength[:, None, None]
 
+    # -- cavity: dark at the back, lit just behind the lips and darker into the corners ------
+    gap = (bottom - top).clamp_min(1e-3)
+    from_lips = torch.minimum(y - top, bottom - y).clamp_min(0.0)  # [B,h,w] pixels
+    lit = torch.exp(-from_lips / (0.08 * w)) * (0.35 + 0.65 * (gap / (0.25 * w)).clamp(0, 1))
+    colour = colours.cavity[:, None, None] + lit[:, None] * (colours.lit - colours.cavity)[:, None, None]
+
+    # -- tongue: a dome behind the lower teeth, seen when the jaw is well open -------------
+    lower_edge, upper_edge = s.lower_edge[:, None], s.upper_edge[:, None]
+    teeth_gap = (lower_edge - upper_edge).clamp_min(0.0)  # [B,1,w]
+    la = s.lower_across[:, None]  # [B,1,w]
+    dome = (1.0 - (la / 0.7) ** 2).clamp_min(0.0)
+    tongue_top = lower_edge - 0.35 * teeth_gap * dome + 0.02 * w * (1.0 - dome)
+    in_tongue = ramp(y - tongue_top, 1.5 * feather) * ramp(0.7 - la.abs(), 0.05)
+    tongue_shade = 0.55 + 0.45 * torch.exp(-(y - tongue_top).clamp_min(0) / (0.06 * w))
+    tongue = colours.tongue[:, None, None] * tongue_shade[:, None]
+    colour = colour + in_tongue[:, None] * (tongue - colour)
+
+    # -- teeth: rows of crowns with seams between them, scalloped cutting edges ------------
+    half = 0.5 * s.width
+    seam = (0.006 * s.width).clamp_min(0.35)[:, None]  # seam half width, pixels
+    for edge, across, bounds, height, lower in (
+        (s.lower_edge, s.lower_across, LOWER_TEETH, 0.17, True),
+        (s.upper_edge, s.upper_across, UPPER_TEETH, 0.21, False),
+    ):
+        g, along = _tooth_gaps(across, bounds, half, seam)
+        a = across.abs()
+        # each crown's corners are rounded, so the cutting edge dips between teeth
+        edge = edge + (-1.0 if lower else 1.0) * (-0.012 * s.width[:, None] * along**2)
+        edge = edge[:, None]  # [B,1,w]
+        root = edge + (1.0 if lower else -1.0) * height * w  # the gum line
+        inside = (y - edge) if lower else (edge - y)  # > 0 on the crown side of the edge
+        crown = ramp(inside, feather) * ramp(TEETH_REACH - a, 0.06)[:, None]
+        on_gum = ramp(-((y - root) if lower else (root - y)), feather) * crown
+        # shading: the arch turns away into the mouth; a seam is a thin dark line; the edge
+        # is a little translucent (a touch of the cavity colour)
+        arch = (1.0 - 0.55 * a**2)[:, None]
+        shade = arch * (1.0 - 0.3 * g[:, None]) * (0.8 if lower else 1.0)
+        translucent = torch.exp(-inside.clamp_min(0) / (0.02 * w)) * 0.15
+        enamel = colours.teeth[:, None, None] * (1 - translucent[:, None]) + (
+            colours.cavity[:, None, None] * translucent[:, None])
+        tooth = enamel + on_gum[:, None] * (colours.gum[:, None, None] - enamel)
+        colour = colour + crown[:, None] * (tooth * shade[:, None] - colour)
+
+    # -- the lips' shadow: under the upper lip, into the corners --------------------------
+    under_lip = 1.0 - 0.35 * torch.exp(-(y - top).clamp_min(0) / (0.03 * w))
+    mid, span = 0.5 * (left + right), (0.5 * (right - left)).clamp_min(1e-3)
+    across = ((xs[None] - mid[:, None]) / span[:, None]).clamp(-1.0, 1.0)  # [B,w]
+    sides = 1.0 - corner_shade * across[:, None] ** 2
+    colour = colour * (under_lip * sides)[:, None]
+    out = blend(roi, colour, alpha)
+
+    # -- the inner lip edge: the lip rolls inwards there, a thin darker rim on both lips ---
+    rim_w = (RIM * w).clamp_min(0.75)
+
+    def rim_of(d: torch.Tensor) -> torch.Tensor:  # d: pixels outside the opening
+        return torch.exp(-d.clamp_min(0) / rim_w) * ramp(d + feather, feather) * (d < 3 * rim_w)
+
+    rim = rim_of(top - y) + rim_of(y - bottom)
+    horizontal = ramp(xs[None] - left[:, None], feather) * ramp(right[:, None] - xs[None], feather)
+    rim = rim.clamp_max(1.0) * (1.0 - alpha) * horizontal[:, None] * strength[:, None, None]
+    return out * (1.0 - 0.25 * rim[:, None])
 
 def paint_eyelid(
     roi: torch.Tensor,  # [B,3,h,w] warped frames cropped to the eye box
@@ -96,7 +193,8 @@ def paint_eyelid(
     upper: torch.Tensor,  # [B,V,2] the target upper lid (the new lid edge)
     lower: torch.Tensor,  # [B,V,2] the target lower lid
     strength: torch.Tensor,  # [B] 0..1, how far the lid came down
-    skin: torch.Tensor,  # [3] lid skin colour sampled from the portrait
+    lid: torch.Tensor,  # [B,3,h,w] the photo's own lid skin drawn down over the eye
+    band: torch.Tensor,  # [B] pixels of skin above the old lid edge that are drawn down with it
     lash: torch.Tensor,  # [3] lash-line colour
     lash_width: torch.Tensor,  # [B] pixels
     grow: torch.Tensor,  # [B] pixels the skin reaches past the eye outline (lashes, lid rims)
@@ -115,6 +213,12 @@ def paint_eyelid(
         xs, ys, top + g, bottom - g, (left + g[:, 0], right - g[:, 0]), feather
     )
     covered = (was_open - still_open).clamp(0.0, 1.0)  # [B,h,w]
+    # the skin above the old lid edge is drawn down too: fade it in over ``band`` pixels
+    start = (open_top - g)[:, None]
+    above = ((ys[None, :, None] - start + band[:, None, None]) / band[:, None, None].clamp_min(1.0))
+    grown = ramp(xs[None] - left[:, None] + g, feather) * ramp(right[:, None] + g - xs[None], feather)
+    above = above.clamp(0.0, 1.0) * (ys[None, :, None] < top[:, None]) * grown[:, None]
+    covered = torch.maximum(covered, above * strength[:, None, None])
     on_lid = (1.0 - (ys[None, :, None] - top[:, None]).abs() / lash_width[:, None, None]).clamp(
         0, 1
     )
@@ -123,8 +227,9 @@ def paint_eyelid(
     # The lid curves away from the light as it comes down over the eyeball: shade it towards its edge.
     depth = ((ys[None, :, None] - open_top[:, None]) / (top - open_top)[:, None].clamp_min(1.0))
     shade = 1.0 - lid_shade * depth.clamp(0.0, 1.0)  # [B,h,w]
-    roi = blend(roi, skin[:, None, None] * shade[:, None], covered)
-    return blend(roi, lash[:, None, None], lash_alpha * strength[:, None, None])
+    roi = blend(roi, lid * shade[:, None], covered)
+    # the photo's lashes come down with its lid; a soft dark line keeps the edge where they thin
+    return blend(roi, lash[:, None, None], LASH * lash_alpha * strength[:, None, None])
 
 
 def blend(roi: torch.Tensor, colour: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,21 @@ import torch.nn.functional as F
 
 from disenttalk.config import StrictConfig
 from disenttalk.face import topology as topo
-from disenttalk.render.paint import paint_eyelid, paint_mouth
+from disenttalk.face.pose import RIGID
+from disenttalk.render.paint import (
+    RIM,
+    MouthColours,
+    MouthShape,
+    curve_at,
+    paint_eyelid,
+    paint_mouth,
+    ramp,
+)
 from disenttalk.render.warp import ThinPlateField, still_anchors
 
 _INNER_UPPER, _INNER_LOWER = list(topo.LIPS_INNER_UPPER), list(topo.LIPS_INNER_LOWER)
+_OUTER_UPPER, _OUTER_LOWER = list(topo.LIPS_OUTER_UPPER), list(topo.LIPS_OUTER_LOWER)
+_RIGID = list(RIGID)  # skull points: upper face oval, nose bridge, eye corners
 # Cheeks, forehead and nose bridge: skin that is neither lips, eyes, brows nor (usually) beard.
 _SKIN = (50, 280, 101, 330, 117, 346, 118, 347, 205, 425, 36, 266, 151, 9, 108, 337, 6, 197)
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -40,21 +51,37 @@ class RenderConfig(StrictConfig):
     anchor_lattice: int = 16  # still background points per side beyond the ring
     chunk_frames: int = 32  # frames rendered per batched call
     feather: float = 1.0  # anti-aliasing ramp of painted edges
-    mouth_open_ramp: float = 0.06  # extra opening (× mouth width) that fully paints the cavity
-    teeth_fraction: float = 0.16  # visible upper-teeth height (× mouth width)
-    # Mouth colours come from the portrait itself (so grey, dim or low-contrast photos get a mouth
-    # in their own tones): the cavity is its lip colour darkened, the teeth its skin tone
-    # desaturated at the brightness of its skin highlights. A colour given here overrides that.
+    # Only what moves is drawn anew: where the warp moves the image by less than
+    # ``still_below`` pixels it does not move it at all (the photo's own pixels, bit for bit),
+    # above ``moving_above`` it moves it fully, ramped between; so fine detail and the
+    # background stay the photo's own.
+    still_below: float = 0.15
+    moving_above: float = 0.6
+    # The lips are carried between their outer and inner contours (a band per lip mapped onto
+    # the photo's own band) instead of stretched by the spline; the band reaches this far
+    # (× mouth width) beyond the outer contours to blend into the spline.
+    lip_blend: float = 0.12
+    mouth_open_ramp: float = 0.06  # extra opening (× mouth width) that fully paints the interior
+    # The mouth interior (upper teeth fixed to the skull, lower teeth carried by the jaw, tongue,
+    # cavity) takes its colours from the portrait itself, so grey, dim or low-contrast photos get
+    # a mouth in their own tones: the cavity is its lip colour darkened, the teeth are its own
+    # teeth where the photo shows them, else its skin tone desaturated at the brightness of its
+    # skin highlights. A colour given here overrides that.
     cavity_rgb: tuple[int, int, int] | None = None
     teeth_rgb: tuple[int, int, int] | None = None
-    cavity_darkness: float = 0.2  # cavity = lip colour × this
+    cavity_darkness: float = 0.16  # the back of the cavity = lip colour × this
+    cavity_lit: float = 0.5  # the cavity just behind the lips = lip colour × this
     teeth_brightness: float = 0.92  # teeth luminance = skin highlight luminance × this
     teeth_saturation: float = 0.3  # share of the skin's hue kept in the teeth (0 = grey)
-    corner_shade: float = 0.45  # cavity and teeth darken by this much into the mouth corners
+    teeth_drop: float = 0.05  # upper incisal edge below the photo's lip line (× mouth width)
+    lower_teeth_drop: float = 0.04  # lower incisal edge below the lip line at rest (× width)
+    jaw_to_teeth: float = 0.85  # share of the chin's travel the lower incisors follow
+    corner_shade: float = 0.45  # the interior darkens by this much into the mouth corners
     lash_darkness: float = 0.35  # lash colour = skin colour × this
     lash_width: float = 0.07  # lash-line half width (× eye width)
     lid_grow: float = 0.06  # painted lid skin reaches this far past the eye outline (× eye width)
     lid_shade: float = 0.15  # a closed lid darkens by this share from its crease side to its edge
+    lid_band: float = 0.12  # skin above the lid edge drawn down with a closing lid (× eye width)
 
 
 class WarpRenderer:
@@ -87,13 +114,26 @@ class WarpRenderer:
             centres, anchors, h, w, cfg.grid_size, cfg.regularization, self.device
         )
         self.image = torch.as_tensor(portrait, device=self.device).permute(2, 0, 1)[None].float()
-        self._source_t = torch.as_tensor(self.source, device=self.device)
-        cavity, teeth = self._mouth_colours(portrait)
-        self._cavity = torch.tensor(cavity, dtype=torch.float32, device=self.device)
-        self._teeth = torch.tensor(teeth, dtype=torch.float32, device=self.device)
+        self._source_t = src = torch.as_tensor(self.source, device=self.device)
+        self._colours = MouthColours(*(
+            torch.tensor(c, dtype=torch.float32, device=self.device)
+            for c in self._mouth_colours(portrait)
+        ))
         self._skin = [self._lid_skin(portrait, up, br) for up, _, br in _EYES]
-        src = self._source_t
+        # how far each eye's brow sits above its upper lid, pixels
+        self._brow_gap = {up[0]: float(self.source[up, 1].mean() - self.source[br, 1].mean())
+                          for up, _, br in _EYES}
         self._mouth_opening = (src[_INNER_LOWER] - src[_INNER_UPPER]).norm(dim=-1).amax()
+        # The teeth at rest, in the portrait: the incisal edges just below the lip line, the
+        # lower one a little above the upper (an overbite), hidden behind the lips.
+        self._mouth_width = (src[_OUTER_UPPER[-1]] - src[_OUTER_UPPER[0]]).norm()
+        line = 0.5 * (src[_INNER_UPPER] + src[_INNER_LOWER])  # [V,2] the lip line
+        down = torch.tensor([0.0, 1.0], device=self.device)
+        self._upper_edge = line + cfg.teeth_drop * self._mouth_width * down
+        self._lower_edge = line + cfg.lower_teeth_drop * self._mouth_width * down
+        self._skull = torch.view_as_complex(src[_RIGID].contiguous())  # [R]
+        self._skull_mean = self._skull.mean()
+        self._skull_var = (self._skull - self._skull_mean).abs().square().sum()
 
     # -- portrait-only quantities ------------------------------------------------------------
     def _sample(self, portrait: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -101,8 +141,9 @@ class WarpRenderer:
         xy = np.clip(np.floor(points).astype(int), 0, [self.width - 1, self.height - 1])
         return portrait[xy[:, 1], xy[:, 0]].astype(np.float32)
 
-    def _mouth_colours(self, portrait: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(cavity, teeth) RGB [3] float from the portrait's lips and skin (or the config's colours)."""
+    def _mouth_colours(self, portrait: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(cavity, lit cavity, teeth, gum, tongue) RGB [3] float from the portrait's lips, skin
+        and (where the photo shows them) its own teeth; the config's colours override."""
         cfg, src = self.config, self.source
         # Lip colour: points half way between the outer and the inner lip contours.
         lips = np.concatenate([
@@ -118,12 +159,32 @@ class WarpRenderer:
         # the skin's hue, mostly washed out, at the brightness of the skin's highlights
         hue = tone / max(grey, 1.0)
         teeth = highlight * cfg.teeth_brightness * (1.0 + cfg.teeth_saturation * (hue - 1.0))
-        cavity = lip * cfg.cavity_darkness
-        if cfg.cavity_rgb is not None:
+        own = self._own_teeth(portrait, highlight)
+        if own is not None:
+            teeth = own
+        cavity, lit = lip * cfg.cavity_darkness, lip * cfg.cavity_lit
+        gum = 0.8 * lip + 0.2 * tone  # gums: the lips' red, a little paler
+        tongue = 0.65 * lip + 0.1 * tone
+        if cfg.cavity_rgb is not None:  # the whole inside in the given colour's shades
             cavity = np.asarray(cfg.cavity_rgb, np.float32)
+            lit = tongue = cavity * (cfg.cavity_lit / cfg.cavity_darkness)
         if cfg.teeth_rgb is not None:
-            teeth = np.asarray(cfg.teeth_rgb, np.float32)
-        return np.clip(cavity, 0, 255), np.clip(teeth, 0, 255)
+            teeth = gum = np.asarray(cfg.teeth_rgb, np.float32)
+        return tuple(np.clip(c, 0, 255) for c in (cavity, lit, teeth, gum, tongue))
+
+    def _own_teeth(self, portrait: np.ndarray, highlight: float) -> np.ndarray | None:
+        """The colour of the photo's own teeth where its mouth is open on them, else None."""
+        src = self.source
+        upper, lower = src[_INNER_UPPER][2:-2], src[_INNER_LOWER][2:-2]  # away from the corners
+        width = float(np.linalg.norm(src[_OUTER_UPPER[-1]] - src[_OUTER_UPPER[0]]))
+        if float(np.linalg.norm(lower - upper, axis=-1).max()) < 0.06 * width:
+            return None  # closed or barely parted: no teeth to see
+        samples = np.concatenate([upper + f * (lower - upper) for f in np.linspace(0.15, 0.85, 8)])
+        colours = self._sample(portrait, samples)
+        bright = colours[np.argsort(colours @ _LUMA)[int(0.6 * len(colours)):]]
+        teeth = np.median(bright, 0)
+        # teeth are the mouth's bright part: a dark open mouth (no teeth shown) keeps the default
+        return teeth if float(teeth @ _LUMA) > 0.6 * highlight else None
 
     def _lid_skin(self, portrait: np.ndarray, upper: list[int], brow: list[int]) -> torch.Tensor:
         """Median colour of the lid skin between the upper lid and the eyebrow, [3] float."""
@@ -156,7 +217,11 @@ class WarpRenderer:
 
     def render_tensor(self, target: torch.Tensor) -> torch.Tensor:
         """Batched core: target x, y [B,478,2] pixels → frames [B,3,H,W] float in 0..255."""
-        grid = self.field.backward_grid(target - self._source_t, self.config.inverse_iterations)
+        cfg = self.config
+        grid = self.field.backward_grid(
+            target - self._source_t, cfg.inverse_iterations, (cfg.still_below, cfg.moving_above)
+        )
+        self._carry_lips(grid, target)
         image = self.image.expand(target.shape[0], -1, -1, -1)
         frames = F.grid_sample(
             image, grid, mode="bilinear", padding_mode="border", align_corners=True
@@ -166,20 +231,90 @@ class WarpRenderer:
             self._paint_eye(frames, target, upper, lower, skin)
         return frames
 
+    def _carry_lips(self, grid: torch.Tensor, target: torch.Tensor) -> None:
+        """In place: each lip's band between its outer and inner contour reads the photo's own
+        band (rows mapped linearly per column, columns by their share of the mouth width), so the
+        vermilion is carried whole instead of stretched where the spline cannot split the lips."""
+        cfg, src = self.config, self._source_t
+        curves = [target[:, c] for c in (_OUTER_UPPER, _INNER_UPPER, _INNER_LOWER, _OUTER_LOWER)]
+        left, right = curves[0][:, 0], curves[0][:, -1]  # [B,2] outer corners
+        span = (right[:, 0] - left[:, 0]).clamp_min(1.0)  # [B]
+        margin = cfg.lip_blend * (right - left).norm(dim=-1).clamp_min(1.0)  # [B]
+        box = self._box(torch.cat([curves[0], curves[3]], 1), float(margin.max()) + 2.0)
+        if box[2] <= box[0] or box[3] <= box[1]:
+            return
+        roi, xs, ys = self._crop(grid.permute(0, 3, 1, 2), box)  # [B,2,h,w] view
+        s_left, s_right = src[_OUTER_UPPER[0]], src[_OUTER_UPPER[-1]]
+        share = (xs[None] - left[:, :1]) / span[:, None]  # [B,w]
+        x_src = s_left[0] + share * (s_right[0] - s_left[0])  # [B,w]
+        scale = ((s_right - s_left).norm() / (right - left).norm(dim=-1).clamp_min(1.0))[:, None]
+        b = target.shape[0]
+        t_mid = [curve_at(xs, c) for c in curves]  # [B,w] each
+        s_mid = [curve_at(x_src, src[c].expand(b, -1, -1))
+                 for c in (_OUTER_UPPER, _INNER_UPPER, _INNER_LOWER, _OUTER_LOWER)]
+        m = margin[:, None]
+        knots_t = torch.stack([t_mid[0] - m, *t_mid, t_mid[3] + m], 1).cummax(1).values
+        knots_s = torch.stack([s_mid[0] - m * scale, *s_mid, s_mid[3] + m * scale], 1)
+        knots_s = knots_s.cummax(1).values  # [B,6,w]
+        y = ys[None, :, None].expand(b, -1, xs.shape[0])  # [B,h,w]
+        y_src = y - knots_t[:, :1] + knots_s[:, :1]
+        for k in range(knots_t.shape[1] - 1):
+            t0, t1 = knots_t[:, k : k + 1], knots_t[:, k + 1 : k + 2]
+            s0, s1 = knots_s[:, k : k + 1], knots_s[:, k + 1 : k + 2]
+            f = ((y - t0) / (t1 - t0).clamp_min(1e-3)).clamp(0.0, 1.0)
+            y_src = torch.where(y >= t0, s0 + f * (s1 - s0), y_src)
+        # weight: 1 on the lips, down to 0 over the margin above, below and beyond the corners
+        vertical = torch.minimum(y - knots_t[:, :1], knots_t[:, -1:] - y) / m[:, None]
+        horizontal = torch.minimum(xs[None] - left[:, :1] + m, right[:, :1] + m - xs[None]) / m
+        weight = (vertical.clamp(0, 1) * horizontal.clamp(0, 1)[:, None])[:, None]  # [B,1,h,w]
+        to_norm = self.field.to_norm
+        carried = torch.stack([
+            (x_src[:, None].expand_as(y_src) - 0.5) * to_norm[0] - 1.0,
+            (y_src - 0.5) * to_norm[1] - 1.0,
+        ], 1)  # [B,2,h,w]
+        roi += weight * (carried - roi)
+
     def _paint_mouth(self, frames: torch.Tensor, target: torch.Tensor) -> None:
-        """Cavity and teeth, in place, where the target mouth opens beyond the portrait's."""
+        """The mouth interior, in place, where the target mouth opens beyond the portrait's."""
         cfg = self.config
         upper, lower = target[:, _INNER_UPPER], target[:, _INNER_LOWER]  # [B,V,2]
         width = (upper[:, -1] - upper[:, 0]).norm(dim=-1)  # [B]
         opening = (lower - upper).norm(dim=-1).amax(-1)  # [B]
         strength = ((opening - self._mouth_opening) / (cfg.mouth_open_ramp * width)).clamp(0, 1)
-        if bool((strength > 0).any()):
-            box = self._box(torch.cat([upper, lower], 1), margin=2.0 + cfg.feather)
-            roi, xs, ys = self._crop(frames, box)
-            roi[:] = paint_mouth(
-                roi, xs, ys, upper, lower, strength, self._cavity, self._teeth,
-                cfg.teeth_fraction, cfg.feather, cfg.corner_shade,
-            )  # fmt: skip
+        if not bool((strength > 0).any()):
+            return
+        rim = 3.0 * max(RIM * float(width.max()), 0.75)  # the inner lip rim, outside the opening
+        box = self._box(torch.cat([upper, lower], 1), margin=2.0 + cfg.feather + rim)
+        roi, xs, ys = self._crop(frames, box)
+        # The skull's similarity from the portrait to each frame (least squares on rigid points,
+        # as complex numbers z ↦ a·z + b) carries the upper teeth; the jaw carries the lower ones
+        # by the chin's travel beyond what the skull's motion explains.
+        skull = torch.view_as_complex(target[:, _RIGID].contiguous())  # [B,R]
+        t_mean = skull.mean(-1, keepdim=True)
+        a = ((skull - t_mean) * (self._skull - self._skull_mean).conj()).sum(-1, keepdim=True)
+        a = a / self._skull_var
+        b = t_mean - a * self._skull_mean  # [B,1]
+
+        def carry(points: torch.Tensor) -> torch.Tensor:  # [...,2] portrait → [B,...,2] frame
+            return torch.view_as_real(a * torch.view_as_complex(points.contiguous()) + b)
+
+        src = self._source_t
+        chin = target[:, topo.CHIN] - carry(src[topo.CHIN])[:, 0]  # [B,2]
+        upper_edge = carry(self._upper_edge)  # [B,V,2]
+        lower_edge = carry(self._lower_edge) + cfg.jaw_to_teeth * chin[:, None]
+        rest_width = a[:, 0].abs() * self._mouth_width  # [B]
+        centre = 0.5 * (carry(src[_OUTER_UPPER[0]]) + carry(src[_OUTER_UPPER[-1]]))[:, 0]  # [B,2]
+        upper_across = (xs[None] - centre[:, :1]) / (0.5 * rest_width[:, None])
+        lower_across = (xs[None] - centre[:, :1] - cfg.jaw_to_teeth * chin[:, :1]) / (
+            0.5 * rest_width[:, None])
+        corners = (upper[:, 0, 0].minimum(upper[:, -1, 0]), upper[:, 0, 0].maximum(upper[:, -1, 0]))
+        shape = MouthShape(
+            top=curve_at(xs, upper), bottom=curve_at(xs, lower), corners=corners,
+            upper_edge=curve_at(xs, upper_edge), lower_edge=curve_at(xs, lower_edge),
+            upper_across=upper_across, lower_across=lower_across, width=rest_width,
+        )
+        roi[:] = paint_mouth(roi, ys, shape, self._colours, strength, cfg.feather,
+                             cfg.corner_shade, xs=xs)
 
     def _paint_eye(
         self, frames: torch.Tensor, target: torch.Tensor, upper: list[int], lower: list[int],
@@ -198,14 +333,38 @@ class WarpRenderer:
         open_height = (open_up - low_t).norm(dim=-1).amax(-1)
         height = (up_t - low_t).norm(dim=-1).amax(-1)
         strength = ((open_height - height) / (0.3 * open_height.clamp_min(1e-3))).clamp(0, 1)
-        if bool((strength > 0).any()):
-            grow = cfg.lid_grow * eye_width
-            margin = 2.0 + cfg.feather + float(grow.max())
-            roi, xs, ys = self._crop(frames, self._box(torch.cat([open_up, low_t], 1), margin))
-            roi[:] = paint_eyelid(
-                roi, xs, ys, open_up, up_t, low_t, strength, skin, skin * cfg.lash_darkness,
-                (cfg.lash_width * eye_width).clamp_min(0.75), grow, cfg.feather, cfg.lid_shade,
-            )  # fmt: skip
+        if not bool((strength > 0).any()):
+            return
+        grow = cfg.lid_grow * eye_width
+        margin = 2.0 + cfg.feather + float(grow.max()) + cfg.lid_band * float(eye_width.max())
+        roi, xs, ys = self._crop(frames, self._box(torch.cat([open_up, low_t], 1), margin))
+        # The lid is the photo's own lid drawn down: the band of skin above its old edge is
+        # stretched from there to the new edge, the photo's lash line landing on the new edge,
+        # so the lashes and the lid's own skin texture come down with it.
+        band = cfg.lid_band * eye_width  # [B]
+        brow_gap = max(self._brow_gap[upper[0]], 1.0)
+        old, new = curve_at(xs, open_up), curve_at(xs, up_t)  # [B,w]
+        start = (old - (grow * strength)[:, None] - band[:, None])[:, None]  # [B,1,w]
+        # two pieces: the lid skin (the photo's skin between its lashes and its brow, stretched
+        # over the covered eye) and the lash line (the last ``lash`` pixels, not stretched)
+        lash = (cfg.lash_width * eye_width).clamp_min(0.75)[:, None, None]  # [B,1,1]
+        skin_from, skin_to = (old[:, None] - f * brow_gap * k.abs()[:, None, None]
+                              for f in (0.45, 0.2))
+        y = ys[None, :, None]
+        knot = new[:, None] - lash  # [B,1,w]
+        skin_f = ((y - start) / (knot - start).clamp_min(1e-3)).clamp(0, 1)
+        y_src = torch.where(y < knot, skin_from + skin_f * (skin_to - skin_from),
+                            y - new[:, None] + old[:, None])
+        y_src = torch.where(y > knot + 0.5 * lash, skin_to, y_src)  # below the lashes: lid skin
+        carried = torch.complex(xs[None, None].expand_as(y_src), y_src)
+        at = torch.view_as_real(src_up[0] + (carried - t_up[:, :1, None]) / k[:, None, None])
+        grid = (at - 0.5) * self.field.to_norm - 1.0  # [B,h,w,2]
+        lid = F.grid_sample(self.image.expand(len(k), -1, -1, -1), grid, mode="bilinear",
+                            padding_mode="border", align_corners=True)
+        roi[:] = paint_eyelid(
+            roi, xs, ys, open_up, up_t, low_t, strength, lid, band, skin * cfg.lash_darkness,
+            (cfg.lash_width * eye_width).clamp_min(0.75), grow, cfg.feather, cfg.lid_shade,
+        )  # fmt: skip
 
     def _box(self, points: torch.Tensor, margin: float) -> tuple[int, int, int, int]:
         """Integer pixel box (x0, y0, x1, y1) around points [B,V,2] of a whole chunk, clipped."""

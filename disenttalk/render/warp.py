@@ -89,11 +89,20 @@ class ThinPlateField:
         u = self.matrix @ v  # [G²,B·2]: one GEMM for the whole chunk
         return u.view(self.grid_size, self.grid_size, b, 2).permute(2, 3, 0, 1).contiguous()
 
-    def backward_grid(self, displacement: torch.Tensor, iterations: int = 4) -> torch.Tensor:
+    def backward_grid(
+        self,
+        displacement: torch.Tensor,
+        iterations: int = 4,
+        still: tuple[float, float] | None = None,
+    ) -> torch.Tensor:
         """Sampling grid [B,H,W,2] for grid_sample: output pixel x reads the portrait at s(x).
 
         s solves s + u(s) = x (u the forward field on the portrait plane): fixed point
         s ← x − u(s), started from s = x − u(x), evaluated on the coarse grid then upsampled.
+
+        ``still = (below, above)`` pixels: where the backward displacement is under ``below`` it
+        is zero (the pixel reads its own place, so it keeps the portrait's exact value), over
+        ``above`` it is kept, and in between it is ramped up, so the field stays continuous.
         """
         u = self.forward_field(displacement)  # [B,2,G,G]
         x = self.grid.expand(u.shape[0], -1, -1, -1)  # [B,G,G,2]
@@ -101,6 +110,10 @@ class ThinPlateField:
         for _ in range(iterations):
             s = x + back.permute(0, 2, 3, 1)
             back = -F.grid_sample(u, s, mode="bilinear", padding_mode="border", align_corners=True)
+        if still is not None:
+            below, above = still
+            pixels = (back / self.to_norm[None, :, None, None]).square().sum(1, keepdim=True).sqrt()
+            back = back * ((pixels - below) / max(above - below, 1e-6)).clamp(0.0, 1.0)
         # Bilinear upsampling reproduces the affine identity grid exactly, so upsampling the
         # sampling positions s = x + back equals upsampling back and adding the pixel grid.
         s = x.permute(0, 3, 1, 2) + back  # [B,2,G,G]
