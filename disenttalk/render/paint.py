@@ -155,7 +155,7 @@ def paint_mouth(
         root = edge + (1.0 if lower else -1.0) * height * w  # the gum line
         inside = (y - edge) if lower else (edge - y)  # > 0 on the crown side of the edge
         crown = ramp(inside, feather) * ramp(TEETH_REACH - a, 0.06)[:, None]
-        on_gum = ramp(-((y - root) if lower else (root - y)), feather) * crown
+        on_gum = ramp((y - root) if lower else (root - y), feather) * crown
         # shading: the arch turns away into the mouth; a seam is a thin dark line; the edge
         # is a little translucent (a touch of the cavity colour)
         arch = (1.0 - 0.55 * a**2)[:, None]

@@ -159,6 +159,9 @@ class WarpRenderer:
         # the skin's hue, mostly washed out, at the brightness of the skin's highlights
         hue = tone / max(grey, 1.0)
         teeth = highlight * cfg.teeth_brightness * (1.0 + cfg.teeth_saturation * (hue - 1.0))
+        white = self._eye_white(portrait, grey)
+        if white is not None:  # enamel: a little warmer and dimmer than the eyes' whites
+            teeth = white * cfg.teeth_brightness * np.array([1.0, 0.97, 0.9], np.float32)
         own = self._own_teeth(portrait, highlight)
         if own is not None:
             teeth = own
@@ -171,6 +174,27 @@ class WarpRenderer:
         if cfg.teeth_rgb is not None:
             teeth = gum = np.asarray(cfg.teeth_rgb, np.float32)
         return tuple(np.clip(c, 0, 255) for c in (cavity, lit, teeth, gum, tongue))
+
+    def _eye_white(self, portrait: np.ndarray, skin_grey: float) -> np.ndarray | None:
+        """The colour of the whites of the eyes (the photo's white balance and light on something
+        white), or None where they are too dark or too small to read (squints, shadows)."""
+        src = self.source
+        samples = []
+        for iris, corners in ((topo.RIGHT_IRIS[0], (33, 133)), (topo.LEFT_IRIS[0], (362, 263))):
+            radius = np.linalg.norm(src[topo.RIGHT_IRIS[1]] - src[topo.RIGHT_IRIS[0]]) if (
+                iris == topo.RIGHT_IRIS[0]) else np.linalg.norm(src[topo.LEFT_IRIS[1]] - src[iris])
+            for c in corners:
+                way = src[c] - src[iris]
+                gap = np.linalg.norm(way)
+                if gap < 1.6 * radius + 2.0:
+                    continue  # the iris fills the eye towards this corner
+                for f in np.linspace(1.3 * radius / gap, 1.0 - 1.0 / gap, 4):
+                    samples.append(src[iris] + f * way)
+        if len(samples) < 6:
+            return None
+        colours = self._sample(portrait, np.asarray(samples))
+        white = np.median(colours[np.argsort(colours @ _LUMA)[len(colours) // 2:]], 0)
+        return white if float(white @ _LUMA) > 0.9 * skin_grey else None
 
     def _own_teeth(self, portrait: np.ndarray, highlight: float) -> np.ndarray | None:
         """The colour of the photo's own teeth where its mouth is open on them, else None."""
