@@ -194,7 +194,9 @@ class WarpRenderer:
             return None
         colours = self._sample(portrait, np.asarray(samples))
         white = np.median(colours[np.argsort(colours @ _LUMA)[len(colours) // 2:]], 0)
-        return white if float(white @ _LUMA) > 0.9 * skin_grey else None
+        saturation = (white.max() - white.min()) / max(float(white.max()), 1.0)
+        # a white that is as bright as the skin and nearly grey; else the samples hit skin or iris
+        return white if float(white @ _LUMA) > skin_grey and saturation < 0.3 else None
 
     def _own_teeth(self, portrait: np.ndarray, highlight: float) -> np.ndarray | None:
         """The colour of the photo's own teeth where its mouth is open on them, else None."""
