@@ -159,7 +159,7 @@ def paint_mouth(
         # shading: the arch turns away into the mouth; a seam is a thin dark line; the edge
         # is a little translucent (a touch of the cavity colour)
         arch = (1.0 - 0.55 * a**2)[:, None]
-        shade = arch * (1.0 - 0.3 * g[:, None]) * (0.8 if lower else 1.0)
+        shade = arch * (1.0 - 0.3 * g[:, None]) * (0.88 if lower else 1.0)
         translucent = torch.exp(-inside.clamp_min(0) / (0.02 * w)) * 0.15
         enamel = colours.teeth[:, None, None] * (1 - translucent[:, None]) + (
             colours.cavity[:, None, None] * translucent[:, None])
