@@ -23,6 +23,7 @@ from disenttalk.generate.motion import (
     pingpong,
     respace_blinks,
 )
+from disenttalk.generate.retarget import PoseLimits, limit_pose
 from disenttalk.generate.stream import MotionStream, WindowPlan
 from disenttalk.model.diffusion import GaussianDiffusion, Sampler, cfg_eps, make_sampler, sample
 
@@ -67,13 +68,15 @@ class Generator:
     def __init__(self, bundle: Bundle, *, device: str | torch.device | None = "cpu", window: int = 160,
                  prefix: int = 20, context: int = 25, margin: int = 2, first_hop: int | None = None,
                  frontend: Any = None, denoiser: nn.Module | None = None,
-                 motion_reference: str | None = None) -> None:
+                 motion_reference: str | None = None, pose_limits: PoseLimits | None = None) -> None:
         """``window`` frames per denoiser call, ``prefix`` of them carried over from the last call
         (trained on 80-frame windows, the causal ALiBi network runs longer ones as well: on the
         demo model 160 frames sample lips as close to the truth as 80, and 8 s of speech in
         ~35 % less time, two calls instead of four); ``first_hop`` new frames in the first call
         (default ``window − prefix``: a stream's first frame comes after fewer frames of audio);
-        ``motion_reference`` is the default of :meth:`landmarks`' ``rest`` (see there)."""
+        ``motion_reference`` is the default of :meth:`landmarks`' ``rest`` (see there);
+        ``pose_limits`` how far :meth:`landmarks` moves a head from the portrait's own pose
+        (default :class:`PoseLimits`' defaults, measured on the warp renderer)."""
         if not 0 <= prefix < window:
             raise ValueError("need 0 <= prefix < window")
         self.bundle, cfg = bundle, bundle.config
@@ -106,6 +109,7 @@ class Generator:
         if reference not in MOTION_REFERENCES:
             raise ValueError(f"motion_reference must be one of {MOTION_REFERENCES}, got {reference!r}")
         self.motion_reference = reference
+        self.pose_limits = pose_limits or PoseLimits()
 
     @classmethod
     def from_bundle(cls, path: str | Path, **kwargs: Any) -> Generator:
@@ -230,7 +234,7 @@ class Generator:
             centre = (self.rest_expression() - self.mean) / self.std
             scaled = centre + (scaled - centre) * scales
         expression = (self.mean + self.std * scaled).astype(np.float32)
-        pose = settings.controls.pose_at(np.arange(start, start + len(x)))
+        pose = settings.controls.pose_at(np.arange(start, start + len(x)), self.pose_limits)
         return Motion(expression, pose.astype(np.float32), float(self.fps), start)
 
     # -- frames and video -------------------------------------------------------------------
@@ -287,7 +291,10 @@ class Generator:
         the portrait is taken to show: ``"portrait"`` = the portrait's own encoded expression
         (absolute motion: the expression itself on the portrait's identity); an [N] array; or
         None = the generator's ``motion_reference``: "relative" (the default)
-        :meth:`portrait_rest`, "absolute" as ``"portrait"``.
+        :meth:`portrait_rest`, "absolute" as ``"portrait"``. The motion's pose deviation is
+        softly limited to ``pose_limits`` first (:func:`~disenttalk.generate.retarget.limit_pose`:
+        small head motion unchanged, large motion bent towards what the warp renderer draws
+        without folding the face or smearing the hair).
         """
         morphable = self.bundle.morphable
         if morphable is None:
@@ -302,7 +309,8 @@ class Generator:
             rest = own[0]
         # decode(e − rest + own) + detail = portrait shape + (e − rest)·B_exp, posed.
         expression = np.asarray(motion.expression, np.float64) - np.asarray(rest, np.float64) + own[0]
-        pose = compose_pose(np.asarray(pose0).reshape(-1), motion.pose)  # [T,6]
+        deviation = limit_pose(motion.pose, self.pose_limits)
+        pose = compose_pose(np.asarray(pose0).reshape(-1), deviation)  # [T,6]
         detail = morphable.detail(portrait_landmarks)
         return np.asarray(morphable.decode(expression, pose, identity, detail), dtype=np.float32)
 

@@ -12,6 +12,7 @@ from disenttalk.face.regions import RegionSplit
 
 POSE_DIMS = 6  # rotation (3) + translation (3), as the morphable model encodes head pose
 MAX_BLINK_RATE = 1.5  # blinks per second a request may ask for
+POSE_CENTRES = ("first", "mean")  # what a reference pose's change is measured from
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,7 +23,15 @@ class Controls:
     (0 = the region stays as in the portrait, 1 = as generated, >1 = exaggerated). ``eyes`` is
     ``"generate"`` or a reference expression sequence [T_ref, N] whose eye dims are given to the
     denoiser as known values on every frame. ``pose`` is ``"still"`` (the portrait's own pose)
-    or a reference pose sequence [T_ref, 6], applied as its change from the first frame.
+    or a reference pose sequence [T_ref, 6] (rotation vector, tx, ty, log s per frame, as
+    ``MorphableModel.encode`` gives it), applied as its change from its ``pose_centre``:
+    ``"first"`` (its first frame, default: the portrait is taken to be where the reference
+    starts) or ``"mean"`` (its mean pose: the portrait is taken to be where the reference usually
+    is, so a reference that starts turned away does not hold the portrait turned the other way).
+    ``pose_scale`` multiplies that change: a number (0 = still, 1 = as in the reference) or
+    ``"fit"`` (default): per axis, the scale that brings the reference's 98th percentile within
+    the generator's :class:`~disenttalk.generate.retarget.PoseLimits` (1 when it is already
+    within). Whatever comes out, ``Generator.landmarks`` draws it softly limited to those limits.
     References shorter than the audio are played forwards and backwards (no jumps).
 
     ``blinks``: the training corpus's real blinks on the generated eyes (along the bundle's blink
@@ -44,6 +53,8 @@ class Controls:
     pose: Any = "still"  # "still" | np.ndarray [T_ref, 6]
     blinks: bool | None = None
     blink_rate: float | None = None
+    pose_centre: str = "first"  # "first" | "mean"
+    pose_scale: float | str = "fit"  # a number >= 0 | "fit"
 
     def __post_init__(self) -> None:
         if self.blink_rate is not None and not (isinstance(self.blink_rate, (int, float))
@@ -65,6 +76,11 @@ class Controls:
         elif np.asarray(self.pose).ndim != 2 or np.asarray(self.pose).shape[1] != POSE_DIMS \
                 or len(self.pose) == 0:
             raise ValueError("Controls.pose reference must be a non-empty array [T_ref, 6]")
+        if self.pose_centre not in POSE_CENTRES:
+            raise ValueError(f"Controls.pose_centre must be one of {POSE_CENTRES}, got {self.pose_centre!r}")
+        if self.pose_scale != "fit" and not (isinstance(self.pose_scale, (int, float))
+                                             and math.isfinite(self.pose_scale) and self.pose_scale >= 0):
+            raise ValueError(f"Controls.pose_scale must be 'fit' or a number >= 0, got {self.pose_scale!r}")
 
     def use_blinks(self, available: bool) -> bool:
         """Whether corpus blinks are used, for a bundle with or without them."""
@@ -83,19 +99,38 @@ class Controls:
         scale[list(split.global_)] = self.global_scale
         return scale
 
-    def pose_at(self, frames: np.ndarray) -> np.ndarray:
-        """Pose deviation [len(frames), 6] at absolute frame indices (see :func:`pose_deviation`)."""
+    def pose_at(self, frames: np.ndarray, limits: Any = None) -> np.ndarray:
+        """Pose deviation [len(frames), 6] at absolute frame indices (see :func:`pose_deviation`):
+        the reference's change from its ``pose_centre``, times ``pose_scale`` (``"fit"``: fitted
+        to ``limits``, a :class:`~disenttalk.generate.retarget.PoseLimits`, default its defaults)."""
         if isinstance(self.pose, str):
             return np.zeros((len(frames), POSE_DIMS), dtype=np.float32)
-        dev = pose_deviation(np.asarray(self.pose, dtype=np.float64))
+        dev = self.pose_deviation()
+        if self.pose_scale == "fit":
+            from disenttalk.generate.retarget import fit_scale
+
+            dev = dev * fit_scale(dev, limits)
+        else:
+            dev = dev * float(self.pose_scale)
         return dev[pingpong(len(dev), frames)].astype(np.float32)
+
+    def pose_deviation(self) -> np.ndarray:
+        """The reference pose's change from its ``pose_centre`` [T_ref, 6], unscaled."""
+        pose = np.asarray(self.pose, dtype=np.float64)
+        if self.pose_centre == "mean":
+            from disenttalk.generate.retarget import mean_pose
+
+            return pose_deviation(pose, mean_pose(pose))
+        return pose_deviation(pose)
 
 
 @dataclass
 class Motion:
     """Generated face motion: expression [T,N] (parameter units), pose deviation [T,6].
 
-    The pose is relative (see :func:`pose_deviation`): zeros keep the portrait's own pose.
+    The pose is relative (see :func:`pose_deviation`): zeros keep the portrait's own pose. It is
+    the deviation as asked for; ``Generator.landmarks`` draws it within the generator's
+    ``pose_limits`` (:func:`~disenttalk.generate.retarget.limit_pose`).
     """
 
     expression: np.ndarray
@@ -128,17 +163,21 @@ class Motion:
                    np.concatenate([c.pose for c in chunks]), chunks[0].fps, chunks[0].start)
 
 
-def pose_deviation(pose: np.ndarray) -> np.ndarray:
-    """Poses [T,6] (rotation vector, tx, ty, log s) → change since frame 0, free of image units.
+def pose_deviation(pose: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+    """Poses [T,6] (rotation vector, tx, ty, log s) → change from ``centre`` [6] (default: frame
+    0's pose), free of image units.
 
-    Rotation: R_t·R_0⁻¹ as a rotation vector; translation: pixels divided by frame 0's scale
-    (face-size units); scale: log s_t - log s_0. :func:`compose_pose` applies it to another face.
+    Rotation: R_t·R_c⁻¹ as a rotation vector (its components turn about the image's x, y, z axes:
+    pitch, yaw, roll); translation: pixels divided by the centre's scale (face-size units); scale:
+    log s_t − log s_c. :func:`compose_pose` applies it to another face.
     """
     from scipy.spatial.transform import Rotation
 
-    rot = Rotation.from_rotvec(pose[:, :3]) * Rotation.from_rotvec(pose[0, :3]).inv()
-    shift = (pose[:, 3:5] - pose[0, 3:5]) / np.exp(pose[0, 5])
-    return np.concatenate([rot.as_rotvec(), shift, pose[:, 5:6] - pose[0, 5]], axis=1)
+    pose = np.asarray(pose, dtype=np.float64)
+    centre = pose[0] if centre is None else np.asarray(centre, dtype=np.float64)
+    rot = Rotation.from_rotvec(pose[:, :3]) * Rotation.from_rotvec(centre[:3]).inv()
+    shift = (pose[:, 3:5] - centre[3:5]) / np.exp(centre[5])
+    return np.concatenate([rot.as_rotvec(), shift, pose[:, 5:6] - centre[5]], axis=1)
 
 
 def chain_curves(curves: np.ndarray, frames: int, seed: int) -> np.ndarray:
