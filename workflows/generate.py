@@ -52,37 +52,55 @@ def portrait_of(image: np.ndarray, face: int | None = None, framing: dict[str, A
         raise GenerateError(str(exc)) from exc
 
 
+def track_video(video: str | Path, fps: float | None = None) -> tuple[Any, float]:
+    """(Tracks, fps) of the face in a video, tracked at ``fps`` (the model's) a chunk of frames at a
+    time, so a long reference does not have to fit in memory."""
+    from disenttalk import media
+    from disenttalk.face.tracker import FaceTracker, Tracks
+
+    stream = media.FrameStream(video, fps=fps)
+    parts = []
+    with FaceTracker() as tracker:
+        for start, frames in stream.chunks(250):
+            parts.append(tracker.track(frames, resume=start > 0))
+    return Tracks(landmarks=np.concatenate([p.landmarks for p in parts]),
+                  valid=np.concatenate([p.valid for p in parts])), stream.fps
+
+
 def reference_motion(video: str | Path, morphable: Any, fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Expression [T,N] and pose [T,6] of a reference video (resampled to ``fps``, the model's),
-    encoded with the bundle's model."""
-    from disenttalk import media
-    from disenttalk.face.tracker import FaceTracker
-
-    clip = media.read_video(video, with_audio=False, fps=fps)
-    with FaceTracker() as tracker:
-        tracks = tracker.track(clip.frames)
+    encoded with the bundle's model. Frames where the face is lost are filled in from their
+    neighbours (linearly in time; the ends hold the nearest tracked frame), so the motion keeps
+    the video's timing and does not jump where the face was missed."""
+    tracks, _ = track_video(video, fps)
     if not tracks.valid.any():
         raise GenerateError(f"{video}: no face found in the reference video")
     expression, pose, _ = morphable.encode(tracks.landmarks[tracks.valid])
-    return expression, pose
+    return fill_gaps(expression, tracks.valid), fill_gaps(pose, tracks.valid)
+
+
+def fill_gaps(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Rows [V,D] of the valid frames → [T,D] for every frame (``valid`` [T] bool), the missing
+    ones interpolated linearly between their tracked neighbours (held at the ends)."""
+    valid = np.asarray(valid, dtype=bool)
+    frames, seen = np.arange(len(valid)), np.flatnonzero(valid)
+    values = np.asarray(values)
+    out = np.stack([np.interp(frames, seen, values[:, d]) for d in range(values.shape[1])], axis=1)
+    return out.astype(values.dtype)
 
 
 def reference_blink_rate(video: str | Path, fps: float | None = None) -> float:
     """Blinks per second of the person in a reference video (tracked at ``fps``, the model's):
     what ``--blinks-like`` tells the model. At least 5 s of face are needed for a rate."""
-    from disenttalk import media
-    from disenttalk.face.tracker import FaceTracker
     from disenttalk.generate.motion import MAX_BLINK_RATE
     from disenttalk.metrics.landmarks import landmark_blink_rate
 
-    clip = media.read_video(video, with_audio=False, fps=fps)
-    with FaceTracker() as tracker:
-        tracks = tracker.track(clip.frames)
-    seen = float(tracks.valid.sum()) / clip.fps
+    tracks, rate = track_video(video, fps)
+    seen = float(tracks.valid.sum()) / rate
     if seen < 5.0:
         raise GenerateError(f"{video}: the face is seen for {seen:.1f} s; a blink rate needs at "
                             "least 5 s of the person's face")
-    return min(landmark_blink_rate(tracks.landmarks, clip.fps), MAX_BLINK_RATE)
+    return min(landmark_blink_rate(tracks.landmarks, rate), MAX_BLINK_RATE)
 
 
 def run(
@@ -101,6 +119,9 @@ def run(
     global_scale: float = 1.0,
     eyes_from: str | None = None,
     pose_from: str | None = None,
+    pose_centre: str = "mean",
+    pose_scale: str | float = "fit",
+    pose_limits: bool = True,
     crop_only: bool = False,
     face: int | None = None,
     blinks: bool | None = None,
@@ -116,7 +137,16 @@ def run(
     start = time.perf_counter()
     if blinks_like and blink_rate is not None:
         raise GenerateError("give --blink-rate or --blinks-like, not both")
-    generator = Generator.from_bundle(resolve_bundle(model), device=device)
+    from disenttalk.generate.retarget import PoseLimits
+
+    scale: Any = pose_scale
+    if pose_scale != "fit":
+        try:
+            scale = float(pose_scale)
+        except ValueError:
+            raise GenerateError(f"--pose-scale must be 'fit' or a number, got {pose_scale!r}") from None
+    generator = Generator.from_bundle(resolve_bundle(model), device=device,
+                                      pose_limits=PoseLimits(enabled=pose_limits))
     if blinks_like:
         blink_rate = reference_blink_rate(blinks_like, generator.fps)
     morphable = generator.bundle.morphable
@@ -125,12 +155,16 @@ def run(
     if eyes_from or pose_from:
         if morphable is None:
             raise GenerateError("this model has no morphable model: --eyes-from/--pose-from need one")
+        refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # one video given for both is tracked once
+        for path in {eyes_from, pose_from} - {None}:
+            refs[path] = reference_motion(path, morphable, generator.fps)
         if eyes_from:
-            eyes = reference_motion(eyes_from, morphable, generator.fps)[0]
+            eyes = refs[eyes_from][0]
         if pose_from:
-            pose = reference_motion(pose_from, morphable, generator.fps)[1]
+            pose = refs[pose_from][1]
     controls = Controls(lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
-                        eyes=eyes, pose=pose, blinks=blinks, blink_rate=blink_rate)
+                        eyes=eyes, pose=pose, blinks=blinks, blink_rate=blink_rate,
+                        pose_centre=pose_centre, pose_scale=scale)
     try:
         speech = media.read_audio(audio)
     except media.MediaError as exc:
@@ -180,7 +214,15 @@ def cli(
                                             "training corpus's own rate)."),
     blinks_like: str | None = typer.Option(None, help="A video of the person (≥ 5 s of face): "
                                            "blink at the rate measured in it."),
-    pose_from: str | None = typer.Option(None, help="Reference video whose head motion is applied."),
+    pose_from: str | None = typer.Option(None, help="Reference video whose head motion is applied "
+                                         "(within what the warp renderer draws plausibly, see --pose-scale)."),
+    pose_centre: str = typer.Option("mean", help="The reference's head motion is its change from its "
+                                    "mean pose (mean) or from its first frame (first)."),
+    pose_scale: str = typer.Option("fit", help="Multiplies the reference's head motion: a number, or "
+                                   "fit = per axis, scaled so that 98 % of it is within the limits."),
+    pose_limits: bool = typer.Option(True, "--pose-limits/--no-pose-limits",
+                                     help="Bend head motion softly into the range the warp renderer "
+                                          "draws without folding the face (yaw ±3°, pitch ±3°, roll ±12°)."),
     crop_only: bool = typer.Option(False, help="Write the 256x256 face crop instead of pasting it back."),
     device: str = typer.Option("auto", help="auto (CUDA when a GPU is visible) | cpu | cuda | cuda:N."),
     face: int | None = typer.Option(None, help="Which face to animate, counted from 0 left to right "
@@ -192,7 +234,8 @@ def cli(
     try:
         result = run(model, audio, image, out, steps=steps, sampler=sampler, guidance=guidance,
                      eta=eta, seed=seed, lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
-                     eyes_from=eyes_from, pose_from=pose_from, crop_only=crop_only, face=face,
+                     eyes_from=eyes_from, pose_from=pose_from, pose_centre=pose_centre,
+                     pose_scale=pose_scale, pose_limits=pose_limits, crop_only=crop_only, face=face,
                      blinks=blinks, blink_rate=blink_rate, blinks_like=blinks_like, device=device)
     except (GenerateError, MediaError, FileNotFoundError, ValueError) as exc:
         typer.echo(f"disenttalk generate: {exc}", err=True)
