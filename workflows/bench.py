@@ -141,6 +141,62 @@ def face(
         print(json.dumps(FACE_COMPONENTS[name](size, frames, repeats)), flush=True)
 
 
+def _pose_photos(images: list[str]) -> list[tuple[str, object]]:
+    """(name, RGB photo) for each image path given, else the astronaut and matplotlib's Grace Hopper."""
+    from disenttalk import media
+
+    if images:
+        return [(path, media.read_image(path)) for path in images]
+    from skimage import data
+
+    photos = [("astronaut", data.astronaut())]
+    try:
+        import matplotlib.cbook
+
+        photos.append(("grace_hopper", media.read_image(matplotlib.cbook.get_sample_data(
+            "grace_hopper.jpg", asfileobj=False))))
+    except (ImportError, OSError, ValueError):  # an install without matplotlib's sample data
+        pass
+    return photos
+
+
+@app.command("pose")
+def pose(
+    image: list[str] = typer.Option([], "--image", help="Photos to measure (repeatable); default: the "
+                                    "astronaut and matplotlib's Grace Hopper."),
+    tolerance: float = typer.Option(0.001, help="Share of the face area (inside the still ring) that "
+                                    "may be stretched or squashed twofold or folded."),
+    size: int = typer.Option(256, help="Side of the face crop the warp is measured on (the model's)."),
+) -> None:
+    """How far the warp renderer can turn each photo's head: one JSON line per photo with the
+    plausible range (negative, positive) of pitch, yaw, roll (degrees), shift x, y (face sizes)
+    and zoom (log scale), and a last line with the range every photo holds."""
+    import json
+    import time
+
+    from disenttalk.face.portrait import NoUsableFace, prepare_portrait
+    from disenttalk.generate.retarget import AXES, PoseLimits, pose_range
+
+    common: dict[str, list[float]] = {}
+    for name, photo in _pose_photos(image):
+        start = time.perf_counter()
+        try:
+            portrait = prepare_portrait(photo, size=size)
+        except NoUsableFace as exc:
+            print(json.dumps({"photo": name, "error": str(exc)}), flush=True)
+            continue
+        reach = pose_range(portrait.crop, portrait.landmarks, tolerance=tolerance)
+        for axis, (lo, hi) in reach.items():
+            common[axis] = [max(lo, common.get(axis, [lo, hi])[0]), min(hi, common.get(axis, [lo, hi])[1])]
+        print(json.dumps({"photo": name, **{k: list(v) for k, v in reach.items()},
+                          "seconds": round(time.perf_counter() - start, 1)}), flush=True)
+    if common:
+        limits = PoseLimits()
+        defaults = dict(zip(AXES, [limits.pitch, limits.yaw, limits.roll, limits.shift, limits.shift,
+                                   limits.zoom], strict=True))
+        print(json.dumps({"photo": "all", **common, "defaults": defaults}), flush=True)
+
+
 def _train_batch(batch: int, window: int, n: int, features: int, seed: int):
     """A synthetic denoiser batch with the demo corpus's shapes (N dims, log-mel features)."""
     import torch
