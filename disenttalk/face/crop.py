@@ -5,6 +5,12 @@ margin; here the box centre and side are then smoothed over time (Gaussian, in f
 crop does not jitter with the tracker. Frames without a face take the box interpolated from
 their neighbours. Resampling is one batched ``grid_sample`` (bilinear); strong downscaling is
 antialiased first so small crops from large frames do not alias.
+
+A box may reach past the frame (a tight crop of a face: forehead or chin outside the photo). The
+part of the crop outside the frame is filled from the frame's border: its pixels carried outward
+(``grid_sample``'s border padding) and smoothed more the further out they lie, so the ring is a
+still, soft continuation of the photo's edge instead of streaks; nothing outside the frame is
+ever pasted back.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 _CHUNK = 32  # frames per grid_sample call: bounds memory on long HD clips
+# Padding outside the frame: blurred copies of the border-padded crop, the n-th smoothed over
+# 2^n crop pixels (at 256 px); a pixel d crop pixels outside takes level log2(1 + d / _PAD_RAMP).
+_PAD_LEVELS = 6
+_PAD_RAMP = 1.0
 
 
 def _to_tensor(frames: np.ndarray):
@@ -75,13 +85,25 @@ class CropTransform:
             theta[:, :, 2] = c
         return torch.from_numpy(theta).float()
 
-    def crop(self, frames: np.ndarray) -> np.ndarray:
-        """Cut the boxes out of uint8 [T,H,W,3] frames → uint8 [T,size,size,3]."""
+    def outside(self) -> np.ndarray:
+        """Share of each box's area [T] that lies outside the frame."""
+        h, w = self.frame_shape
+        lo, hi = self.centres - self.sides[:, None] / 2, self.centres + self.sides[:, None] / 2
+        inside = np.clip(np.minimum(hi, [w, h]) - np.maximum(lo, 0), 0, None).prod(-1)
+        return 1.0 - inside / np.maximum(self.sides ** 2, 1e-9)
+
+    def crop(self, frames: np.ndarray, smooth_outside: bool = True) -> np.ndarray:
+        """Cut the boxes out of uint8 [T,H,W,3] frames → uint8 [T,size,size,3].
+
+        Where a box reaches past the frame, the crop there is the frame's border carried outward
+        and smoothed with the distance (see the module's docstring), or only carried outward
+        without ``smooth_outside``."""
         import torch
         import torch.nn.functional as F
 
         out = []
         theta = self._theta(inverse=False)
+        padded = (self.outside() > 0) & smooth_outside
         # Antialias once for the whole clip when boxes are much larger than the crop.
         shrink = float(np.median(self.sides) / self.size)
         for i in range(0, len(frames), _CHUNK):
@@ -91,9 +113,42 @@ class CropTransform:
             grid = F.affine_grid(theta[i:i + _CHUNK], [len(x), 3, self.size, self.size],
                                  align_corners=False)
             with torch.no_grad():
-                out.append(_to_uint8(F.grid_sample(x, grid, mode="bilinear",
-                                                   padding_mode="border", align_corners=False)))
+                crops = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+                if padded[i:i + _CHUNK].any():
+                    crops = self._smooth_outside(crops, grid, self.scale[i:i + _CHUNK])
+            out.append(_to_uint8(crops))
         return np.concatenate(out)
+
+    def _smooth_outside(self, crops, grid, scale: np.ndarray):
+        """Border-padded crops [T,3,S,S] with their pixels outside the frame smoothed by distance.
+
+        ``grid`` [T,S,S,2] holds each crop pixel's place in the frame (normalised, as sampled);
+        ``scale`` [T] crop pixels per frame pixel."""
+        import torch
+        import torch.nn.functional as F
+
+        h, w = self.frame_shape
+        size = crops.shape[-1]
+        # distance past the frame's edge in frame pixels, then in crop pixels
+        px = (grid[..., 0] + 1) * w / 2 - 0.5
+        py = (grid[..., 1] + 1) * h / 2 - 0.5
+        dx = torch.clamp(torch.maximum(-0.5 - px, px - (w - 0.5)), min=0)
+        dy = torch.clamp(torch.maximum(-0.5 - py, py - (h - 0.5)), min=0)
+        dist = torch.sqrt(dx ** 2 + dy ** 2) * torch.from_numpy(scale).float()[:, None, None]
+        level = torch.log2(1 + dist / (_PAD_RAMP * size / 256.0)).clamp(max=_PAD_LEVELS - 1)
+        # the pyramid: each level is the crop shrunk by 2^n (antialiased) and grown back
+        levels = [crops]
+        for n in range(1, _PAD_LEVELS):
+            side = max(size >> n, 2)
+            small = F.interpolate(crops, size=(side, side), mode="bilinear", antialias=True)
+            levels.append(F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False))
+        stack = torch.stack(levels)  # [L,T,3,S,S]
+        lo = level.floor().long().clamp(max=_PAD_LEVELS - 1)
+        hi = (lo + 1).clamp(max=_PAD_LEVELS - 1)
+        frac = (level - lo)[:, None]
+        pick = lambda idx: torch.gather(stack, 0, idx[None, :, None].expand(1, -1, 3, -1, -1))[0]  # noqa: E731
+        smooth = pick(lo) * (1 - frac) + pick(hi) * frac
+        return torch.where((dist > 0)[:, None], smooth, crops)
 
     def paste(self, frames: np.ndarray, crops: np.ndarray, feather: float = 0.03) -> np.ndarray:
         """Put crops [T,S,S,3] back into copies of frames [T,H,W,3] (soft-edged by ``feather``).
