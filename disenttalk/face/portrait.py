@@ -5,6 +5,13 @@ usable one (or the one asked for), cuts it out as the square crop the model was 
 (landmark box widened by the preprocessing margin) and tracks the crop itself, so the renderer
 gets landmarks that match the pixels it warps. The result says which face was used and lists
 them all, so a caller can offer the others.
+
+A tight crop (an avatar, an aligned 112 px face: forehead, chin or ears outside the photo) is
+animated as long as the eyes, the mouth and the jaw under it are inside: the crop square then
+reaches past the photo, that part is the photo's border carried outward and smoothed
+(:meth:`CropTransform.crop`), a still ring the renderer leaves alone, and pasting back writes only
+the photo's own pixels. When what moves is outside, :class:`NoUsableFace` names it ("its mouth is
+outside the photo").
 """
 
 from __future__ import annotations
@@ -83,7 +90,9 @@ def prepare_portrait(image: np.ndarray, face_index: int | None = None, *, size: 
 
     ``face_index`` counts faces left to right as listed in ``Portrait.faces``. Raises
     :class:`NoUsableFace` (``reason``: no_face, rotated, too_small, cut_off, no_landmarks,
-    bad_index) when there is nothing to animate.
+    bad_index) when there is nothing to animate; ``cut_off`` faces name what is outside
+    (``Face.outside``: eyes, mouth, the jaw under it). The crop may reach past the photo (a
+    tight crop); ``transform.outside()`` says how much of it does.
     """
     from disenttalk.face.tracker import FaceTracker
 

@@ -102,9 +102,9 @@ def test_too_small_and_cut_off_faces_say_so(astronaut):
     with pytest.raises(NoUsableFace, match=f"too small.*{MIN_FACE_PX} px") as err:
         prepare_portrait(small)
     assert err.value.reason == "too_small" and err.value.faces[0].width < MIN_FACE_PX
-    with pytest.raises(NoUsableFace, match="cut off at the image border") as err:
+    with pytest.raises(NoUsableFace, match="its mouth is outside the photo.*cut off at the image border") as err:
         prepare_portrait(np.ascontiguousarray(astronaut[:140]))  # the mouth and chin are outside
-    assert err.value.reason == "cut_off"
+    assert err.value.reason == "cut_off" and err.value.faces[0].outside == ("mouth",)
 
 
 def test_a_tight_crop_is_animated_when_eyes_mouth_and_chin_are_in_the_picture(astronaut):
@@ -115,7 +115,7 @@ def test_a_tight_crop_is_animated_when_eyes_mouth_and_chin_are_in_the_picture(as
     chin = face.landmarks[topology.CHIN, 1]
     assert chin <= image.shape[0] and portrait.crop.shape == (256, 256, 3)
     # a face cut through the eyes at the side is still refused, by its landmarks
-    with pytest.raises(NoUsableFace, match="cut off at the image border"):
+    with pytest.raises(NoUsableFace, match="one of its eyes is outside the photo"):
         prepare_portrait(np.ascontiguousarray(astronaut[:, 200:]))
 
 
