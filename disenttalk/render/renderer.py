@@ -61,7 +61,7 @@ class RenderConfig(StrictConfig):
     # the photo's own band) instead of stretched by the spline; the band reaches this far
     # (× mouth width) beyond the outer contours to blend into the spline.
     lip_blend: float = 0.12
-    mouth_open_ramp: float = 0.06  # extra opening (× mouth width) that fully paints the interior
+    mouth_open_ramp: float = 0.06  # opening change (× mouth width) that fully paints the interior
     # The mouth interior (upper teeth fixed to the skull, lower teeth carried by the jaw, tongue,
     # cavity) takes its colours from the portrait itself, so grey, dim or low-contrast photos get
     # a mouth in their own tones: the cavity is its lip colour darkened, the teeth are its own
@@ -301,12 +301,15 @@ class WarpRenderer:
         roi += weight * (carried - roi)
 
     def _paint_mouth(self, frames: torch.Tensor, target: torch.Tensor) -> None:
-        """The mouth interior, in place, where the target mouth opens beyond the portrait's."""
+        """The mouth interior, in place, where the target mouth opens or closes from the portrait's."""
         cfg = self.config
         upper, lower = target[:, _INNER_UPPER], target[:, _INNER_LOWER]  # [B,V,2]
         width = (upper[:, -1] - upper[:, 0]).norm(dim=-1)  # [B]
         opening = (lower - upper).norm(dim=-1).amax(-1)  # [B]
-        strength = ((opening - self._mouth_opening) / (cfg.mouth_open_ramp * width)).clamp(0, 1)
+        # Painted once the opening differs from the photo's: a closed mouth opening, or an open
+        # one (a smile with teeth) closing, where squeezing the photo's own teeth would look wrong.
+        change = (opening - self._mouth_opening).abs()
+        strength = (change / (cfg.mouth_open_ramp * width)).clamp(0, 1)
         if not bool((strength > 0).any()):
             return
         rim = 3.0 * max(RIM * float(width.max()), 0.75)  # the inner lip rim, outside the opening
