@@ -71,6 +71,33 @@ def test_group_photo_animates_the_largest_face_or_the_one_asked_for(server, astr
     assert other["face_box"] == default["faces"][-1]["box"]
 
 
+def test_tight_crops_animate_and_a_mouth_outside_the_photo_is_refused(server, speech):
+    """An aligned 112 px face and a photo with the forehead cut off are prepared and animated at
+    the photo's size; a photo cut under the nose is refused, saying the mouth is outside."""
+    import av
+
+    from tests import tight
+
+    for photo in (tight.aligned_112("cage"), tight.forehead_cut("audrey")):
+        r = requests.post(f"{server}/v1/portraits", files={"image": ("t.png", png_bytes(photo))}, timeout=TIMEOUT)
+        assert r.status_code == 200, r.text
+        found = r.json()
+        h, w = photo.shape[:2]
+        assert found["image_size"] == [w, h] and found["faces"][found["face"]]["usable"]
+        if h > 112:  # the forehead cut off: the face box hangs above the photo
+            assert found["face_box"][1] < 0
+        video = generate(server, wav_bytes(speech), portrait_id=found["portrait_id"])
+        assert video.status_code == 200, video.text
+        with av.open(io.BytesIO(video.content)) as container:
+            stream = container.streams.video[0]
+            assert (stream.width, stream.height) == (w + w % 2, h + h % 2)  # the photo (even sides)
+            assert sum(1 for _ in container.decode(stream)) == int(video.headers["x-frames"])
+    refused = requests.post(f"{server}/v1/portraits",
+                            files={"image": ("n.png", png_bytes(tight.below_nose("cage")))}, timeout=TIMEOUT)
+    status, code, message = error_of(refused)
+    assert (status, code) == (422, "face_cut_off") and "its mouth is outside the photo" in message
+
+
 def test_generate_returns_a_playable_mp4_with_audio(server, portrait_png, speech):
     import av
 

@@ -81,3 +81,36 @@ def test_portraits_are_cut_as_the_models_training_clips_were(tiny_bundle, astron
     crops = engine.frames(model, model.offline, motion, portrait, True)
     np.testing.assert_array_equal(crops, model.offline.render(motion, framed.crop, framed.crop_landmarks))
     assert engine.frames(model, model.offline, motion, portrait, False).shape[1:] == (512, 512, 3)
+
+
+def test_tight_crops_are_animated_and_only_the_photo_is_drawn(tiny_bundle, speech):
+    """An aligned 112 px face and a photo with the forehead cut off: their crops reach past the
+    photo (padded there), frames come back the photo's size, the paste writes only the photo."""
+    from serve.config import ServeConfig
+    from serve.engine import Engine
+    from serve.portraits import prepare
+    from tests import tight
+
+    engine = Engine(ServeConfig())
+    engine.load(str(tiny_bundle))
+    model = engine.current()
+    motion = model.offline.motion(speech[: SR // 2], SR, steps=2)
+    for i, photo in enumerate((tight.aligned_112("cage"), tight.forehead_cut("audrey"))):
+        portrait = prepare(f"{i + 3}" * 64, photo)
+        assert portrait.transform.outside()[0] > 0.2  # the crop square reaches past the photo
+        crops = engine.frames(model, model.offline, motion, portrait, True)
+        assert crops.shape == (len(motion), 256, 256, 3)
+        pasted = engine.frames(model, model.offline, motion, portrait, False)
+        assert pasted.shape == (len(motion), *photo.shape)
+        drawn = model.offline.render(motion, portrait.crop, portrait.crop_landmarks,
+                                     sharp=sharp_of(portrait))
+        tr, t = portrait.transform, len(drawn)
+        full = type(tr)(centres=np.repeat(tr.centres, t, 0), sides=np.repeat(tr.sides, t, 0), size=tr.size,
+                        frame_shape=tr.frame_shape)
+        assert np.abs(pasted.astype(int) - full.paste(np.repeat(photo[None], t, 0), drawn)).max() <= 1
+
+
+def sharp_of(portrait):
+    from disenttalk.face.portrait import sharp_crop
+
+    return sharp_crop(portrait.photo, portrait.transform, portrait.crop.shape[0])
