@@ -178,3 +178,29 @@ def test_paste_writes_only_the_photos_own_area():
     assert (pasted[0, :29, 11:69] == 0).all() and (pasted[0, 31:] == 100).all()
     assert (pasted[0, :, :9] == 100).all() and (pasted[0, :, 71:] == 100).all()
     assert dataclasses.replace(box, size=128).crop(image[None]).shape == (1, 128, 128, 3)
+
+
+def test_disenttalk_generate_animates_a_tight_crop_and_names_a_mouth_outside(tmp_path, monkeypatch):
+    """``disenttalk generate``'s own path (workflows.generate.run: read the photo, prepare, move,
+    draw, paste, write the mp4) on an aligned 112 px face; under-the-nose photos are refused."""
+    from PIL import Image
+
+    import disenttalk.generate
+    import workflows.register
+    from disenttalk import media
+    from workflows.generate import GenerateError, portrait_of, run
+
+    photo = tight.aligned_112("cage")
+    Image.fromarray(photo).save(tmp_path / "avatar.png")
+    media.write_audio(tmp_path / "speech.wav", speech_like(1.0), SR)
+    gen = generator_for(prepare_portrait(photo).landmarks)
+    monkeypatch.setattr(workflows.register, "resolve_bundle", lambda uri: uri)
+    monkeypatch.setattr(disenttalk.generate.Generator, "from_bundle", classmethod(lambda cls, path, **kw: gen))
+    out = tmp_path / "talk.mp4"
+    summary = run("tiny", str(tmp_path / "speech.wav"), str(tmp_path / "avatar.png"), str(out), steps=2)
+    assert summary["size"] == [112, 112] and summary["frames"] == 25
+    video = media.read_video(out)
+    assert video.frames.shape == (25, 112, 112, 3)
+    assert np.abs(np.diff(video.frames.astype(float), axis=0)).max() > 10  # it moves
+    with pytest.raises(GenerateError, match="its mouth is outside the photo"):
+        portrait_of(tight.below_nose("cage"))
