@@ -225,11 +225,12 @@ class Engine:
         frames = renderer.render(landmarks * scale)
         if crop_only or not len(frames):
             return frames
-        return paste(portrait, frames)
+        return paste(portrait, frames, still=renderer.portrait)
 
 
-def paste(portrait: Portrait, frames: np.ndarray) -> np.ndarray:
-    """Crops [T,S,S,3] put back into the photo [T,H,W,3].
+def paste(portrait: Portrait, frames: np.ndarray, still: np.ndarray | None = None) -> np.ndarray:
+    """Crops [T,S,S,3] put back into the photo [T,H,W,3]; with ``still`` (the crop they were drawn
+    on) only what moved, the rest stays the photo's own pixels (``CropTransform.paste``).
 
     The face box is the same in every frame, so only the photo's rectangle under it is warped
     (CropTransform.paste over the whole photo spent ~50 ms a 512² frame resampling pixels that
@@ -245,5 +246,5 @@ def paste(portrait: Portrait, frames: np.ndarray) -> np.ndarray:
     region = type(tr)(centres=np.repeat(tr.centres - np.array([[x0, y0]]), t, 0),
                       sides=np.repeat(tr.sides, t, 0), size=tr.size, frame_shape=(y1 - y0, x1 - x0))
     out = np.repeat(portrait.photo[None], t, 0)
-    out[:, y0:y1, x0:x1] = region.paste(out[:, y0:y1, x0:x1], frames)
+    out[:, y0:y1, x0:x1] = region.paste(out[:, y0:y1, x0:x1], frames, still=still)
     return out

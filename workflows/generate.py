@@ -176,8 +176,10 @@ def run(
     if crop_only:
         frames = generator.render(motion, portrait.crop, portrait.landmarks)
     else:  # drawn on the photo's own pixels (up to 512 px a side), so its detail stays
-        frames = portrait.paste(photo, generator.render(motion, portrait.crop, portrait.landmarks,
-                                                        sharp=portrait.sharp_crop(photo)))
+        sharp = portrait.sharp_crop(photo)
+        drawn = generator.render(motion, portrait.crop, portrait.landmarks, sharp=sharp)
+        # only what moved is pasted: the rest of the photo keeps its own pixels
+        frames = portrait.paste(photo, drawn, still=portrait.crop if sharp is None else sharp)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     media.write_video(out, frames, motion.fps, audio=speech, sample_rate=16000)
     return {

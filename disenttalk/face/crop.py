@@ -21,6 +21,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 _CHUNK = 32  # frames per grid_sample call: bounds memory on long HD clips
+STILL_FEATHER = 0.01  # a moving region is grown and feathered by this share of the crop side
 # Padding outside the frame: blurred copies of the border-padded crop, the n-th smoothed over
 # 2^n crop pixels (at 256 px); a pixel d crop pixels outside takes level log2(1 + d / _PAD_RAMP).
 _PAD_LEVELS = 6
@@ -150,10 +151,14 @@ class CropTransform:
         smooth = pick(lo) * (1 - frac) + pick(hi) * frac
         return torch.where((dist > 0)[:, None], smooth, crops)
 
-    def paste(self, frames: np.ndarray, crops: np.ndarray, feather: float = 0.03) -> np.ndarray:
+    def paste(self, frames: np.ndarray, crops: np.ndarray, feather: float = 0.03,
+              still: np.ndarray | None = None) -> np.ndarray:
         """Put crops [T,S,S,3] back into copies of frames [T,H,W,3] (soft-edged by ``feather``).
 
-        S is usually ``size``; crops of the same boxes at another resolution go back the same way."""
+        S is usually ``size``; crops of the same boxes at another resolution go back the same way.
+        ``still`` [S,S,3]: the crop the frames were drawn on (the photo's own box); only where a
+        crop differs from it (grown and feathered by ``STILL_FEATHER`` of S) is it pasted, so
+        everything that did not move keeps the frame's own pixels instead of a resampled copy."""
         import torch
         import torch.nn.functional as F
 
@@ -164,10 +169,17 @@ class CropTransform:
         alpha1d = np.clip(edge / ramp, 0, 1)
         alpha = torch.from_numpy(np.outer(alpha1d, alpha1d)).float()[None, None]  # [1,1,S,S]
         theta = self._theta(inverse=True)
+        reach = max(int(round(STILL_FEATHER * size)), 1)
         out = []
         for i in range(0, len(frames), _CHUNK):
             src = _to_tensor(crops[i:i + _CHUNK])
             a_src = alpha.expand(len(src), 1, -1, -1)
+            if still is not None:  # moved: differs from the still crop, grown, then feathered
+                moved = (src != _to_tensor(np.asarray(still)[None])).any(1, keepdim=True).float()
+                moved = F.max_pool2d(moved, 2 * reach + 1, stride=1, padding=reach)
+                moved = F.avg_pool2d(moved, 2 * reach + 1, stride=1, padding=reach,
+                                     count_include_pad=False)
+                a_src = a_src * moved
             rgba = torch.cat([src * a_src, a_src], dim=1)  # premultiplied, so edges blend
             grid = F.affine_grid(theta[i:i + _CHUNK], [len(src), 4, h, w], align_corners=False)
             with torch.no_grad():

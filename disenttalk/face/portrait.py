@@ -31,7 +31,7 @@ from disenttalk.face.detect import (
 
 __all__ = ["NoUsableFace", "Portrait", "prepare_portrait", "sharp_crop"]
 
-SHARP_MAX_PX = 512  # the sharp crop's largest side: 4× the pixels of a 256 crop to render
+SHARP_MAX_PX = 640  # the sharp crop's largest side: 6.25× the pixels of a 256 crop to render
 
 
 @dataclass
@@ -49,13 +49,14 @@ class Portrait:
         """(x, y, w, h) in photo pixels of the face that is animated."""
         return self.faces[self.index].box
 
-    def paste(self, photo: np.ndarray, frames: np.ndarray) -> np.ndarray:
-        """Animated crops [T,S,S,3] put back into copies of the photo → [T,H,W,3]."""
+    def paste(self, photo: np.ndarray, frames: np.ndarray, still: np.ndarray | None = None) -> np.ndarray:
+        """Animated crops [T,S,S,3] put back into copies of the photo → [T,H,W,3]; with ``still``
+        (the crop they were drawn on) only what moved is pasted, the rest stays the photo's own."""
         t = len(frames)
         full = CropTransform(centres=np.repeat(self.transform.centres, t, 0),
                              sides=np.repeat(self.transform.sides, t, 0),
                              size=self.transform.size, frame_shape=self.transform.frame_shape)
-        return full.paste(np.repeat(np.asarray(photo)[None], t, 0), frames)
+        return full.paste(np.repeat(np.asarray(photo)[None], t, 0), frames, still=still)
 
     def sharp_crop(self, photo: np.ndarray, max_size: int = SHARP_MAX_PX) -> np.ndarray | None:
         """:func:`sharp_crop` of this portrait's box."""
@@ -82,6 +83,17 @@ def sharp_crop(photo: np.ndarray, transform: CropTransform, size: int,
     if side < 1.25 * size:
         return None
     return replace(transform, size=side).crop(np.asarray(photo)[None])[0]
+
+
+def on_pixels(transform: CropTransform) -> CropTransform:
+    """The same box (one frame) with a whole number of pixels a side starting on a pixel, so a
+    crop of it at its own side (``sharp_crop``) is the photo's pixels copied, not resampled, and
+    pastes back onto them exactly."""
+    from dataclasses import replace
+
+    side = float(max(np.round(transform.sides[0]), 1.0))
+    corner = np.floor(transform.centres[0] - side / 2 + 0.5)
+    return replace(transform, centres=(corner + side / 2)[None], sides=np.array([side]))
 
 
 def prepare_portrait(image: np.ndarray, face_index: int | None = None, *, size: int = 256,
@@ -111,7 +123,8 @@ def prepare_portrait(image: np.ndarray, face_index: int | None = None, *, size: 
                            faces)
     index = choose_face(faces, face_index)
     landmarks = faces[index].landmarks
-    transform = crop_boxes(landmarks[None], image.shape[:2], size=size, margin=margin, smooth=0)
+    transform = on_pixels(crop_boxes(landmarks[None], image.shape[:2], size=size, margin=margin,
+                                     smooth=0))
     crop = transform.crop(image[None])[0]
     expected = transform.apply(landmarks[None])[0]
     # Track the crop itself: the renderer needs landmarks that match the pixels it warps.

@@ -52,11 +52,11 @@ class RenderConfig(StrictConfig):
     chunk_frames: int = 32  # frames rendered per batched call
     feather: float = 1.0  # anti-aliasing ramp of painted edges
     # Only what moves is drawn anew: where the warp moves the image by less than
-    # ``still_below`` pixels it does not move it at all (the photo's own pixels, bit for bit),
-    # above ``moving_above`` it moves it fully, ramped between; so fine detail and the
-    # background stay the photo's own.
-    still_below: float = 0.15
-    moving_above: float = 0.6
+    # ``still_below`` of the portrait's side it does not move it at all (the photo's own pixels,
+    # bit for bit), above ``moving_above`` it moves it fully, ramped between; so fine detail
+    # and the background stay the photo's own (0.001 is a quarter pixel at 256 px).
+    still_below: float = 0.002
+    moving_above: float = 0.005
     # The lips are carried between their outer and inner contours (a band per lip mapped onto
     # the photo's own band) instead of stretched by the spline; the band reaches this far
     # (× mouth width) beyond the outer contours to blend into the spline.
@@ -113,6 +113,7 @@ class WarpRenderer:
         self.field = ThinPlateField(
             centres, anchors, h, w, cfg.grid_size, cfg.regularization, self.device
         )
+        self.portrait = portrait  # uint8 [H,W,3]: what a frame is where nothing moves
         self.image = torch.as_tensor(portrait, device=self.device).permute(2, 0, 1)[None].float()
         self._source_t = src = torch.as_tensor(self.source, device=self.device)
         self._colours = MouthColours(*(
@@ -244,8 +245,10 @@ class WarpRenderer:
     def render_tensor(self, target: torch.Tensor) -> torch.Tensor:
         """Batched core: target x, y [B,478,2] pixels → frames [B,3,H,W] float in 0..255."""
         cfg = self.config
+        side = max(self.height, self.width)
         grid = self.field.backward_grid(
-            target - self._source_t, cfg.inverse_iterations, (cfg.still_below, cfg.moving_above)
+            target - self._source_t, cfg.inverse_iterations,
+            (cfg.still_below * side, cfg.moving_above * side),
         )
         self._carry_lips(grid, target)
         image = self.image.expand(target.shape[0], -1, -1, -1)

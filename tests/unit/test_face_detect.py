@@ -170,13 +170,22 @@ def test_a_large_face_is_drawn_on_the_photos_own_pixels(astronaut):
     from skimage.color import rgb2gray
     from skimage.filters import laplace
 
+    from disenttalk.face.editors import open_mouth
+    from disenttalk.face.portrait import SHARP_MAX_PX
     from disenttalk.render.renderer import WarpRenderer
 
     assert prepare_portrait(astronaut).sharp_crop(astronaut) is None  # a 176 px box: 256 is enough
     photo = (rescale(astronaut, 3, channel_axis=2, order=3) * 255).clip(0, 255).astype(np.uint8)
     portrait = prepare_portrait(photo)  # the face box is ~515 px a side
     sharp = portrait.sharp_crop(photo)
-    assert sharp.shape == (512, 512, 3)  # capped at SHARP_MAX_PX
+    side = int(portrait.transform.sides[0])
+    assert side == portrait.transform.sides[0] and side <= SHARP_MAX_PX
+    assert sharp.shape == (side, side, 3)
+    # the box starts on a pixel: the sharp crop is the photo's pixels copied, not resampled
+    x0, y0 = (int(v) for v in portrait.transform.centres[0] - side / 2)
+    inside = photo[max(y0, 0):y0 + side, max(x0, 0):x0 + side]
+    np.testing.assert_array_equal(sharp[max(-y0, 0):max(-y0, 0) + inside.shape[0],
+                                        max(-x0, 0):max(-x0, 0) + inside.shape[1]], inside)
     assert portrait.sharp_crop(photo, max_size=400).shape == (400, 400, 3)
     x, y, w, h = (int(v) for v in portrait.box)
 
@@ -184,7 +193,18 @@ def test_a_large_face_is_drawn_on_the_photos_own_pixels(astronaut):
         return float(laplace(rgb2gray(image[y:y + h, x:x + w])).var())
 
     kept = {}
-    for crop, lm in ((portrait.crop, portrait.landmarks), (sharp, portrait.landmarks * 2)):
+    scale = side / portrait.crop.shape[0]
+    for crop, lm in ((portrait.crop, portrait.landmarks), (sharp, portrait.landmarks * scale)):
         still = WarpRenderer(crop, lm).render(lm)  # nothing moves: the photo should come back
         kept[crop.shape[0]] = detail(portrait.paste(photo, still[None])[0]) / detail(photo)
-    assert kept[512] > 0.7 and kept[512] > 1.5 * kept[256], kept
+        # pasting only what moved: a still frame is the photo itself
+        np.testing.assert_array_equal(portrait.paste(photo, still[None], still=crop)[0], photo)
+    assert kept[side] > 0.7 and kept[side] > 1.5 * kept[256], kept
+    # a talking mouth: only the pixels around the moving mouth and jaw differ from the photo
+    renderer = WarpRenderer(sharp, portrait.landmarks * scale)
+    talking = renderer.render(open_mouth(portrait.landmarks * scale, 0.2))
+    pasted = portrait.paste(photo, talking[None], still=sharp)[0]
+    changed = (pasted != photo).any(-1)
+    eyes = int(portrait.landmarks[:, 1].min() / portrait.crop.shape[0] * side) + y0
+    assert changed.any() and not changed[:eyes].any()
+    assert detail(pasted) / detail(photo) > 0.85
