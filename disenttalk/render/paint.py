@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 def curve_at(xs: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
     """Piecewise-linear y(x) of curves [B,V,2] at columns xs [w] or [B,w] (held flat past the
     ends), → [B,w]."""

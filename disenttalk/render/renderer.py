@@ -25,7 +25,6 @@ from disenttalk.render.paint import (
     curve_at,
     paint_eyelid,
     paint_mouth,
-    ramp,
 )
 from disenttalk.render.warp import ThinPlateField, still_anchors
 

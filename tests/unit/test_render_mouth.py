@@ -90,7 +90,7 @@ def test_upper_teeth_stay_on_the_skull_when_the_upper_lip_lifts(portrait):
     opened = open_mouth(landmarks, 0.35)
     lifted = moved(opened, set(topo.LIPS_INNER_UPPER[2:-2]) | set(topo.LIPS_OUTER_UPPER[2:-2]), -3.0)
     frames = renderer.render(np.stack([opened, lifted]))
-    (up_a, low_a), (up_b, low_b) = (teeth_edges(f, t) for f, t in zip(frames, (opened, lifted)))
+    (up_a, low_a), (up_b, low_b) = (teeth_edges(f, t) for f, t in zip(frames, (opened, lifted), strict=True))
     assert abs(up_b - up_a) < 0.5, (up_a, up_b)  # the lip moved 3 px, the teeth did not
     assert abs(low_b - low_a) < 0.5, (low_a, low_b)
 
@@ -103,7 +103,7 @@ def test_lower_teeth_follow_the_chin_and_the_upper_teeth_do_not(portrait, jaw_to
     opened = open_mouth(landmarks, 0.3)
     dropped = moved(opened, lower_face(opened), 4.0)  # lower lip, chin and jaw down by 4 px
     frames = renderer.render(np.stack([opened, dropped]))
-    (up_a, low_a), (up_b, low_b) = (teeth_edges(f, t) for f, t in zip(frames, (opened, dropped)))
+    (up_a, low_a), (up_b, low_b) = (teeth_edges(f, t) for f, t in zip(frames, (opened, dropped), strict=True))
     assert abs(up_b - up_a) < 0.5, (up_a, up_b)
     follow = jaw_to_teeth * 4.0  # the chin moved 4 px; the teeth follow their share of it
     assert abs((low_b - low_a) - follow) < 0.5, (low_a, low_b, follow)
