@@ -26,7 +26,7 @@ def test_cached_renderer_matches_generator_render(tiny_bundle, astronaut, speech
     tr, t = portrait.transform, len(expected)  # the whole-photo paste, as workflows.generate does it
     full = type(tr)(centres=np.repeat(tr.centres, t, 0), sides=np.repeat(tr.sides, t, 0), size=tr.size,
                     frame_shape=tr.frame_shape)
-    reference = full.paste(np.repeat(astronaut[None], t, 0), expected)
+    reference = full.paste(np.repeat(astronaut[None], t, 0), expected, still=portrait.crop)
     assert np.abs(pasted.astype(int) - reference).max() <= 1
 
 
@@ -42,18 +42,23 @@ def test_a_large_photo_is_drawn_on_its_own_pixels_as_generate_draws_it(tiny_bund
     engine.load(str(tiny_bundle))
     model = engine.current()
     photo = (rescale(astronaut, 3, channel_axis=2, order=1) * 255).clip(0, 255).astype(np.uint8)
-    portrait = prepare("2" * 64, photo)  # a ~515 px face box: drawn on a 512 px crop
+    portrait = prepare("2" * 64, photo)  # a ~515 px face box: drawn on its own pixels
     motion = model.offline.motion(speech[: SR // 2], SR, steps=2)
     sharp = sharp_crop(photo, portrait.transform, portrait.crop.shape[0])
-    assert sharp.shape == (512, 512, 3)
+    side = int(portrait.transform.sides[0])
+    assert sharp.shape == (side, side, 3) and side > 512
     drawn = model.offline.render(motion, portrait.crop, portrait.crop_landmarks, sharp=sharp)
-    assert drawn.shape == (len(motion), 512, 512, 3)
+    assert drawn.shape == (len(motion), side, side, 3)
     pasted = engine.frames(model, model.offline, motion, portrait, False)
     assert pasted.shape == (len(motion), *photo.shape)
     tr, t = portrait.transform, len(drawn)
     full = type(tr)(centres=np.repeat(tr.centres, t, 0), sides=np.repeat(tr.sides, t, 0), size=tr.size,
                     frame_shape=tr.frame_shape)
-    assert np.abs(pasted.astype(int) - full.paste(np.repeat(photo[None], t, 0), drawn)).max() <= 1
+    reference = full.paste(np.repeat(photo[None], t, 0), drawn, still=sharp)
+    assert np.abs(pasted.astype(int) - reference).max() <= 1
+    # only what moved is pasted: the rows above the eyes are the photo's own
+    eyes = int(portrait.transform.invert(portrait.crop_landmarks[None])[0][:, 1].min())
+    np.testing.assert_array_equal(pasted[:, :eyes - 10], np.repeat(photo[None, :eyes - 10], t, 0))
     # the crop the model sees is unchanged: crop_only still answers 256 px frames
     assert engine.frames(model, model.offline, motion, portrait, True).shape[1:] == (256, 256, 3)
 
