@@ -18,3 +18,18 @@ def astronaut() -> np.ndarray:
     from skimage import data
 
     return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def astronaut_256() -> tuple[np.ndarray, np.ndarray]:
+    """The astronaut at 256² and its tracked landmarks [478,3] (the renderer tests' portrait)."""
+    from skimage import data, transform
+
+    from disenttalk.face.tracker import FaceTracker
+
+    image = transform.resize(data.astronaut(), (256, 256), anti_aliasing=True)
+    image = (image * 255).round().astype(np.uint8)
+    with FaceTracker(static=True) as tracker:
+        landmarks = tracker.track_image(image)
+    assert landmarks is not None
+    return image, landmarks

@@ -24,15 +24,9 @@ def tracker():
 
 
 @pytest.fixture(scope="module")
-def portrait(tracker):
+def portrait(astronaut_256):
     """Astronaut at 256² and its tracked landmarks [478,3]."""
-    from skimage import data, transform
-
-    image = transform.resize(data.astronaut(), (256, 256), anti_aliasing=True)
-    image = (image * 255).round().astype(np.uint8)
-    landmarks = tracker.track_image(image)
-    assert landmarks is not None
-    return image, landmarks
+    return astronaut_256
 
 
 @pytest.fixture(scope="module")

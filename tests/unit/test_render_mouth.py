@@ -12,28 +12,15 @@ import pytest
 
 from disenttalk.face import topology as topo
 from disenttalk.face.editors import close_eyes, open_mouth
-from disenttalk.face.tracker import FaceTracker
 from disenttalk.render import RenderConfig, WarpRenderer
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
 @pytest.fixture(scope="module")
-def portrait():
-    """Astronaut at 256² and its tracked landmarks [478,3]."""
-    from skimage import data, transform
-
-    image = (transform.resize(data.astronaut(), (256, 256), anti_aliasing=True) * 255).round()
-    image = image.astype(np.uint8)
-    with FaceTracker(static=True) as tracker:
-        landmarks = tracker.track_image(image)
-    assert landmarks is not None
-    return image, landmarks
-
-
-@pytest.fixture(scope="module")
-def renderer(portrait):
-    return WarpRenderer(*portrait)
+def renderer(astronaut_256):
+    """The renderer of the 256² astronaut (``tests/conftest.py``)."""
+    return WarpRenderer(*astronaut_256)
 
 
 def moved(landmarks: np.ndarray, points, dy: float) -> np.ndarray:
@@ -84,8 +71,8 @@ def teeth_edges(frame: np.ndarray, target: np.ndarray) -> tuple[float, float]:
 COLOURED = RenderConfig(teeth_rgb=(40, 230, 40), cavity_rgb=(20, 20, 120), corner_shade=0.0)
 
 
-def test_upper_teeth_stay_on_the_skull_when_the_upper_lip_lifts(portrait):
-    image, landmarks = portrait
+def test_upper_teeth_stay_on_the_skull_when_the_upper_lip_lifts(astronaut_256):
+    image, landmarks = astronaut_256
     renderer = WarpRenderer(image, landmarks, config=COLOURED)
     opened = open_mouth(landmarks, 0.35)
     lifted = moved(opened, set(topo.LIPS_INNER_UPPER[2:-2]) | set(topo.LIPS_OUTER_UPPER[2:-2]), -3.0)
@@ -96,8 +83,8 @@ def test_upper_teeth_stay_on_the_skull_when_the_upper_lip_lifts(portrait):
 
 
 @pytest.mark.parametrize("jaw_to_teeth", [0.85, 0.5])
-def test_lower_teeth_follow_the_chin_and_the_upper_teeth_do_not(portrait, jaw_to_teeth):
-    image, landmarks = portrait
+def test_lower_teeth_follow_the_chin_and_the_upper_teeth_do_not(astronaut_256, jaw_to_teeth):
+    image, landmarks = astronaut_256
     config = COLOURED.model_copy(update={"jaw_to_teeth": jaw_to_teeth})
     renderer = WarpRenderer(image, landmarks, config=config)
     opened = open_mouth(landmarks, 0.3)
@@ -109,8 +96,8 @@ def test_lower_teeth_follow_the_chin_and_the_upper_teeth_do_not(portrait, jaw_to
     assert abs((low_b - low_a) - follow) < 0.5, (low_a, low_b, follow)
 
 
-def test_a_wide_mouth_shows_teeth_a_tongue_and_a_dark_cavity(portrait, renderer):
-    image, landmarks = portrait
+def test_a_wide_mouth_shows_teeth_a_tongue_and_a_dark_cavity(astronaut_256, renderer):
+    image, landmarks = astronaut_256
     target = open_mouth(landmarks, 0.35)
     frame = renderer.render(target).astype(float)
     x, top, bottom = opening_column(target)
@@ -126,8 +113,8 @@ def test_a_wide_mouth_shows_teeth_a_tongue_and_a_dark_cavity(portrait, renderer)
     assert redness[len(luma) // 2:].max() > 20
 
 
-def test_pixels_the_motion_does_not_reach_are_the_photos_own(portrait, renderer):
-    image, landmarks = portrait
+def test_pixels_the_motion_does_not_reach_are_the_photos_own(astronaut_256, renderer):
+    image, landmarks = astronaut_256
     frames = renderer.render(np.stack([landmarks, open_mouth(landmarks, 0.25),
                                        close_eyes(landmarks, 1.0)]))
     np.testing.assert_array_equal(frames[0], image)  # nothing moves: the photo, bit for bit
@@ -141,8 +128,8 @@ def test_pixels_the_motion_does_not_reach_are_the_photos_own(portrait, renderer)
             assert not corner.any()
 
 
-def test_everything_moves_when_the_still_threshold_is_off(portrait):
-    image, landmarks = portrait
+def test_everything_moves_when_the_still_threshold_is_off(astronaut_256):
+    image, landmarks = astronaut_256
     cfg = RenderConfig(still_below=0.0, moving_above=1e-6)
     frame = WarpRenderer(image, landmarks, config=cfg).render(open_mouth(landmarks, 0.25))
     kept = WarpRenderer(image, landmarks).render(open_mouth(landmarks, 0.25))
