@@ -157,8 +157,8 @@ def paint_mouth(
         on_gum = ramp((y - root) if lower else (root - y), feather) * crown
         # shading: the arch turns away into the mouth; a seam is a thin dark line; the edge
         # is a little translucent (a touch of the cavity colour)
-        arch = (1.0 - 0.55 * a**2)[:, None]
-        shade = arch * (1.0 - 0.3 * g[:, None]) * (0.88 if lower else 1.0)
+        arch = (1.0 - 0.45 * a**2)[:, None]
+        shade = arch * (1.0 - 0.2 * g[:, None]) * (0.88 if lower else 1.0)
         translucent = torch.exp(-inside.clamp_min(0) / (0.02 * w)) * 0.15
         enamel = colours.teeth[:, None, None] * (1 - translucent[:, None]) + (
             colours.cavity[:, None, None] * translucent[:, None])
@@ -166,7 +166,7 @@ def paint_mouth(
         colour = colour + crown[:, None] * (tooth * shade[:, None] - colour)
 
     # -- the lips' shadow: under the upper lip, into the corners --------------------------
-    under_lip = 1.0 - 0.35 * torch.exp(-(y - top).clamp_min(0) / (0.03 * w))
+    under_lip = 1.0 - 0.25 * torch.exp(-(y - top).clamp_min(0) / (0.03 * w))
     mid, span = 0.5 * (left + right), (0.5 * (right - left)).clamp_min(1e-3)
     across = ((xs[None] - mid[:, None]) / span[:, None]).clamp(-1.0, 1.0)  # [B,w]
     sides = 1.0 - corner_shade * across[:, None] ** 2

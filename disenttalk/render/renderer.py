@@ -73,9 +73,11 @@ class RenderConfig(StrictConfig):
     teeth_brightness: float = 0.92  # teeth luminance = skin highlight luminance × this
     teeth_saturation: float = 0.3  # share of the skin's hue kept in the teeth (0 = grey)
     teeth_drop: float = 0.05  # upper incisal edge below the photo's lip line (× mouth width)
-    lower_teeth_drop: float = 0.04  # lower incisal edge below the lip line at rest (× width)
+    lower_teeth_drop: float = 0.07  # lower incisal edge below the lip line at rest (× width)
+    overbite: float = 0.03  # a closed bite's lower incisal edge above the upper one (× width)
     jaw_to_teeth: float = 0.85  # share of the chin's travel the lower incisors follow
-    corner_shade: float = 0.45  # the interior darkens by this much into the mouth corners
+    lip_to_teeth: float = 0.75  # ... or of the lower lip's drop, whichever is more
+    corner_shade: float = 0.35  # the interior darkens by this much into the mouth corners
     lash_darkness: float = 0.35  # lash colour = skin colour × this
     lash_width: float = 0.07  # lash-line half width (× eye width)
     lid_grow: float = 0.06  # painted lid skin reaches this far past the eye outline (× eye width)
@@ -124,13 +126,21 @@ class WarpRenderer:
         self._brow_gap = {up[0]: float(self.source[up, 1].mean() - self.source[br, 1].mean())
                           for up, _, br in _EYES}
         self._mouth_opening = (src[_INNER_LOWER] - src[_INNER_UPPER]).norm(dim=-1).amax()
-        # The teeth at rest, in the portrait: the incisal edges just below the lip line, the
-        # lower one a little above the upper (an overbite), hidden behind the lips.
+        # The teeth in the portrait: a closed mouth hides its incisal edges just below the lip
+        # line, the lower one behind the lower lip.
         self._mouth_width = (src[_OUTER_UPPER[-1]] - src[_OUTER_UPPER[0]]).norm()
-        line = 0.5 * (src[_INNER_UPPER] + src[_INNER_LOWER])  # [V,2] the lip line
+        # A photo with parted lips (a smile) shows its upper teeth down to about three quarters
+        # of the opening, the lower ones closed behind them.
+        upper, lower = src[_INNER_UPPER], src[_INNER_LOWER]
+        line = 0.5 * (upper + lower)  # [V,2] the lip line
         down = torch.tensor([0.0, 1.0], device=self.device)
-        self._upper_edge = line + cfg.teeth_drop * self._mouth_width * down
-        self._lower_edge = line + cfg.lower_teeth_drop * self._mouth_width * down
+        width = self._mouth_width
+        shown = upper + 0.75 * (lower - upper)
+        edge = line + cfg.teeth_drop * width * down
+        self._upper_edge = torch.where(shown[:, 1:] > edge[:, 1:], shown, edge)
+        closed_bite = self._upper_edge - cfg.overbite * width * down
+        edge = line + cfg.lower_teeth_drop * width * down
+        self._lower_edge = torch.where(closed_bite[:, 1:] > edge[:, 1:], closed_bite, edge)
         self._skull = torch.view_as_complex(src[_RIGID].contiguous())  # [R]
         self._skull_mean = self._skull.mean()
         self._skull_var = (self._skull - self._skull_mean).abs().square().sum()
@@ -332,11 +342,19 @@ class WarpRenderer:
         src = self._source_t
         chin = target[:, topo.CHIN] - carry(src[topo.CHIN])[:, 0]  # [B,2]
         upper_edge = carry(self._upper_edge)  # [B,V,2]
-        lower_edge = carry(self._lower_edge) + cfg.jaw_to_teeth * chin[:, None]
+        # the jaw's drop: its share of the chin's travel, or of the lower lip's where the lip
+        # drops further than the chin explains (the landmarks' chin lags the lips)
+        lip = (lower[:, 3:-3] - carry(src[_INNER_LOWER[3:-3]])).mean(1)  # [B,2]
+        drop = torch.maximum(cfg.jaw_to_teeth * chin[:, 1], cfg.lip_to_teeth * lip[:, 1])
+        jaw = torch.stack([cfg.jaw_to_teeth * chin[:, 0], drop], -1)  # [B,2]
+        lower_edge = carry(self._lower_edge) + jaw[:, None]
+        # the lower teeth cannot rise past the closed bite, just behind the upper ones
+        bite = upper_edge[..., 1] - cfg.overbite * a[:, :1].abs() * self._mouth_width
+        lower_edge = torch.stack([lower_edge[..., 0], lower_edge[..., 1].maximum(bite)], -1)
         rest_width = a[:, 0].abs() * self._mouth_width  # [B]
         centre = 0.5 * (carry(src[_OUTER_UPPER[0]]) + carry(src[_OUTER_UPPER[-1]]))[:, 0]  # [B,2]
         upper_across = (xs[None] - centre[:, :1]) / (0.5 * rest_width[:, None])
-        lower_across = (xs[None] - centre[:, :1] - cfg.jaw_to_teeth * chin[:, :1]) / (
+        lower_across = (xs[None] - centre[:, :1] - jaw[:, :1]) / (
             0.5 * rest_width[:, None])
         corners = (upper[:, 0, 0].minimum(upper[:, -1, 0]), upper[:, 0, 0].maximum(upper[:, -1, 0]))
         shape = MouthShape(

@@ -82,17 +82,19 @@ def test_upper_teeth_stay_on_the_skull_when_the_upper_lip_lifts(astronaut_256):
     assert abs(low_b - low_a) < 0.5, (low_a, low_b)
 
 
-@pytest.mark.parametrize("jaw_to_teeth", [0.85, 0.5])
-def test_lower_teeth_follow_the_chin_and_the_upper_teeth_do_not(astronaut_256, jaw_to_teeth):
+@pytest.mark.parametrize("jaw_to_teeth, lip_to_teeth", [(0.85, 0.75), (0.5, 0.25), (0.5, 0.75)])
+def test_lower_teeth_follow_the_jaw_and_the_upper_teeth_do_not(astronaut_256, jaw_to_teeth,
+                                                                 lip_to_teeth):
     image, landmarks = astronaut_256
-    config = COLOURED.model_copy(update={"jaw_to_teeth": jaw_to_teeth})
+    config = COLOURED.model_copy(update={"jaw_to_teeth": jaw_to_teeth, "lip_to_teeth": lip_to_teeth})
     renderer = WarpRenderer(image, landmarks, config=config)
     opened = open_mouth(landmarks, 0.3)
     dropped = moved(opened, lower_face(opened), 4.0)  # lower lip, chin and jaw down by 4 px
     frames = renderer.render(np.stack([opened, dropped]))
     (up_a, low_a), (up_b, low_b) = (teeth_edges(f, t) for f, t in zip(frames, (opened, dropped), strict=True))
     assert abs(up_b - up_a) < 0.5, (up_a, up_b)
-    follow = jaw_to_teeth * 4.0  # the chin moved 4 px; the teeth follow their share of it
+    # the teeth take the larger of their share of the chin's travel and of the lower lip's drop
+    follow = max(jaw_to_teeth, lip_to_teeth) * 4.0
     assert abs((low_b - low_a) - follow) < 0.5, (low_a, low_b, follow)
 
 
