@@ -576,7 +576,7 @@ def generate_bench(
                       "audio_s": round(len(speech) / 16000, 2), "photo": portrait.summary()["image_size"]}),
           flush=True)
     options = dict(steps=steps, guidance=None, seed=0, lip_scale=1.0, eye_scale=1.0, global_scale=1.0,
-                   blinks=True)
+                   blinks=True, blink_rate=None)
     engine.generate(speech[:16000], portrait, SimpleNamespace(**options, output="mp4", crop_only=True))
     for case, crop_only in (("crop", True), ("pasted", False)):
         runs = []

@@ -176,9 +176,13 @@ class CropTransform:
             a_src = alpha.expand(len(src), 1, -1, -1)
             if still is not None:  # moved: differs from the still crop, grown, then feathered
                 moved = (src != _to_tensor(np.asarray(still)[None])).any(1, keepdim=True).float()
-                moved = F.max_pool2d(moved, 2 * reach + 1, stride=1, padding=reach)
-                moved = F.avg_pool2d(moved, 2 * reach + 1, stride=1, padding=reach,
-                                     count_include_pad=False)
+                # on cells of ``reach`` pixels: a cell that moved and its neighbours are 1, and
+                # bilinear upsampling feathers the edge over a cell, so every pixel that moved
+                # is pasted whole
+                cells = F.max_pool2d(moved, reach, stride=reach, ceil_mode=True)
+                cells = F.max_pool2d(cells, 3, stride=1, padding=1)
+                moved = F.interpolate(cells, size=moved.shape[-2:], mode="bilinear",
+                                      align_corners=False)
                 a_src = a_src * moved
             rgba = torch.cat([src * a_src, a_src], dim=1)  # premultiplied, so edges blend
             grid = F.affine_grid(theta[i:i + _CHUNK], [len(src), 4, h, w], align_corners=False)

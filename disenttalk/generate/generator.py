@@ -342,14 +342,17 @@ class Generator:
         """(WarpRenderer, scale) for a portrait crop and its landmarks [478,3]: drawing on the crop
         itself (scale 1) or on ``sharp``, the same square crop at a higher resolution, whose
         pixels per crop pixel ``scale`` is; target landmarks (:meth:`landmarks`) × scale go in."""
-        from disenttalk.render.renderer import WarpRenderer
+        from disenttalk.render.renderer import RenderConfig, WarpRenderer
 
         portrait = np.asarray(portrait)
         image = portrait if sharp is None else np.asarray(sharp)
         if image.ndim != 3 or image.shape[0] != image.shape[1] or portrait.shape[0] != portrait.shape[1]:
             raise ValueError(f"expected square crops, got {portrait.shape} and {image.shape}")
         scale = image.shape[0] / portrait.shape[0]
-        return WarpRenderer(image, np.asarray(portrait_landmarks) * scale, device=self.device), scale
+        # a large photo drawn on its own pixels is read bicubically, so what moves stays sharp too
+        config = None if sharp is None else RenderConfig(sampling="bicubic")
+        return WarpRenderer(image, np.asarray(portrait_landmarks) * scale, device=self.device,
+                            config=config), scale
 
     def generate(self, audio: np.ndarray | str | Path, portrait: np.ndarray | str | Path,
                  out_path: str | Path, sample_rate: int = 16000,
