@@ -225,6 +225,7 @@ def detail(
 
     from disenttalk import media
     from disenttalk.face.portrait import prepare_portrait
+    from disenttalk.generate.generator import crop_renderer
 
     generator = motion = None
     if model is not None:
@@ -238,18 +239,15 @@ def detail(
         photo = media.read_image(path)
         portrait = prepare_portrait(photo)
         sharp = portrait.sharp_crop(photo)
-        drawn_on = portrait.crop if sharp is None else sharp
-        scale = drawn_on.shape[0] / portrait.crop.shape[0]
+        renderer, scale = crop_renderer(portrait.crop, portrait.landmarks, sharp)
         if generator is not None:
-            renderer, scale = generator.renderer(portrait.crop, portrait.landmarks, sharp)
-            video = renderer.render(generator.landmarks(motion, portrait.landmarks) * scale)
+            targets = generator.landmarks(motion, portrait.landmarks)
         else:
             from disenttalk.render.benchmark import talking_targets
-            from disenttalk.render.renderer import WarpRenderer
 
-            landmarks = portrait.landmarks * scale
-            video = WarpRenderer(drawn_on, landmarks).render(talking_targets(landmarks, frames))
-        pasted = portrait.paste(photo, video, still=drawn_on)
+            targets = talking_targets(portrait.landmarks, frames)
+        drawn_on = renderer.portrait
+        pasted = portrait.paste(photo, renderer.render(targets * scale), still=drawn_on)
         whole = _detail(photo, portrait.box)
         kept = np.array([_detail(f, portrait.box) / whole for f in pasted])
         x, y, w, h = (int(round(v)) for v in portrait.box)

@@ -339,20 +339,8 @@ class Generator:
 
     def renderer(self, portrait: np.ndarray, portrait_landmarks: np.ndarray,
                  sharp: np.ndarray | None = None) -> tuple[Any, float]:
-        """(WarpRenderer, scale) for a portrait crop and its landmarks [478,3]: drawing on the crop
-        itself (scale 1) or on ``sharp``, the same square crop at a higher resolution, whose
-        pixels per crop pixel ``scale`` is; target landmarks (:meth:`landmarks`) × scale go in."""
-        from disenttalk.render.renderer import RenderConfig, WarpRenderer
-
-        portrait = np.asarray(portrait)
-        image = portrait if sharp is None else np.asarray(sharp)
-        if image.ndim != 3 or image.shape[0] != image.shape[1] or portrait.shape[0] != portrait.shape[1]:
-            raise ValueError(f"expected square crops, got {portrait.shape} and {image.shape}")
-        scale = image.shape[0] / portrait.shape[0]
-        # a large photo drawn on its own pixels is read bicubically, so what moves stays sharp too
-        config = None if sharp is None else RenderConfig(sampling="bicubic")
-        return WarpRenderer(image, np.asarray(portrait_landmarks) * scale, device=self.device,
-                            config=config), scale
+        """:func:`crop_renderer` on this generator's device."""
+        return crop_renderer(portrait, portrait_landmarks, sharp, device=self.device)
 
     def generate(self, audio: np.ndarray | str | Path, portrait: np.ndarray | str | Path,
                  out_path: str | Path, sample_rate: int = 16000,
@@ -368,3 +356,21 @@ class Generator:
         frames = self.render(motion, portrait, portrait_landmarks)
         media.write_video(out_path, frames, motion.fps, audio=audio, sample_rate=sample_rate)
         return motion
+
+
+def crop_renderer(portrait: np.ndarray, portrait_landmarks: np.ndarray,
+                  sharp: np.ndarray | None = None, device: str | torch.device = "cpu") -> tuple[Any, float]:
+    """(WarpRenderer, scale) for a portrait crop and its landmarks [478,3]: drawing on the crop
+    itself (scale 1) or on ``sharp``, the same square crop at a higher resolution, whose pixels
+    per crop pixel ``scale`` is; target landmarks (:meth:`Generator.landmarks`) × scale go in. A
+    large photo drawn on its own pixels is read bicubically, so what moves stays sharp too."""
+    from disenttalk.render.renderer import RenderConfig, WarpRenderer
+
+    portrait = np.asarray(portrait)
+    image = portrait if sharp is None else np.asarray(sharp)
+    if image.ndim != 3 or image.shape[0] != image.shape[1] or portrait.shape[0] != portrait.shape[1]:
+        raise ValueError(f"expected square crops, got {portrait.shape} and {image.shape}")
+    scale = image.shape[0] / portrait.shape[0]
+    config = None if sharp is None else RenderConfig(sampling="bicubic")
+    return WarpRenderer(image, np.asarray(portrait_landmarks) * scale, device=device,
+                        config=config), scale

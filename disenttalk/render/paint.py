@@ -1,4 +1,4 @@
-"""Painting what a warp cannot show: a mouth cavity with teeth, eyelid skin over a closing eye.
+"""Painting what a warp cannot show: the inside of a mouth, eyelid skin over a closing eye.
 
 Both regions are openings between two contours that run corner to corner across the face (the
 inner lips, the eyelids), so each is painted as the band between two curves y = top(x) and
@@ -82,7 +82,7 @@ class MouthShape:
 UPPER_TEETH = (0.0, 0.30, 0.52, 0.70, 0.84, 0.95)
 LOWER_TEETH = (0.0, 0.21, 0.43, 0.62, 0.78, 0.92)
 TEETH_REACH = 0.95  # the arch leaves the view here (share of the half width)
-LASH = 0.7
+LASH = 0.7  # opacity of the painted lash line over the photo's own lashes on a closed lid
 RIM = 0.03  # the inner lip edge's darker rim, e-folding width (× mouth width); drawn to 3×
 
 
@@ -104,13 +104,13 @@ def _tooth_gaps(across: torch.Tensor, bounds: tuple[float, ...], half: torch.Ten
 
 def paint_mouth(
     roi: torch.Tensor,  # [B,3,h,w] warped frames cropped to the mouth box
+    xs: torch.Tensor,  # [w] pixel-centre columns of the box (image coordinates)
     ys: torch.Tensor,  # [h] pixel-centre rows of the box
     shape: MouthShape,
     colours: MouthColours,
     strength: torch.Tensor,  # [B] 0 = leave the warp alone, 1 = fully painted
     feather: float,
     corner_shade: float = 0.0,  # how much darker the inside gets towards the mouth corners
-    xs: torch.Tensor | None = None,  # [w] pixel-centre columns (image coordinates)
 ) -> torch.Tensor:
     """A mouth interior seen between the inner lips, back to front: a cavity dark at the back and
     lit near the lips, the tongue, the lower teeth, the upper teeth; then the lips' shadow on it
@@ -183,6 +183,7 @@ def paint_mouth(
     horizontal = ramp(xs[None] - left[:, None], feather) * ramp(right[:, None] - xs[None], feather)
     rim = rim.clamp_max(1.0) * (1.0 - alpha) * horizontal[:, None] * strength[:, None, None]
     return out * (1.0 - 0.25 * rim[:, None])
+
 
 def paint_eyelid(
     roi: torch.Tensor,  # [B,3,h,w] warped frames cropped to the eye box

@@ -2,9 +2,12 @@
 
 A frame is the portrait warped by a thin-plate spline through the landmark displacements
 (a ring around the face and a lattice over the background beyond it stay still, so the
-background does not move), then painted where a warp cannot show the target: an open mouth
-(cavity and teeth) and a lowered eyelid. Painting reads the lip and lid contours as curves
-over image columns, which holds for faces within a few tens of degrees of upright.
+background does not move; motion under a fraction of a pixel is not drawn at all, so what does
+not move stays the photo's own pixels), with each lip carried between its own contours, then
+painted where a warp cannot show the target: the inside of the mouth (teeth on the skull and the
+jaw, tongue, cavity) and a lowered eyelid (the photo's own lid drawn down). Painting reads the lip
+and lid contours as curves over image columns, which holds for faces within a few tens of degrees
+of upright.
 Per frame the cost is one GEMM for the spline, small grid_samples for its inverse, one
 full-size grid_sample and the painting of three small boxes; everything else is set up once.
 """
@@ -122,6 +125,7 @@ class WarpRenderer:
         self.portrait = portrait  # uint8 [H,W,3]: what a frame is where nothing moves
         self.image = torch.as_tensor(portrait, device=self.device).permute(2, 0, 1)[None].float()
         self._source_t = src = torch.as_tensor(self.source, device=self.device)
+        self._mouth_width = (src[_OUTER_UPPER[-1]] - src[_OUTER_UPPER[0]]).norm()  # at rest
         self._colours = MouthColours(*(
             torch.tensor(c, dtype=torch.float32, device=self.device)
             for c in self._mouth_colours(portrait)
@@ -133,7 +137,6 @@ class WarpRenderer:
         self._mouth_opening = (src[_INNER_LOWER] - src[_INNER_UPPER]).norm(dim=-1).amax()
         # The teeth in the portrait: a closed mouth hides its incisal edges just below the lip
         # line, the lower one behind the lower lip.
-        self._mouth_width = (src[_OUTER_UPPER[-1]] - src[_OUTER_UPPER[0]]).norm()
         # A photo with parted lips (a smile) shows its upper teeth down to about three quarters
         # of the opening, the lower ones closed behind them.
         upper, lower = src[_INNER_UPPER], src[_INNER_LOWER]
@@ -195,9 +198,8 @@ class WarpRenderer:
         white), or None where they are too dark or too small to read (squints, shadows)."""
         src = self.source
         samples = []
-        for iris, corners in ((topo.RIGHT_IRIS[0], (33, 133)), (topo.LEFT_IRIS[0], (362, 263))):
-            radius = np.linalg.norm(src[topo.RIGHT_IRIS[1]] - src[topo.RIGHT_IRIS[0]]) if (
-                iris == topo.RIGHT_IRIS[0]) else np.linalg.norm(src[topo.LEFT_IRIS[1]] - src[iris])
+        for (iris, rim, *_), corners in ((topo.RIGHT_IRIS, (33, 133)), (topo.LEFT_IRIS, (362, 263))):
+            radius = np.linalg.norm(src[rim] - src[iris])
             for c in corners:
                 way = src[c] - src[iris]
                 gap = np.linalg.norm(way)
@@ -217,8 +219,7 @@ class WarpRenderer:
         """The colour of the photo's own teeth where its mouth is open on them, else None."""
         src = self.source
         upper, lower = src[_INNER_UPPER][2:-2], src[_INNER_LOWER][2:-2]  # away from the corners
-        width = float(np.linalg.norm(src[_OUTER_UPPER[-1]] - src[_OUTER_UPPER[0]]))
-        if float(np.linalg.norm(lower - upper, axis=-1).max()) < 0.06 * width:
+        if float(np.linalg.norm(lower - upper, axis=-1).max()) < 0.06 * float(self._mouth_width):
             return None  # closed or barely parted: no teeth to see
         samples = np.concatenate([upper + f * (lower - upper) for f in np.linspace(0.15, 0.85, 8)])
         colours = self._sample(portrait, samples)
@@ -369,8 +370,8 @@ class WarpRenderer:
             upper_edge=curve_at(xs, upper_edge), lower_edge=curve_at(xs, lower_edge),
             upper_across=upper_across, lower_across=lower_across, width=rest_width,
         )
-        roi[:] = paint_mouth(roi, ys, shape, self._colours, strength, cfg.feather,
-                             cfg.corner_shade, xs=xs)
+        roi[:] = paint_mouth(roi, xs, ys, shape, self._colours, strength, cfg.feather,
+                             cfg.corner_shade)
 
     def _paint_eye(
         self, frames: torch.Tensor, target: torch.Tensor, upper: list[int], lower: list[int],
@@ -403,7 +404,8 @@ class WarpRenderer:
         start = (old - (grow * strength)[:, None] - band[:, None])[:, None]  # [B,1,w]
         # two pieces: the lid skin (the photo's skin between its lashes and its brow, stretched
         # over the covered eye) and the lash line (the last ``lash`` pixels, not stretched)
-        lash = (cfg.lash_width * eye_width).clamp_min(0.75)[:, None, None]  # [B,1,1]
+        lash_width = (cfg.lash_width * eye_width).clamp_min(0.75)  # [B]
+        lash = lash_width[:, None, None]
         skin_from, skin_to = (old[:, None] - f * brow_gap * k.abs()[:, None, None]
                               for f in (0.45, 0.2))
         y = ys[None, :, None]
@@ -419,7 +421,7 @@ class WarpRenderer:
                             padding_mode="border", align_corners=True)
         roi[:] = paint_eyelid(
             roi, xs, ys, open_up, up_t, low_t, strength, lid, band, skin * cfg.lash_darkness,
-            (cfg.lash_width * eye_width).clamp_min(0.75), grow, cfg.feather, cfg.lid_shade,
+            lash_width, grow, cfg.feather, cfg.lid_shade,
         )  # fmt: skip
 
     def _box(self, points: torch.Tensor, margin: float) -> tuple[int, int, int, int]:
