@@ -76,10 +76,10 @@ def reference_motion(video: str | Path, morphable: Any, fps: float | None = None
     if not tracks.valid.any():
         raise GenerateError(f"{video}: no face found in the reference video")
     expression, pose, _ = morphable.encode(tracks.landmarks[tracks.valid])
-    return fill_gaps(expression, tracks.valid), fill_gaps(pose, tracks.valid)
+    return interpolate_missing(expression, tracks.valid), interpolate_missing(pose, tracks.valid)
 
 
-def fill_gaps(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def interpolate_missing(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Rows [V,D] of the valid frames → [T,D] for every frame (``valid`` [T] bool), the missing
     ones interpolated linearly between their tracked neighbours (held at the ends)."""
     valid = np.asarray(valid, dtype=bool)

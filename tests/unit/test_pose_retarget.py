@@ -189,10 +189,10 @@ def test_a_real_talking_video_is_drawn_without_folds(bundle, astronaut_portrait)
 def test_a_reference_where_the_face_is_lost_keeps_its_timing():
     """Frames without a face are filled in between their neighbours, not dropped (a dropped span
     would make the head jump)."""
-    from workflows.generate import fill_gaps
+    from workflows.generate import interpolate_missing
 
     valid = np.array([False, True, True, False, False, True, False])
     seen = np.array([[1.0, 10.0], [2.0, 20.0], [5.0, 50.0]])
-    out = fill_gaps(seen, valid)
+    out = interpolate_missing(seen, valid)
     np.testing.assert_allclose(out[:, 0], [1, 1, 2, 3, 4, 5, 5])
     np.testing.assert_allclose(out[:, 1], 10 * out[:, 0])
