@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import Field
 
+from disenttalk.augment import AugmentConfig
 from disenttalk.config import StrictConfig, apply_overrides
 from disenttalk.model.config import ModelConfig, TrainConfig
 from workflows.common import default_config_path
@@ -49,6 +50,8 @@ class TrainStageConfig(StrictConfig):
 
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    # audio augmentation of the training clips (both phases); validation clips never
+    augment: AugmentConfig = AugmentConfig()
     scaling: ScalingSection = ScalingSection()
     run: RunSection = RunSection()
     ray: RayConfig = RayConfig()

@@ -4,26 +4,47 @@ A clip pairs the fit stage's expression array [T,N] with the preprocess stage's 
 features [T,F] (aligned to the same 25 fps frames). Windows of W frames are drawn only where
 every frame is valid (face tracked, expression finite). Sampling is a pure function of a
 ``np.random.Generator`` so a resumed run redraws exactly the batches of the lost one.
+
+Training clips can carry augmented variants (:func:`add_variants`, from
+:mod:`disenttalk.augment`): the clip's audio noised, reverberated, band-limited, coded, levelled
+or tempo-changed, featurised by the model's frontend, seeded by the run seed and the clip id, so
+a resumed run makes the same ones. A tempo change stretches the truth to match
+(:func:`stretch_truth`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from workflows.platform import clipstore, storage
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Clip:
-    """One training sequence: expression [T,N] and audio features [T,F], valid frames only."""
+    """One training sequence: expression [T,N] and audio features [T,F], valid frames only.
+
+    ``waveform`` is the clip's audio (kept to make augmented variants); ``variants`` are such
+    versions, each a Clip of its own (features of the augmented audio, the truth stretched to
+    its length when its tempo changed), drawn by :class:`WindowSampler` in place of this one.
+    """
 
     clip_id: str
     expression: np.ndarray  # float32 [T,N]
     audio: np.ndarray  # float32 [T,F]
     valid: np.ndarray  # bool [T]
+    waveform: np.ndarray | None = None  # float32 [S] mono
+    sample_rate: int = 16000
+    variants: list[Clip] = field(default_factory=list)
+    tempo: float = 1.0  # a variant's tempo factor (> 1: faster, fewer frames)
+    augmented: tuple[str, ...] = ()  # a variant's transforms, e.g. ("noise:pink:12.0dB",)
 
     def window_starts(self, window: int) -> np.ndarray:
         """Start frames s whose window [s, s+window) is entirely valid."""
@@ -53,7 +74,90 @@ def load_clip(data: str, fit: str, row: dict[str, Any]) -> Clip:
     expression, audio = expression[:t], audio[:t]
     valid = record.valid[:t] & np.isfinite(expression).all(-1) & np.isfinite(audio).all(-1)
     expression = np.where(valid[:, None], expression, 0.0).astype(np.float32)
-    return Clip(row["clip_id"], expression, audio, valid)
+    return Clip(row["clip_id"], expression, audio, valid,
+                waveform=np.asarray(record.audio, dtype=np.float32), sample_rate=record.sample_rate)
+
+
+# -- augmented variants -------------------------------------------------------------------------
+def stretch_truth(expression: np.ndarray, valid: np.ndarray, factor: float,
+                  frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The truth of audio played ``factor`` × faster, at ``frames`` frames.
+
+    Output frame j (centred at (j + ½)/fps) shows the input at time (j + ½)·factor/fps, i.e. at
+    fractional frame u = (j + ½)·factor − ½: ``expression`` is linearly interpolated there, and
+    the frame is valid only if both input frames around u are (u is clamped to the clip).
+    """
+    t = len(expression)
+    u = np.clip((np.arange(frames) + 0.5) * factor - 0.5, 0.0, t - 1)
+    lo = np.floor(u).astype(np.int64)
+    hi = np.minimum(lo + 1, t - 1)
+    w = (u - lo).astype(np.float32)[:, None]
+    out = (1 - w) * expression[lo] + w * expression[hi]
+    ok = valid[lo] & valid[hi]
+    return np.where(ok[:, None], out, 0.0).astype(np.float32), ok
+
+
+def variant_seed(seed: int, clip_id: str, copy: int) -> np.random.SeedSequence:
+    """The seed of variant ``copy`` of a clip: the run seed and the clip id, nothing else, so a
+    resumed (or re-sharded) run makes the same variants."""
+    digest = hashlib.sha256(clip_id.encode()).digest()
+    return np.random.SeedSequence([seed, *np.frombuffer(digest[:16], dtype=np.uint32).tolist(), copy])
+
+
+def make_variants(clip: Clip, cfg: Any, frontend: Any, seed: int) -> list[Clip]:
+    """``cfg.copies`` augmented versions of ``clip`` (an :class:`~disenttalk.augment.AugmentConfig`),
+    featurised by ``frontend`` (the model's audio frontend); none without a waveform."""
+    from disenttalk.augment import augment
+
+    if clip.waveform is None or not len(clip.waveform) or not cfg.enabled:
+        return []
+    out = []
+    for copy in range(cfg.copies):
+        rng = np.random.default_rng(variant_seed(seed, clip.clip_id, copy))
+        audio, factor, applied = augment(clip.waveform, clip.sample_rate, cfg, rng)
+        frames = max(1, int(round(len(clip.valid) / factor)))
+        if factor == 1.0:
+            expression, valid = clip.expression, clip.valid
+        else:
+            expression, valid = stretch_truth(clip.expression, clip.valid, factor, frames)
+        features = np.asarray(frontend(audio, clip.sample_rate, frames), dtype=np.float32)
+        valid = valid & np.isfinite(features).all(-1)
+        out.append(Clip(f"{clip.clip_id}#aug{copy}", expression, features, valid,
+                        sample_rate=clip.sample_rate, tempo=factor, augmented=tuple(applied)))
+    return out
+
+
+_VARIANTS: dict[tuple[str, int, str, str], list[Clip]] = {}  # this process's variants, per clip
+
+
+def add_variants(clips: list[Clip], cfg: Any, audio_cfg: Any, seed: int) -> dict[str, float]:
+    """Give each of ``clips`` its augmented variants (in place; cached per clip in this process,
+    keyed by the clip, the seed and both configs). Returns what it cost: clips, variants,
+    seconds, and the largest gap between a clip's stored features and the frontend's on its
+    audio (the preprocess and model audio settings should agree: ~0)."""
+    from disenttalk.audio import make_frontend
+
+    start = time.perf_counter()
+    if not cfg.active:
+        return {"clips": len(clips), "variants": 0, "made": 0, "seconds": 0.0, "feature_gap": 0.0}
+    frontend, made, gap = None, 0, 0.0
+    for clip in clips:
+        key = (clip.clip_id, seed, cfg.to_json(), audio_cfg.to_json())
+        if key not in _VARIANTS:
+            frontend = frontend or make_frontend(audio_cfg)
+            _VARIANTS[key] = make_variants(clip, cfg, frontend, seed)
+            made += len(_VARIANTS[key])
+            if clip.waveform is not None and len(clip.waveform) and clip.valid.any():
+                ref = frontend(clip.waveform, clip.sample_rate, len(clip.valid))
+                if ref.shape == clip.audio.shape:
+                    gap = max(gap, float(np.abs(ref - clip.audio)[clip.valid].max()))
+        clip.variants = _VARIANTS[key]
+    stats = {"clips": len(clips), "variants": sum(len(c.variants) for c in clips), "made": made,
+             "seconds": time.perf_counter() - start, "feature_gap": gap}
+    if gap > 1e-3:
+        log.warning("augment: the model's audio frontend does not reproduce the stored features "
+                    "(max gap %.3g): variants and originals differ in more than the augmentation", gap)
+    return stats
 
 
 def norm_stats(data: str, fit: str, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -143,10 +247,17 @@ def blink_model(clips: list[Clip], eye: list[int], morphable: Any, min_length: i
 
 
 class WindowSampler:
-    """Uniform W-frame windows over a set of clips (every valid start equally likely)."""
+    """Uniform W-frame windows over a set of clips (every valid start equally likely).
 
-    def __init__(self, clips: list[Clip], window: int, norm: dict[str, np.ndarray]) -> None:
+    A clip with augmented ``variants`` gives, per window, its own features with probability
+    ``keep_prob`` and otherwise one of its variants (uniformly; the window start is drawn over
+    that variant's valid starts). Clips are drawn by their own valid starts either way.
+    """
+
+    def __init__(self, clips: list[Clip], window: int, norm: dict[str, np.ndarray],
+                 keep_prob: float = 1.0) -> None:
         self.window = window
+        self.keep_prob = float(keep_prob)
         self.mean = np.asarray(norm["mean"], dtype=np.float32)
         self.std = np.asarray(norm["std"], dtype=np.float32)
         starts = [c.window_starts(window) for c in clips]
@@ -156,6 +267,10 @@ class WindowSampler:
             raise ValueError(f"no clip has {window} consecutive valid frames")
         sizes = np.array([len(s) for s in self.starts], dtype=np.float64)
         self.weights = sizes / sizes.sum()
+        self.variants = []  # per clip: (variant, its valid starts) for variants with a window
+        for clip in self.clips:
+            pairs = [(v, v.window_starts(window)) for v in clip.variants]
+            self.variants.append([(v, s) for v, s in pairs if len(s)])
 
     @property
     def num_windows(self) -> int:
@@ -167,8 +282,11 @@ class WindowSampler:
         which = rng.choice(len(self.clips), size=batch_size, p=self.weights)
         expression, audio = [], []
         for i in which:
-            s = int(self.starts[i][rng.integers(len(self.starts[i]))])
-            clip = self.clips[i]
+            clip, starts = self.clips[i], self.starts[i]
+            options = self.variants[i]
+            if options and rng.random() >= self.keep_prob:  # no draw without variants
+                clip, starts = options[int(rng.integers(len(options)))]
+            s = int(starts[rng.integers(len(starts))])
             expression.append(clip.expression[s : s + self.window])
             audio.append(clip.audio[s : s + self.window])
         x = (np.stack(expression) - self.mean) / self.std

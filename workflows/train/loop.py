@@ -9,6 +9,7 @@ the stage config JSON beside them). Rank 0 alone talks to MLflow and writes the 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,8 @@ from workflows.train.checkpoint import (
     plain,
     save_checkpoint,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _step_seed(seed: int, rank: int, phase: str, step: int) -> int:
@@ -92,7 +95,17 @@ class Loop:
         data, fit = self.config["data"], self.config["fit"]
         rows = train_data.shard_rows(self.config["train_rows"], self.rank, self.world)
         clips = [train_data.load_clip(data, fit, r) for r in rows]
-        sampler = train_data.WindowSampler(clips, self.train.window, self.norm)
+        augment = self.stage.augment
+        # the model's audio settings are the preprocess stage's (checked by the driver), so the
+        # variants' features come from the frontend that made the stored ones
+        stats = train_data.add_variants(clips, augment, self.model.audio, self.train.seed)
+        if augment.active:
+            log.info("augment: rank %d made %d of %d variants of %d clips in %.2f s "
+                     "(stored-feature gap %.2g)", self.rank, stats["made"], stats["variants"],
+                     stats["clips"], stats["seconds"], stats["feature_gap"])
+        self.augment_stats = stats
+        sampler = train_data.WindowSampler(clips, self.train.window, self.norm,
+                                           keep_prob=augment.keep_prob if augment.active else 1.0)
         if self.rank != 0 or not self.config["val_rows"] or not self.stage.run.val_batches:
             return sampler, None
         val = [train_data.load_clip(data, fit, r) for r in self.config["val_rows"]]
@@ -178,6 +191,9 @@ class Loop:
                       "global_step": self.progress.global_step(self.train.sync_steps),
                       "resumed_from_step": self.resumed_from,
                       "loss": _world_mean(float(np.mean(window_loss)), self.device),
+                      # this worker's augmented variants and the seconds it took to make them
+                      "augment_variants": self.augment_stats["variants"],
+                      "augment_seconds": round(self.augment_stats["seconds"], 3),
                       **{f"val_{k}": v for k, v in val.items()}}
             window_loss = []
             self.progress.history[phase].append([step + 1, report["loss"]])
