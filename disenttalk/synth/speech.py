@@ -20,6 +20,7 @@ the corpus writes Mandarin sentences in characters and uses ``cmn``.
 from __future__ import annotations
 
 import ctypes
+import re
 import threading
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ _EVENT_MSG_TERMINATED = 6
 _EVENT_PHONEME = 7
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
+_PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: IPA, no tie characters
 _PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH, _PARAM_RANGE = 1, 2, 3, 4
 
 
@@ -97,6 +99,10 @@ class _Engine:
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        self.lib.espeak_TextToPhonemes.argtypes = [
+            ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int,
+        ]
         self.lib.espeak_Synth.argtypes = [
             ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
             ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
@@ -142,6 +148,18 @@ class _Engine:
         samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         return samples, list(self._events)
 
+    def text_to_phonemes(self, text: str, voice: str) -> list[str]:
+        """IPA phonemes of each clause espeak-ng finds in ``text`` (words separated by spaces)."""
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"espeak-ng has no voice {voice!r}")
+        buf = ctypes.create_string_buffer(text.encode("utf-8") + b"\0")
+        ptr = ctypes.c_void_p(ctypes.addressof(buf))
+        clauses = []
+        while ptr.value:
+            out = self.lib.espeak_TextToPhonemes(ctypes.byref(ptr), _CHARS_UTF8, _PHONEMES_IPA)
+            if out:
+                clauses.append(out.decode("utf-8", "replace").strip())
+        return [c for c in clauses if c]
 
     def close(self) -> None:
         """Terminate and unload the library, so the next load starts from clean static state."""
@@ -152,6 +170,28 @@ class _Engine:
 
 
 _LOCK = threading.Lock()
+_CLAUSE = re.compile(r"([^,.;:!?]*)([,.;:!?]*)")
+
+
+def phonemize(text: str, voice: str = "en-us") -> str:
+    """IPA of ``text`` as Piper voices read it: clauses joined by spaces, their punctuation kept.
+
+    espeak-ng's ``espeak_TextToPhonemes`` drops the punctuation that ends a clause, so the text is
+    split on ``, . ; : ! ?`` here, each clause is phonemised alone and its first punctuation mark
+    is appended (``"həlˈoʊ, wˈɜːld."``).
+    """
+    parts = [(c.strip(), p[:1]) for c, p in _CLAUSE.findall(text) if c.strip() or p]
+    with _LOCK:
+        engine = _Engine()
+        try:
+            out = []
+            for clause, punct in parts:
+                ipa = " ".join(engine.text_to_phonemes(clause, voice)) if clause else ""
+                if ipa or out:
+                    out.append(ipa + punct)
+        finally:
+            engine.close()
+    return " ".join(o for o in out if o)
 
 
 def synthesize(
