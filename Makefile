@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 PHOTOS ?= $(or $(DISENTTALK_PHOTOS),$(HOME)/.cache/disenttalk/photos)
 
-.PHONY: demo test test-gpu lint bench clean photos
+.PHONY: demo test test-gpu lint bench clean photos voices
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,19 @@ photos: $(STAMP)
 	    && echo "$$files" > "$(PHOTOS)/$$dir.tmp/.kept" && rm -rf "$(PHOTOS)/$$dir" && mv "$(PHOTOS)/$$dir.tmp" "$(PHOTOS)/$$dir"; \
 	  rm -rf "$(PHOTOS)/$$tgz" "$(PHOTOS)/$$dir.tmp"; \
 	done
+
+# Debian's festival and flite with their voices (disenttalk/synth/festival.py); the tests and the
+# corpus skip those voices, saying why, without them.
+VOICE_PACKAGES := festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite
+voices:
+	@missing=$$(for p in $(VOICE_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "voices: all installed ($(VOICE_PACKAGES))"; exit 0; fi; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null && echo "voices: installed $$missing"; \
+	else \
+	  echo "voices: missing $$missing; install them with: sudo apt-get install $$missing"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check disenttalk workflows tune serve tests
