@@ -1,7 +1,9 @@
 """Rendering the demo corpus: speech + truth motion → mp4 and npz per clip, in parallel.
 
-A clip is padded with 0.3–0.6 s of silence at each end (a still, closed mouth), its audio cut to
-a whole number of 25 fps frames, its truth animated from the speaker portrait's tracked
+A clip's sentences are spoken one by one by its voice and joined by pauses of 0.1–1.2 s (the
+mouth closes and rests in the longer ones), padded with 0.3–0.6 s of silence at each end (a
+still, closed mouth), brought to a speech level drawn per clip, its audio cut to a whole number
+of 25 fps frames, its truth animated from the speaker portrait's tracked
 landmarks and rendered by ``WarpRenderer``. Speaker portraits are prepared once in the parent;
 each worker process keeps one renderer per speaker.
 """
@@ -25,12 +27,17 @@ from disenttalk.synth.corpus import (
     plan_corpus,
     save_npz,
     summarize,
+    voice_notes,
     write_manifest,
 )
 from disenttalk.synth.speakers import Speaker, base_portrait, speaker_portrait
-from disenttalk.synth.speech import SAMPLE_RATE, Speech, synthesize
+from disenttalk.synth.speech import SAMPLE_RATE, Speech
+from disenttalk.synth.voices import Prosody, parse_voice, speak
 
 PAD_S = (0.3, 0.6)  # silence before / after the speech, drawn per clip
+PAUSE_S = (0.1, 1.2)  # silence between two sentences, drawn per pause
+LEVEL_DBFS = (-28.0, -16.0)  # RMS of the voiced audio, drawn per clip
+ESPEAK_DEFAULT_WPM = 175  # a speaker's rate_wpm over this is the rate factor of any engine
 
 
 @dataclass
@@ -67,19 +74,47 @@ def prepare_identities(speakers: Sequence[Speaker], portrait_path: str | None = 
     return out
 
 
+def speaker_prosody(speaker: Speaker) -> Prosody:
+    """The speaker's rate and pitch as any engine's prosody."""
+    return Prosody(rate=speaker.rate_wpm / ESPEAK_DEFAULT_WPM, pitch=speaker.pitch,
+                   pitch_range=speaker.pitch_range)
+
+
+def voiced_rms(audio: np.ndarray) -> float:
+    """RMS over the 20 ms frames within 40 dB of the loudest one (the speech, not the pauses)."""
+    hop = SAMPLE_RATE // 50
+    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
+    power = (frames.astype(np.float64) ** 2).mean(1)
+    if not len(power) or power.max() <= 0:
+        return 0.0
+    return float(np.sqrt(power[power >= power.max() * 1e-4].mean()))
+
+
 def clip_speech(plan: ClipPlan, speaker: Speaker, rng: np.random.Generator) -> tuple[Speech, int]:
     """The clip's padded speech (16 kHz) and its number of video frames."""
-    spoken = synthesize(plan.text, plan.language, speaker.rate_wpm, speaker.pitch, speaker.pitch_range)
+    voice = parse_voice(plan.voice or f"espeak/{plan.language}", plan.language)
+    prosody = speaker_prosody(speaker)
     lead, trail = rng.uniform(*PAD_S, size=2)
+    pauses = rng.uniform(*PAUSE_S, size=max(len(plan.sentences) - 1, 0))
+    level = 10.0 ** (rng.uniform(*LEVEL_DBFS) / 20.0)
+    noise_seed = int(rng.integers(2**31))
+    pieces, phonemes, words, at = [], [], [], lead
+    for k, sentence in enumerate(plan.sentences):
+        spoken = speak(sentence, voice, prosody, seed=noise_seed + k)
+        start = int(round(at * SAMPLE_RATE))
+        pieces.append((start, spoken.audio))
+        phonemes += [(a + start / SAMPLE_RATE, b + start / SAMPLE_RATE, p) for a, b, p in spoken.phonemes]
+        words += [w + start / SAMPLE_RATE for w in spoken.words]
+        at = start / SAMPLE_RATE + spoken.duration_s + (pauses[k] if k < len(pauses) else 0.0)
     per_frame = SAMPLE_RATE / FPS
-    num_frames = math.ceil((lead + spoken.duration_s + trail) * FPS)
+    num_frames = math.ceil((at + trail) * FPS)
     audio = np.zeros(int(round(num_frames * per_frame)), np.float32)
-    start = int(round(lead * SAMPLE_RATE))
-    audio[start:start + len(spoken.audio)] = np.clip(spoken.audio, -1.0, 1.0)
-    offset = start / SAMPLE_RATE
-    phonemes = tuple((a + offset, b + offset, p) for a, b, p in spoken.phonemes)
-    words = tuple(w + offset for w in spoken.words)
-    return Speech(audio=audio, phonemes=phonemes, words=words), num_frames
+    for start, piece in pieces:
+        audio[start:start + len(piece)] = piece[: len(audio) - start]
+    rms = voiced_rms(audio)
+    if rms > 0:
+        audio *= min(level / rms, 0.99 / max(float(np.abs(audio).max()), 1e-9))
+    return Speech(audio=np.clip(audio, -1.0, 1.0), phonemes=tuple(phonemes), words=tuple(words)), num_frames
 
 
 def clip_truth(plan: ClipPlan, identity: Identity) -> tuple[Speech, Truth]:
@@ -147,12 +182,17 @@ def build_corpus(
     (root / "clips").mkdir(parents=True, exist_ok=True)
     (root / "speakers").mkdir(exist_ok=True)
     speakers, plans = plan_corpus(languages, clips_per_language, seed, xling_language, **plan_options)
+    notes = voice_notes(plan_options.get("engines"))
+    for note in notes:
+        print(f"demo-data: {note}")
     identities = prepare_identities(speakers, portrait)
     for ident in identities.values():
         imsave(root / "speakers" / f"{ident.speaker.speaker_id}.png", ident.portrait, check_contrast=False)
     (root / "speakers.json").write_text(json.dumps([s.to_dict() for s in speakers], indent=2))
     settings = {"languages": list(languages), "clips_per_language": clips_per_language, "seed": seed,
-                "portrait": portrait, "xling_language": xling_language, **plan_options}
+                "portrait": portrait, "xling_language": xling_language, **plan_options,
+                "voices": {split: sorted({p.voice for p in plans if p.split == split})
+                           for split in sorted({p.split for p in plans})}}
     (root / "corpus.json").write_text(json.dumps(settings, indent=2))
 
     rows: list[dict] = []
@@ -175,5 +215,6 @@ def build_corpus(
     bar.close()
     write_manifest(root, rows)
     summary = summarize(rows)
+    summary["voice_notes"] = notes
     summary["seconds"] = round(time.perf_counter() - started, 1)
     return summary

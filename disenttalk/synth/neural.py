@@ -179,10 +179,13 @@ def phones(symbols: list[str], frames: np.ndarray, rate: int) -> list[tuple[floa
         if sym in ("^", "$") or sym in _PUNCT:
             last_kind, pending, pending_mark, new_word = "silence", None, "", True
         elif sym == " ":
-            last_kind, new_word = "space", True
+            if last_kind == "phone" and out:  # a word boundary is no pause: the lips hold the last phone
+                out[-1][1] = e
+                last_kind = "space"
+            new_word = True
         elif sym == "_":
-            if last_kind == "phone" and out:
-                out[-1][1] = e  # the pad after a phoneme is part of it
+            if last_kind in ("phone", "space") and out:
+                out[-1][1] = e  # the pad after a phoneme (or its word's end) is part of it
         elif sym in _STRESS:
             pending = s if pending is None else pending
             pending_mark += sym

@@ -7,11 +7,11 @@ import pytest
 
 from disenttalk.synth.check import score_clip
 from disenttalk.synth.clips import build_corpus, clip_truth, prepare_identities, write_truth
-from disenttalk.synth.corpus import XLING_SPLIT, plan_corpus, read_corpus_manifest
+from disenttalk.synth.corpus import HELD_OUT_VOICES, VOICE_SPLIT, XLING_SPLIT, plan_corpus, read_corpus_manifest
 
 SEED = 11
 OPTIONS = dict(languages=("en",), clips_per_language=2, seed=SEED, xling_language="es",
-               sentences_per_clip=1, xling_clips=1)
+               sentences_per_clip=1, xling_clips=1, voice_clips=1)
 
 
 @pytest.fixture(scope="module")
@@ -23,18 +23,23 @@ def corpus(tmp_path_factory):
 
 def test_manifest_schema(corpus):
     root, summary, rows = corpus
-    assert len(rows) == summary["clips"] == 3
+    assert len(rows) == summary["clips"] == 4
     keys = {"clip_id", "path", "truth", "language", "speaker", "portrait", "sentence", "duration_s",
-            "split", "fps", "num_frames"}
+            "split", "fps", "num_frames", "engine", "voice"}
     for row in rows:
         assert set(row) == keys
-        assert row["language"] in ("en", "es") and row["split"] in ("train", "val", "test", XLING_SPLIT)
+        assert row["language"] in ("en", "es")
+        assert row["split"] in ("train", "val", "test", XLING_SPLIT, VOICE_SPLIT)
+        assert row["voice"].startswith(row["engine"] + "/")
         assert (root / row["path"]).is_file() and (root / row["truth"]).is_file()
         assert (root / row["portrait"]).is_file() and row["speaker"] in row["portrait"]
         assert row["fps"] == 25.0 and row["duration_s"] == pytest.approx(row["num_frames"] / 25.0)
         assert isinstance(row["sentence"], str) and row["sentence"]
-    assert {r["split"] for r in rows} == {"train", "val", XLING_SPLIT}
+    assert {r["split"] for r in rows} == {"train", "val", XLING_SPLIT, VOICE_SPLIT}
     assert [r["language"] for r in rows if r["split"] == XLING_SPLIT] == ["es"]
+    held_out = [r["voice"] for r in rows if r["split"] == VOICE_SPLIT]
+    assert held_out and set(held_out) <= set(HELD_OUT_VOICES) | {"espeak/en-us+m6"}
+    assert not set(held_out) & {r["voice"] for r in rows if r["split"] != VOICE_SPLIT}
     assert summary["hours"] == pytest.approx(sum(r["duration_s"] for r in rows) / 3600)
 
 
@@ -88,8 +93,9 @@ def test_retracked_mouth_follows_the_truth(corpus):
 def test_truth_is_reproducible_byte_for_byte(corpus, tmp_path):
     root, _, rows = corpus
     speakers, plans = plan_corpus(OPTIONS["languages"], OPTIONS["clips_per_language"], SEED,
-                                  OPTIONS["xling_language"], sentences_per_clip=1, xling_clips=1)
-    plan = plans[0]
+                                  OPTIONS["xling_language"], sentences_per_clip=1, xling_clips=1,
+                                  voice_clips=1)
+    plan = plans[-1]  # the held-out voice's clip (a neural or festival voice where installed)
     identity = prepare_identities([s for s in speakers if s.speaker_id == plan.speaker_id])
     speech, truth = clip_truth(plan, identity[plan.speaker_id])
     write_truth(tmp_path / "again.npz", speech, truth)

@@ -141,14 +141,16 @@ def test_arpabet_table_maps_into_visemes():
 
 
 def test_piper_tokens_become_phones():
-    # ^ _ h _ ˈ _ a _ ɪ _ , _ ' ' _ b _ $ : stress joins the vowel, "aɪ" is one phone, the pads
-    # join their phoneme, the comma is silence and the space no phone.
+    # ^ _ h _ ˈ _ a _ ɪ _ , _ ' ' _ b _ ' ' _ m _ $ : stress joins the vowel, "aɪ" is one phone,
+    # the pads join their phoneme, the comma is silence, a space between words belongs to the
+    # phone before it (no pause) but one after the comma stays silence.
     symbols = ["^", "_", "h", "_", "ˈ", "_", "a", "_", "ɪ", "_", "ː", "_", ",", "_", " ", "_",
-               "b", "_", "$"]
-    frames = np.array([2, 1, 3, 1, 1, 1, 4, 1, 2, 1, 1, 1, 5, 1, 1, 1, 3, 1, 6], float)
+               "b", "_", " ", "_", "m", "_", "$"]
+    frames = np.array([2, 1, 3, 1, 1, 1, 4, 1, 2, 1, 1, 1, 5, 1, 1, 1, 3, 1, 1, 1, 2, 1, 6], float)
     out = neural.phones(symbols, frames, neural.HOP)  # rate = HOP: one frame = 1 s
     assert [(s, e, p, w) for s, e, p, w in out] == [
-        (3.0, 7.0, "h", True), (7.0, 19.0, "ˈaɪː", False), (27.0, 31.0, "b", True)]
+        (3.0, 7.0, "h", True), (7.0, 19.0, "ˈaɪː", False), (27.0, 33.0, "b", True),
+        (33.0, 36.0, "m", True)]
 
 
 def test_unknown_voices_are_clear_value_errors():

@@ -120,3 +120,50 @@ def test_summary_counts_clips_and_hours():
     s = summarize(rows)
     assert s["clips"] == 2 and s["hours"] == pytest.approx(1.5) and s["speakers"] == 2
     assert s["splits"]["test"]["zh"] == {"clips": 1, "hours": pytest.approx(0.5)}
+
+
+ALL_ENGINES = ("espeak", "festival", "flite", "piper")
+
+
+def test_held_out_voices_are_heard_only_in_test_voice():
+    from disenttalk.synth.corpus import HELD_OUT_VOICES, VOICE_SPLIT
+
+    _, plans = plan_corpus(["en", "zh"], 30, seed=0, voice_clips=10, engines=ALL_ENGINES)
+    held = [p for p in plans if p.split == VOICE_SPLIT]
+    others = [p for p in plans if p.split != VOICE_SPLIT]
+    assert len(held) == 10 and {p.voice for p in held} == set(HELD_OUT_VOICES)
+    heard = {p.voice for p in others}
+    assert not heard & set(HELD_OUT_VOICES)
+    # whole engines no other clip uses
+    assert not {v.split("/")[0] for v in heard} & {"flite", "piper"}
+    # the test split's faces and English sentences, nothing from train
+    test = [p for p in plans if p.split == "test"]
+    assert {p.speaker_id for p in held} <= {p.speaker_id for p in test}
+    train_sentences = {s for p in plans if p.split == "train" for s in p.sentences}
+    assert all(p.language == "en" for p in held)
+    assert not {s for p in held for s in p.sentences} & train_sentences
+    # training hears several engines and voices in each language
+    train = [p for p in plans if p.split == "train"]
+    assert {p.voice.split("/")[0] for p in train if p.language == "en"} == {"espeak", "festival"}
+    assert len({p.voice for p in train if p.language == "zh"}) >= 3
+
+
+def test_espeak_alone_falls_back_to_held_out_variants():
+    from disenttalk.synth.corpus import FALLBACK_HELD_OUT, VOICE_SPLIT, voice_notes
+
+    _, plans = plan_corpus(["en", "zh"], 20, seed=0, voice_clips=3, engines=("espeak",))
+    assert all(p.voice.startswith("espeak/") for p in plans)
+    held = {p.voice for p in plans if p.split == VOICE_SPLIT}
+    assert held == set(FALLBACK_HELD_OUT)
+    assert not held & {p.voice for p in plans if p.split != VOICE_SPLIT}
+    notes = voice_notes(("espeak",))
+    assert any("festival/" in n and "flite/" in n and "piper/" in n for n in notes)
+    assert any("falls back" in n for n in notes)
+    assert voice_notes(ALL_ENGINES) == []
+
+
+def test_unknown_engine_and_missing_language_are_refused():
+    with pytest.raises(ValueError, match="unknown speech engine"):
+        plan_corpus(["en"], 10, seed=0, engines=("espeak", "sam"))
+    with pytest.raises(ValueError, match="test_voice"):
+        plan_corpus(["zh"], 10, seed=0, xling_language=None, voice_clips=2, engines=("espeak",))
