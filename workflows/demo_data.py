@@ -33,6 +33,10 @@ def demo_data(
     portrait: Path | None = typer.Option(None, help="Portrait photo (default: scikit-image astronaut)."),
     xling_language: str = typer.Option("es", help="Language of the test_xling split ('' for none)."),
     xling_clips: int | None = typer.Option(None, help="test_xling clips (default: half of --clips-per-language)."),
+    voice_clips: int = typer.Option(10, help="test_voice clips: English test sentences spoken by "
+                                    "held-out voices (flite, Piper, festival's HTS voice); 0 for none."),
+    engines: str = typer.Option("", help="Comma-separated speech engines to use (espeak, festival, "
+                                "flite, piper); default: every one installed."),
     speakers: int = typer.Option(8, help="Number of synthetic speakers (split 60/15/25 %)."),
     sentences: str = typer.Option("default", help="Sentence bank: default | large (twice the "
                                   "English and Mandarin sentences)."),
@@ -43,10 +47,12 @@ def demo_data(
     from disenttalk.synth.clips import build_corpus
 
     langs = [x.strip() for x in languages.split(",") if x.strip()]
+    chosen = [x.strip() for x in engines.split(",") if x.strip()] or None
     summary = build_corpus(
         out, languages=langs, clips_per_language=clips_per_language, seed=seed,
         portrait=str(portrait) if portrait else None, xling_language=xling_language or None,
         workers=workers, num_speakers=speakers, xling_clips=xling_clips, sentence_bank=sentences,
+        voice_clips=voice_clips, engines=chosen,
     )
     _print_summary(summary)
     if verify:

@@ -67,8 +67,9 @@ def gap_closed(model: float, still: float, oracle: float) -> float:
 class EvaluateConfig(StrictConfig):
     """What to score and how: splits, clip caps, sampler settings, metric options, Ray, MLflow."""
 
-    splits: tuple[str, ...] = ("val", "test", "test_xling")
+    splits: tuple[str, ...] = ("val", "test", "test_xling", "test_voice")
     per_language: tuple[str, ...] = ("test",)  # these splits are also reported per language
+    per_voice: tuple[str, ...] = ("test", "test_voice")  # ... and per voice (corpus manifest's)
     max_clips_per_split: int = Field(8, gt=0)
     sampler: Literal["ddim", "ddpm"] = "ddim"
     steps: int = Field(10, gt=0)
@@ -129,10 +130,24 @@ def select_clips(index: list[dict], cfg: EvaluateConfig) -> dict[str, list[dict]
     return groups
 
 
+def voice_groups(groups: dict[str, list[dict]], info: dict[str, dict[str, Any]],
+                 splits: tuple[str, ...]) -> dict[str, list[dict]]:
+    """``<split>/<engine>/<voice>`` groups of ``splits``' clips by the voice the corpus manifest
+    names for them (clips it names none for are left out)."""
+    out: dict[str, list[dict]] = {}
+    for split in splits:
+        for row in groups.get(split, []):
+            voice = info.get(row["clip_id"], {}).get("voice")
+            if voice:
+                out.setdefault(f"{split}/{voice}", []).append(row)
+    return out
+
+
 def corpus_info(corpus: str | None) -> dict[str, dict[str, Any]]:
     """Per clip id, what the corpus manifest adds to the clip store: ``blinks`` (how many the
     ``truth`` file's ``blinks`` [K,2] hold), ``seconds`` and ``blink_rate`` (their quotient), and
-    ``portrait`` (absolute path of the speaker's photo), each where the manifest has it."""
+    ``portrait`` (absolute path of the speaker's photo) and ``voice`` (``engine/name``), each where
+    the manifest has it."""
     info: dict[str, dict[str, Any]] = {}
     manifest = Path(corpus or "", "manifest.jsonl")
     if not corpus or not manifest.is_file():
@@ -151,6 +166,8 @@ def corpus_info(corpus: str | None) -> dict[str, dict[str, Any]]:
                     entry["blink_rate"] = entry["blinks"] / entry["seconds"]
         if row.get("portrait") and Path(corpus, row["portrait"]).is_file():
             entry["portrait"] = str(Path(corpus, row["portrait"]).resolve())
+        if row.get("voice"):
+            entry["voice"] = str(row["voice"])
     return info
 
 
@@ -313,6 +330,7 @@ def evaluate_clip(row: dict, data: str, bundle_files: dict[str, bytes], expert_f
         systems["shifted"] = clip.Trace(*(baselines.delayed(x, shift) for x in (truth.landmarks, truth.lip,
                                                                                  truth.frames)))
     score_kw = dict(fps=fps, audio_features=feats, expert=evaluator.expert,
+                    pauses=clip.pause_frames(audio, rec.sample_rate, t, fps),
                     truth_blink_rate=info.get("blink_rate"),
                     cpbd_stride=cfg.cpbd_stride, image_stride=cfg.image_stride,
                     max_offset=cfg.max_offset, window=evaluator.window)
@@ -521,6 +539,7 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
             groups = select_clips(index, cfg)
             expert_dir = evaluator_dir(data, out, bundle_dir, cfg, work)
             info = corpus_info(corpus)
+            groups.update(voice_groups(groups, info, cfg.per_voice))
             rows = {r["clip_id"]: r for split in cfg.splits for r in groups.get(split, [])}
             if cfg.blink_reference == "speaker":
                 for clip_id, told in speaker_blink_rates(index, data, list(rows)).items():
@@ -554,7 +573,8 @@ def run(cfg: EvaluateConfig, bundle: str, data: str, out: str, corpus: str | Non
                                  for split, row in splits.items() for m, v in row.items()
                                  if math.isfinite(v)})
             summary = {split: {**{m: row[m] for m in ("n_clips", "lmd", "gap_closed", "lmd_decoded",
-                                                      "blink_rate", "blink_duration", "sync_conf")},
+                                                      "blink_rate", "blink_duration", "sync_conf",
+                                                      "mouth_p95", "mouth_pause")},
                                "truth_blink_rate_95": [round(row["truth_blink_rate_low"], 3),
                                                        round(row["truth_blink_rate_high"], 3)]}
                        for split, row in metrics.items()}

@@ -29,6 +29,7 @@ class CorpusSection(StrictConfig):
     languages: tuple[str, ...] = ("en", "zh")
     xling_language: str = "es"
     xling_clips: int = Field(8, ge=0)
+    voice_clips: int = Field(10, ge=0)  # test_voice: held-out voices (disenttalk.synth.corpus)
     speakers: int = Field(8, gt=0)
     sentences: Literal["default", "large"] = "default"  # the sentence bank (disenttalk.synth.sentences)
     seed: int = 0
@@ -116,7 +117,7 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
             "demo-data", build_corpus, corpus, languages=list(c.languages),
             clips_per_language=c.clips_per_language, seed=c.seed, portrait=None,
             xling_language=c.xling_language or None, workers=2, num_speakers=c.speakers,
-            xling_clips=c.xling_clips, sentence_bank=c.sentences,
+            xling_clips=c.xling_clips, sentence_bank=c.sentences, voice_clips=c.voice_clips,
         )
         (corpus / "quickstart-corpus.json").write_text(cfg.corpus.to_json())
 
@@ -187,14 +188,25 @@ def _headline(summary: dict[str, Any]) -> str:
     keys = ("lmd", "gap_closed", "blink_rate", "blink_duration", "landmark_change", "sync_conf")
     lines = [f"{'split':<12}{'system':<10}" + "".join(f"{k:>16}" for k in keys)]
     systems = {"model": summary["metrics"], **summary["baselines"]}
-    for split in summary["metrics"]:
+    splits = [s for s in summary["metrics"] if s.count("/") <= 1]  # splits and test/<language>
+    for split in splits:
         for name, table in systems.items():
             row = table.get(split, {})
             cells = "".join(f"{row.get(k, float('nan')):>16.4f}" for k in keys)
             lines.append(f"{split:<12}{name:<10}{cells}")
     # few blinks measure a split's rate loosely: say how loosely, beside the model's rate
     lines.append("truth blinks per split, and the 95 % interval of the rate they measure:")
-    for split, row in summary["metrics"].items():
+    voices = [s for s in summary["metrics"] if s.count("/") > 1]  # <split>/<engine>/<voice>
+    if voices:
+        lines.append("per voice (model): gap_closed, mouth opening p95 (truth's), in pauses (truth's):")
+        truth = summary["baselines"].get("truth", {})
+        for split in voices:
+            row, true = summary["metrics"][split], truth.get(split, {})
+            lines.append(f"  {split:<42}{row.get('gap_closed', float('nan')):>7.2f}"
+                         f"{row.get('mouth_p95', float('nan')):>8.3f} ({true.get('mouth_p95', float('nan')):.3f})"
+                         f"{row.get('mouth_pause', float('nan')):>8.3f} ({true.get('mouth_pause', float('nan')):.3f})")
+    for split in splits:
+        row = summary["metrics"][split]
         if row.get("truth_seconds"):
             lines.append(f"  {split:<12}{row['truth_blinks']:>4.0f} in {row['truth_seconds']:5.1f} s → "
                          f"{row['truth_blink_rate_low']:.2f}–{row['truth_blink_rate_high']:.2f} /s "
