@@ -1,8 +1,10 @@
-"""``disenttalk bench ...``: speed benchmarks that print figures (never asserted in tests)."""
+"""``disenttalk bench ...``: speed benchmarks and behaviour probes that print figures (never asserted in tests)."""
 
 from __future__ import annotations
 
 import typer
+
+from workflows import bench_voices
 
 app = typer.Typer(help="Benchmarks: print JSON lines with measured figures.", no_args_is_help=True)
 
@@ -594,3 +596,5 @@ def generate_bench(
 
 if __name__ == "__main__":  # python -m workflows.bench <face|motion|train|generate|serve> ...
     app()
+
+app.command("voices")(bench_voices.voices)
