@@ -77,9 +77,8 @@ def non_speech(kind: str, seconds: float, sample_rate: int, seed: int = 0) -> np
 def pitch_shift(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
     """``audio`` with its pitch times ``factor`` and its length kept: stretched in time by
     ``factor`` without changing pitch (``disenttalk.augment.tempo``), then resampled."""
-    from disenttalk.augment import change_tempo
-
     from disenttalk.audio import resample
+    from disenttalk.augment import change_tempo
 
     longer = change_tempo(audio, sample_rate, 1.0 / factor)
     out = resample(longer, int(round(sample_rate * factor)), sample_rate)
@@ -164,10 +163,9 @@ def voices(
     out: Path | None = typer.Option(None, help="Also write every row to this JSON file."),
 ) -> None:
     """Mouth opening on non-speech, pauses, loud and quiet, high and low, every installed voice."""
-    from disenttalk.synth.voices import Voice, engine_available, parse_voice, speak
-
     from disenttalk.synth.corpus import HELD_OUT_VOICES, TRAINING_VOICES
     from disenttalk.synth.speech import SAMPLE_RATE
+    from disenttalk.synth.voices import Voice, engine_available, parse_voice, speak
 
     probe = Probe(model, image, seed)
     sr = SAMPLE_RATE

@@ -7,7 +7,13 @@ import pytest
 
 from disenttalk.synth.check import score_clip
 from disenttalk.synth.clips import build_corpus, clip_truth, prepare_identities, write_truth
-from disenttalk.synth.corpus import HELD_OUT_VOICES, VOICE_SPLIT, XLING_SPLIT, plan_corpus, read_corpus_manifest
+from disenttalk.synth.corpus import (
+    HELD_OUT_VOICES,
+    VOICE_SPLIT,
+    XLING_SPLIT,
+    plan_corpus,
+    read_corpus_manifest,
+)
 
 SEED = 11
 OPTIONS = dict(languages=("en",), clips_per_language=2, seed=SEED, xling_language="es",
