@@ -30,6 +30,7 @@ class CorpusSection(StrictConfig):
     xling_language: str = "es"
     xling_clips: int = Field(8, ge=0)
     voice_clips: int = Field(10, ge=0)  # test_voice: held-out voices (disenttalk.synth.corpus)
+    training_engines: tuple[str, ...] | None = None  # None: every installed engine's training voices
     speakers: int = Field(8, gt=0)
     sentences: Literal["default", "large"] = "default"  # the sentence bank (disenttalk.synth.sentences)
     seed: int = 0
@@ -118,6 +119,7 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
             clips_per_language=c.clips_per_language, seed=c.seed, portrait=None,
             xling_language=c.xling_language or None, workers=2, num_speakers=c.speakers,
             xling_clips=c.xling_clips, sentence_bank=c.sentences, voice_clips=c.voice_clips,
+            training_engines=c.training_engines,
         )
         (corpus / "quickstart-corpus.json").write_text(cfg.corpus.to_json())
 

@@ -108,13 +108,15 @@ def plan_corpus(
     sentence_bank: str = "default",
     voice_clips: int = 0,
     engines: Sequence[str] | None = None,
+    training_engines: Sequence[str] | None = None,
 ) -> tuple[list[Speaker], list[ClipPlan]]:
     """Speakers and clip plans with leakage-free train/val/test (+ test_xling) splits.
 
     ``sentence_bank``: ``default`` (each language's first list) or ``large`` (its second list
     too, see ``disenttalk.synth.sentences``); the cross-lingual split reads the same bank.
     ``voice_clips``: clips of ``test_voice`` (0: none); ``engines``: the speech engines to use
-    (default: those installed, see :func:`voice_pools`)."""
+    (default: those installed, see :func:`voice_pools`); ``training_engines``: only these speak
+    the train, val and test clips (an ablation: ``("espeak",)``; test_voice keeps its voices)."""
     if xling_language and xling_language in languages:
         raise ValueError(f"cross-lingual language {xling_language!r} is also a training language")
     if num_speakers < 3:
@@ -123,6 +125,9 @@ def plan_corpus(
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5A17]))
     spk_split = _split_items([s.speaker_id for s in speakers], SPEAKER_FRACTIONS, rng)
     trained, held_out = voice_pools(engines)
+    if training_engines is not None:
+        trained = {lang: tuple(v for v in pool if _engine(v) in training_engines)
+                   for lang, pool in trained.items()}
     plans: list[ClipPlan] = []
 
     def add(language: str, split: str, count: int, pool: list[str], people: list[str],

@@ -167,3 +167,13 @@ def test_unknown_engine_and_missing_language_are_refused():
         plan_corpus(["en"], 10, seed=0, engines=("espeak", "sam"))
     with pytest.raises(ValueError, match="test_voice"):
         plan_corpus(["zh"], 10, seed=0, xling_language=None, voice_clips=2, engines=("espeak",))
+
+
+def test_training_engines_narrow_train_val_test_and_keep_test_voice():
+    from disenttalk.synth.corpus import VOICE_SPLIT
+
+    _, full = plan_corpus(["en", "zh"], 30, seed=0, voice_clips=5, engines=ALL_ENGINES)
+    _, narrow = plan_corpus(["en", "zh"], 30, seed=0, voice_clips=5, engines=ALL_ENGINES,
+                            training_engines=("espeak",))
+    assert all(p.voice.startswith("espeak/") for p in narrow if p.split != VOICE_SPLIT)
+    assert [p for p in narrow if p.split == VOICE_SPLIT] == [p for p in full if p.split == VOICE_SPLIT]
