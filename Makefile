@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) voices
 	$(BIN)/disenttalk quickstart
 
-test: $(STAMP) photos
+test: $(STAMP) photos voices
 	$(BIN)/python -m pytest -q
 
 test-gpu: $(STAMP)  # the CUDA paths (train steps, generation); needs a GPU
