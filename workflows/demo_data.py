@@ -37,6 +37,8 @@ def demo_data(
                                     "held-out voices (flite, Piper, festival's HTS voice); 0 for none."),
     engines: str = typer.Option("", help="Comma-separated speech engines to use (espeak, festival, "
                                 "flite, piper); default: every one installed."),
+    training_engines: str = typer.Option("", help="Only these engines speak train/val/test (an "
+                                         "ablation, e.g. 'espeak'); test_voice keeps its voices."),
     speakers: int = typer.Option(8, help="Number of synthetic speakers (split 60/15/25 %)."),
     sentences: str = typer.Option("default", help="Sentence bank: default | large (twice the "
                                   "English and Mandarin sentences)."),
@@ -48,11 +50,12 @@ def demo_data(
 
     langs = [x.strip() for x in languages.split(",") if x.strip()]
     chosen = [x.strip() for x in engines.split(",") if x.strip()] or None
+    training = [x.strip() for x in training_engines.split(",") if x.strip()] or None
     summary = build_corpus(
         out, languages=langs, clips_per_language=clips_per_language, seed=seed,
         portrait=str(portrait) if portrait else None, xling_language=xling_language or None,
         workers=workers, num_speakers=speakers, xling_clips=xling_clips, sentence_bank=sentences,
-        voice_clips=voice_clips, engines=chosen,
+        voice_clips=voice_clips, engines=chosen, training_engines=training,
     )
     _print_summary(summary)
     if verify:
