@@ -161,3 +161,18 @@ def test_tracking_uri_default_and_env(monkeypatch, tmp_path):
 def test_format_summary_is_aligned():
     text = format_summary("x", {"ok": 2, "hours": 0.5, "by": {"silent": 1}})
     assert text.splitlines() == ["== x ==", "  ok     2", "  hours  0.500", "  by:", "    silent  1"]
+
+
+def test_metric_names_mlflow_refuses_are_logged_with_underscores(tmp_path, monkeypatch):
+    import mlflow
+
+    from workflows.platform.tracking import metric_name, start_run
+
+    assert metric_name("test_voice/espeak/en-us+klatt/lmd") == "test_voice/espeak/en-us_klatt/lmd"
+    assert metric_name("test/en/gap_closed") == "test/en/gap_closed"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with start_run(MlflowConfig(experiment="names")) as tracker:
+        tracker.log_metrics({"test/espeak/en-us+klatt/lmd": 0.5, "val/lmd": 0.25})
+        run_id = tracker.run_id
+    logged = mlflow.get_run(run_id).data.metrics
+    assert logged == {"test/espeak/en-us_klatt/lmd": 0.5, "val/lmd": 0.25}

@@ -9,6 +9,7 @@ directory, so runs started from different folders land in one place.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +21,11 @@ from disenttalk.config import StrictConfig, flatten
 from workflows.common import UserError
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value
+
+
+def metric_name(key: str) -> str:
+    """``key`` with every character MLflow does not allow in a metric name replaced by ``_``."""
+    return re.sub(r"[^\w\-. :/]", "_", key)
 
 
 class MlflowConfig(StrictConfig):
@@ -109,12 +115,13 @@ class Tracker:
             mlflow.log_params(config_params(params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """Log numeric metrics (non-numbers are skipped)."""
+        """Log numeric metrics (non-numbers are skipped); characters MLflow refuses in a name
+        (an espeak-ng voice's ``+``, say) become ``_`` (:func:`metric_name`)."""
         if self.run is None:
             return
         import mlflow
 
-        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        numeric = {metric_name(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         mlflow.log_metrics(numeric, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
