@@ -242,6 +242,18 @@ def change_tempo(audio: np.ndarray, sample_rate: int, factor: float, frame_ms: f
     return _fit_length(out.astype(np.float32), out_len)
 
 
+def pitch_shift(audio: np.ndarray, sample_rate: int, semitones: float) -> np.ndarray:
+    """``audio`` with its pitch moved by ``semitones`` and its length kept: stretched in time
+    (:func:`change_tempo`) by the pitch factor, then resampled back to the same length (formants
+    move with the pitch, as between a deep and a high voice)."""
+    factor = 2.0 ** (semitones / 12.0)
+    if factor == 1.0:
+        return np.asarray(audio, np.float32).copy()
+    longer = change_tempo(audio, sample_rate, 1.0 / factor)
+    shifted = _resample(longer, int(round(sample_rate * factor)), sample_rate)
+    return _fit_length(shifted, len(audio))
+
+
 # -- config -------------------------------------------------------------------------------------
 class _Ranged(StrictConfig):
     @model_validator(mode="after")
@@ -264,6 +276,13 @@ class TempoAugment(_Ranged):
         if self.factor[0] <= 0:
             raise ValueError("factor must be positive")
         return self
+
+
+class PitchAugment(_Ranged):
+    """Pitch shift with the length kept (a deeper or higher voice saying the same)."""
+
+    prob: float = Field(0.3, ge=0, le=1)
+    semitones: tuple[float, float] = (-6.0, 6.0)
 
 
 class ReverbAugment(_Ranged):
@@ -292,7 +311,7 @@ class GainAugment(_Ranged):
     """Level change, hard-clipped at full scale."""
 
     prob: float = Field(0.5, ge=0, le=1)
-    db: tuple[float, float] = (-12.0, 12.0)
+    db: tuple[float, float] = (-24.0, 12.0)  # quiet microphones are common, over-loud ones clip
 
 
 class TelephoneAugment(_Ranged):
@@ -317,6 +336,7 @@ class AugmentConfig(StrictConfig):
     copies: int = Field(2, ge=0)  # augmented variants made per training clip
     keep_prob: float = Field(0.5, ge=0, le=1)  # share of windows that use the original audio
     tempo: TempoAugment = TempoAugment()
+    pitch: PitchAugment = PitchAugment()
     reverb: ReverbAugment = ReverbAugment()
     noise: NoiseAugment = NoiseAugment()
     gain: GainAugment = GainAugment()
@@ -329,7 +349,7 @@ class AugmentConfig(StrictConfig):
         return self.enabled and self.copies > 0 and self.keep_prob < 1
 
 
-ORDER = ("tempo", "reverb", "noise", "gain", "telephone", "codec")  # speaker → room → device → line
+ORDER = ("tempo", "pitch", "reverb", "noise", "gain", "telephone", "codec")  # speaker → room → device → line
 
 
 def augment(audio: np.ndarray, sample_rate: int, cfg: AugmentConfig,
@@ -356,6 +376,11 @@ def augment(audio: np.ndarray, sample_rate: int, cfg: AugmentConfig,
         factor = uniform(r, cfg.tempo.factor)
         audio = change_tempo(audio, sample_rate, factor)
         applied.append(f"tempo:{factor:.3f}")
+    u, r = draws["pitch"]
+    if u < cfg.pitch.prob:
+        semitones = uniform(r, cfg.pitch.semitones)
+        audio = pitch_shift(audio, sample_rate, semitones)
+        applied.append(f"pitch:{semitones:+.1f}st")
     u, r = draws["reverb"]
     if u < cfg.reverb.prob:
         rt60 = uniform(r, cfg.reverb.rt60_s)

@@ -74,17 +74,6 @@ def non_speech(kind: str, seconds: float, sample_rate: int, seed: int = 0) -> np
     raise ValueError(f"unknown probe {kind!r}")
 
 
-def pitch_shift(audio: np.ndarray, sample_rate: int, factor: float) -> np.ndarray:
-    """``audio`` with its pitch times ``factor`` and its length kept: stretched in time by
-    ``factor`` without changing pitch (``disenttalk.augment.tempo``), then resampled."""
-    from disenttalk.audio import resample
-    from disenttalk.augment import change_tempo
-
-    longer = change_tempo(audio, sample_rate, 1.0 / factor)
-    out = resample(longer, int(round(sample_rate * factor)), sample_rate)
-    return np.resize(out, len(audio)).astype(np.float32) if len(out) != len(audio) else out
-
-
 class Probe:
     """The model and a portrait: audio → per-frame mouth opening of the model's motion."""
 
@@ -97,8 +86,9 @@ class Probe:
         self.generator = Generator.from_bundle(resolve_bundle(model))
         self.portrait = prepare_portrait(base_portrait(image))
         self.seed = seed
-        rest = self.generator.portrait_rest(self.portrait.landmarks)
-        self.rest = float(self._opening(rest[None])[0])
+        # the motion's rest (lips closed, as the corpus's pauses): the portrait's own mouth
+        # (the astronaut smiles with parted lips) is not what a resting motion shows
+        self.rest = float(self._opening(self.generator.rest_expression()[None])[0])
 
     def _opening(self, expression: np.ndarray) -> np.ndarray:
         from disenttalk.face.measures import mouth_opening
@@ -163,6 +153,7 @@ def voices(
     out: Path | None = typer.Option(None, help="Also write every row to this JSON file."),
 ) -> None:
     """Mouth opening on non-speech, pauses, loud and quiet, high and low, every installed voice."""
+    from disenttalk.augment import pitch_shift
     from disenttalk.synth.corpus import HELD_OUT_VOICES, TRAINING_VOICES
     from disenttalk.synth.speech import SAMPLE_RATE
     from disenttalk.synth.voices import Voice, engine_available, parse_voice, speak
@@ -196,7 +187,7 @@ def voices(
         emit({"probe": "loudness", "gain_db": gain, **fig,
               "ratio": fig["voiced_mean"] / reference["voiced_mean"]})
     for semitones in (-12.0, -6.0, 6.0, 12.0):
-        fig = speech_figures(probe, pitch_shift(sentence, sr, 2 ** (semitones / 12)), sr)
+        fig = speech_figures(probe, pitch_shift(sentence, sr, semitones), sr)
         emit({"probe": "pitch", "semitones": semitones, **fig,
               "ratio": fig["voiced_mean"] / reference["voiced_mean"]})
     known = {v for pool in (*TRAINING_VOICES.values(), HELD_OUT_VOICES) for v in pool if v.startswith(("espeak/en", "festival/", "flite/", "piper/"))}

@@ -173,7 +173,7 @@ def test_tempo_variant_gets_the_truth_resampled_to_its_length():
 
     clip, audio_cfg = _clip()
     cfg = A.AugmentConfig.from_dict({"copies": 2, "tempo": {"prob": 1.0, "factor": [1.08, 1.08]},
-                                     "reverb": {"prob": 0.0}, "noise": {"prob": 1.0},
+                                     "pitch": {"prob": 0.0}, "reverb": {"prob": 0.0}, "noise": {"prob": 1.0},
                                      "gain": {"prob": 0.0}, "codec": {"prob": 0.0},
                                      "telephone": {"prob": 0.0}})
     variants = make_variants(clip, cfg, make_frontend(audio_cfg), seed=5)
@@ -221,3 +221,18 @@ def test_sampler_draws_variants_by_keep_prob():
     off = A.AugmentConfig(enabled=False)
     other, _ = _clip("d")
     assert add_variants([other], off, audio_cfg, 0)["variants"] == 0 and other.variants == []
+
+
+def test_pitch_shift_moves_the_pitch_and_keeps_the_length():
+    from disenttalk.augment import pitch_shift
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    tone = (0.3 * np.sin(2 * np.pi * 200.0 * t)).astype(np.float32)
+    for semitones, expected in ((12.0, 400.0), (-12.0, 100.0), (7.0, 200.0 * 2 ** (7 / 12))):
+        out = pitch_shift(tone, sr, semitones)
+        assert len(out) == len(tone)
+        spectrum = np.abs(np.fft.rfft(out[2000:-2000] * np.hanning(len(out) - 4000)))
+        peak = np.fft.rfftfreq(len(out) - 4000, 1 / sr)[np.argmax(spectrum)]
+        assert abs(peak - expected) < 0.02 * expected, (semitones, peak)
+    assert np.array_equal(pitch_shift(tone, sr, 0.0), tone)
