@@ -32,7 +32,7 @@ from scipy.signal import butter, fftconvolve, firwin, resample_poly, sosfiltfilt
 
 from disenttalk.config import StrictConfig
 
-NoiseKind = Literal["white", "pink", "brown", "babble"]
+NoiseKind = Literal["white", "pink", "brown", "babble", "music"]
 Codec = Literal["mp3", "aac", "opus"]
 # PyAV encoder, container (one that records the encoder delay), the rate it is run at (None: input's)
 CODECS: dict[str, tuple[str, str, int | None]] = {
@@ -101,6 +101,26 @@ def babble(audio: np.ndarray, rng: np.random.Generator, talkers: tuple[int, int]
     return out
 
 
+def music(length: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Synthetic music: plucked notes of a random major scale (harmonics 1–4, decaying) at a
+    random tempo over a held chord, so the mouth learns that tones without speech are no speech."""
+    t = np.arange(length) / sample_rate
+    root = 110.0 * 2 ** (rng.integers(0, 24) / 12)  # A2 … G#4
+    scale = root * 2 ** (np.array([0, 2, 4, 5, 7, 9, 11, 12, 14, 16]) / 12)
+    beat = rng.uniform(0.15, 0.6)  # s between notes
+    out = np.zeros(length)
+    for start in np.arange(rng.uniform(0, beat), length / sample_rate, beat):
+        s = int(start * sample_rate)
+        tt = t[: length - s]
+        f = scale[rng.integers(len(scale))] * 2 ** int(rng.integers(0, 2))
+        decay = rng.uniform(2.0, 8.0)
+        out[s:] += np.exp(-decay * tt) * sum(np.sin(2 * np.pi * f * h * tt + rng.uniform(0, 6.28)) / h
+                                             for h in (1, 2, 3, 4))
+    chord = root * 2 ** (np.array([0, 4, 7]) / 12) / 2
+    out += rng.uniform(0.1, 0.5) * sum(np.sin(2 * np.pi * f * t) for f in chord)
+    return out
+
+
 def add_noise(audio: np.ndarray, sample_rate: int, snr: float, kind: NoiseKind,
               rng: np.random.Generator) -> np.ndarray:
     """``audio`` plus noise of ``kind`` scaled to ``snr`` dB over the speech's active part.
@@ -111,6 +131,8 @@ def add_noise(audio: np.ndarray, sample_rate: int, snr: float, kind: NoiseKind,
         return audio.copy()
     if kind == "babble":
         noise = babble(audio, rng)
+    elif kind == "music":
+        noise = music(len(audio), sample_rate, rng)
     else:
         noise = coloured_noise(len(audio), {"white": 0.0, "pink": 1.0, "brown": 2.0}[kind],
                                sample_rate, rng)
@@ -304,7 +326,7 @@ class NoiseAugment(_Ranged):
 
     prob: float = Field(0.5, ge=0, le=1)
     snr_db: tuple[float, float] = (5.0, 30.0)
-    kinds: tuple[NoiseKind, ...] = ("white", "pink", "brown", "babble")
+    kinds: tuple[NoiseKind, ...] = ("white", "pink", "brown", "babble", "music")
 
 
 class GainAugment(_Ranged):

@@ -4,7 +4,7 @@ Probes a model with audio the demo corpus's truth does not cover and prints one 
 probe (mouth opening of the model's motion on a portrait, decoded from the morphable model
 without rendering, as a share of the face size):
 
-- **non-speech**: silence, white and pink noise, breathing and music at speech level: the
+- **non-speech**: silence, white and pink noise, breathing and music (``disenttalk.augment.music``) at speech level: the
   median opening should stay at the rest opening; ``talk_share`` is (median − rest) over the
   speech probe's (p95 − rest), the share of a talking mouth the non-speech opens it by;
 - **pauses**: two sentences with a long pause between them: the median opening inside the pause;
@@ -40,7 +40,7 @@ def _level(audio: np.ndarray, dbfs: float = LEVEL_DBFS) -> np.ndarray:
 
 def non_speech(kind: str, seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
     """Probe audio without speech: ``silence``, ``white``/``pink`` noise, ``breath`` (noise
-    bursts shaped like breaths, 0.5 s in, 0.7 s out), ``music`` (a plucked melody over chords)."""
+    bursts shaped like breaths, 0.5 s in, 0.7 s out), ``music`` (a plucked melody over a chord)."""
     rng = np.random.default_rng(seed)
     n = int(seconds * sample_rate)
     t = np.arange(n) / sample_rate
@@ -62,15 +62,9 @@ def non_speech(kind: str, seconds: float, sample_rate: int, seed: int = 0) -> np
                             np.where((phase > 0.8) & (phase < 1.5), np.sin(np.pi * (phase - 0.8) / 0.7), 0.0))
         return _level(noise * envelope**2)
     if kind == "music":
-        notes = [261.6, 329.6, 392.0, 523.3, 440.0, 349.2, 293.7, 392.0]  # C major-ish melody
-        out = np.zeros(n)
-        for k, start in enumerate(np.arange(0, seconds, 0.375)):
-            f = notes[k % len(notes)]
-            s = int(start * sample_rate)
-            tt = t[: n - s]
-            out[s:] += np.exp(-3.0 * tt) * sum(np.sin(2 * np.pi * f * h * tt) / h for h in (1, 2, 3))
-        out += 0.3 * sum(np.sin(2 * np.pi * f * t) for f in (130.8, 164.8, 196.0))  # held chord
-        return _level(out)
+        from disenttalk.augment import music
+
+        return _level(music(n, sample_rate, rng))
     raise ValueError(f"unknown probe {kind!r}")
 
 

@@ -236,3 +236,20 @@ def test_pitch_shift_moves_the_pitch_and_keeps_the_length():
         peak = np.fft.rfftfreq(len(out) - 4000, 1 / sr)[np.argmax(spectrum)]
         assert abs(peak - expected) < 0.02 * expected, (semitones, peak)
     assert np.array_equal(pitch_shift(tone, sr, 0.0), tone)
+
+
+def test_music_noise_is_tonal_and_at_the_snr():
+    from disenttalk.augment import active_mask, add_noise, music
+
+    sr = 16000
+    rng = np.random.default_rng(3)
+    tones = music(sr * 2, sr, rng)
+    spectrum = np.abs(np.fft.rfft(tones)) ** 2
+    top = np.sort(spectrum)[::-1]
+    assert top[:200].sum() > 0.5 * spectrum.sum()  # energy in a few partials, unlike noise
+    speech = (0.1 * np.sin(np.arange(sr * 2) * 0.2) * (np.arange(sr * 2) > sr // 2)).astype(np.float32)
+    noisy = add_noise(speech, sr, 10.0, "music", np.random.default_rng(4))
+    mask = active_mask(speech, sr)
+    noise = noisy - speech
+    snr = 10 * np.log10(np.mean(speech[mask].astype(np.float64) ** 2) / np.mean(noise[mask].astype(np.float64) ** 2))
+    assert abs(snr - 10.0) < 0.5
