@@ -44,7 +44,7 @@ from pydantic import Field
 
 from disenttalk.config import StrictConfig
 from workflows.common import user_errors
-from workflows.platform import clipstore
+from workflows.platform import clipstore, storage
 from workflows.platform.raycluster import RayConfig
 from workflows.platform.tracking import MlflowConfig
 
@@ -101,7 +101,6 @@ def score_setting(config: dict[str, Any]) -> dict[str, float]:
     from disenttalk.generate.generator import Generator
     from disenttalk.metrics import landmarks as lm_metrics
     from workflows.evaluate import EvaluateConfig, clip_seed, tracked_reference
-    from workflows.platform import storage
 
     torch.set_num_threads(max(1, int(config["threads"])))
     gen = Generator.from_bundle(config["bundle"], device=config.get("device", "auto"))
@@ -159,6 +158,7 @@ def run(cfg: SamplerSearchConfig, bundle: str, data: str, corpus: str | None = N
     from workflows.platform.tracking import start_run
 
     folder = Path(bundle)
+    data = storage.absolute(data)  # trials run in their own working directories
     if not (folder / "meta.json").is_file():
         raise typer.BadParameter(f"{bundle}: not a local bundle folder (tune-sampler edits its meta.json)")
     rows = sorted(clipstore.read_index(data, cfg.split), key=lambda r: r["clip_id"])[: cfg.max_clips]

@@ -176,3 +176,12 @@ def test_metric_names_mlflow_refuses_are_logged_with_underscores(tmp_path, monke
         run_id = tracker.run_id
     logged = mlflow.get_run(run_id).data.metrics
     assert logged == {"test/espeak/en-us_klatt/lmd": 0.5, "val/lmd": 0.25}
+
+
+def test_absolute_leaves_s3_alone_and_anchors_local_paths(tmp_path, monkeypatch):
+    from workflows.platform.storage import absolute
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute("s3://bucket/store") == "s3://bucket/store"
+    assert absolute("workspace/store") == str(tmp_path / "workspace" / "store")
+    assert absolute(tmp_path / "x") == str(tmp_path / "x")

@@ -46,6 +46,12 @@ def resolve(uri: str, relative_to: str) -> str:
     return join(relative_to, uri)
 
 
+def absolute(uri: str | Path) -> str:
+    """``uri`` as is if it is an S3 URI, else the absolute local path: resolved in the driver, so
+    Ray tasks and Tune trials, which run in other working directories, find the same files."""
+    return str(uri) if is_s3(uri) else str(Path(uri).resolve())
+
+
 def parent(uri: str | Path) -> str:
     """The folder holding ``uri``."""
     uri = str(uri)
