@@ -124,14 +124,18 @@ def scheme_string(text: str) -> str:
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _check(engine: str, voice: str, known: list[str], rate: float) -> None:
+    if voice not in known:
+        raise ValueError(f"unknown {engine} voice {voice!r}; known: {known}")
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+
+
 def speak_festival(
     text: str, voice: str = "kal_diphone", rate: float = 1.0, pitch: int = 50, pitch_range: int = 50
 ) -> Speech:
     """Speak English ``text`` with a festival voice (see FESTIVAL_VOICES); ``rate`` > 1 is faster."""
-    if voice not in FESTIVAL_VOICES:
-        raise ValueError(f"unknown festival voice {voice!r}; known: {sorted(FESTIVAL_VOICES)}")
-    if rate <= 0:
-        raise ValueError(f"rate must be positive, got {rate}")
+    _check("festival", voice, sorted(FESTIVAL_VOICES), rate)
     binary = _binary("festival", f"festival {FESTIVAL_VOICES[voice]}")
     with tempfile.TemporaryDirectory(prefix="festival-") as tmp:
         wav = Path(tmp) / "out.wav"
@@ -162,10 +166,7 @@ def speak_flite(
     text: str, voice: str = "kal16", rate: float = 1.0, pitch: int = 50, pitch_range: int = 50
 ) -> Speech:
     """Speak English ``text`` with a flite voice (see FLITE_VOICES); ``pitch_range`` is ignored."""
-    if voice not in FLITE_VOICES:
-        raise ValueError(f"unknown flite voice {voice!r}; known: {list(FLITE_VOICES)}")
-    if rate <= 0:
-        raise ValueError(f"rate must be positive, got {rate}")
+    _check("flite", voice, list(FLITE_VOICES), rate)
     binary = _binary("flite", "flite")
     with tempfile.TemporaryDirectory(prefix="flite-") as tmp:
         cmd = [binary, "-voice", voice, "--setf", f"duration_stretch={1.0 / rate:.6f}"]
