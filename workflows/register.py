@@ -55,7 +55,7 @@ def champion_metric(client: Any, name: str, metric: str) -> tuple[str | None, fl
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None, None
-    raw = version.tags.get(METRIC_TAG_PREFIX + metric)
+    raw = version.tags.get(tracking.metric_name(METRIC_TAG_PREFIX + metric))
     return version.version, (float(raw) if raw is not None else None)
 
 
@@ -91,7 +91,7 @@ def register(
     client = MlflowClient()
     version = str(info.registered_model_version)
     for key, value in flat.items():
-        client.set_model_version_tag(name, version, METRIC_TAG_PREFIX + key, str(value))
+        client.set_model_version_tag(name, version, tracking.metric_name(METRIC_TAG_PREFIX + key), str(value))
     client.set_model_version_tag(name, version, "source_bundle", str(bundle))
     previous, incumbent = champion_metric(client, name, metric)
     candidate = flat.get(metric, math.nan)

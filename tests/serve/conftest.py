@@ -69,7 +69,9 @@ def registered(ray_cluster, mlflow_uri, tiny_bundle):
 
     from workflows.register import CHAMPION, register
 
-    first = register(str(tiny_bundle), {"test": {"lmd": 0.5}}, name=MODEL, experiment="serve-test")
+    # a per-voice group's name carries an espeak-ng variant's "+", which MLflow refuses in names
+    first = register(str(tiny_bundle), {"test": {"lmd": 0.5}, "test/espeak/en-us+m3": {"lmd": 0.4}},
+                     name=MODEL, experiment="serve-test")
     second = register(str(tiny_bundle), {"test": {"lmd": 0.9}}, name=MODEL, experiment="serve-test")
     MlflowClient().set_registered_model_alias(MODEL, CHAMPION, first["version"])
     return first["version"], second["version"]
