@@ -198,6 +198,12 @@ def _headline(summary: dict[str, Any]) -> str:
             lines.append(f"{split:<12}{name:<10}{cells}")
     # few blinks measure a split's rate loosely: say how loosely, beside the model's rate
     lines.append("truth blinks per split, and the 95 % interval of the rate they measure:")
+    for split in splits:
+        row = summary["metrics"][split]
+        if row.get("truth_seconds"):
+            lines.append(f"  {split:<12}{row['truth_blinks']:>4.0f} in {row['truth_seconds']:5.1f} s → "
+                         f"{row['truth_blink_rate_low']:.2f}–{row['truth_blink_rate_high']:.2f} /s "
+                         f"(model {row['blink_rate']:.2f})")
     voices = [s for s in summary["metrics"] if s.count("/") > 1]  # <split>/<engine>/<voice>
     if voices:
         lines.append("per voice (model): gap_closed, mouth opening p95 (truth's), in pauses (truth's):")
@@ -207,12 +213,6 @@ def _headline(summary: dict[str, Any]) -> str:
             lines.append(f"  {split:<42}{row.get('gap_closed', float('nan')):>7.2f}"
                          f"{row.get('mouth_p95', float('nan')):>8.3f} ({true.get('mouth_p95', float('nan')):.3f})"
                          f"{row.get('mouth_pause', float('nan')):>8.3f} ({true.get('mouth_pause', float('nan')):.3f})")
-    for split in splits:
-        row = summary["metrics"][split]
-        if row.get("truth_seconds"):
-            lines.append(f"  {split:<12}{row['truth_blinks']:>4.0f} in {row['truth_seconds']:5.1f} s → "
-                         f"{row['truth_blink_rate_low']:.2f}–{row['truth_blink_rate_high']:.2f} /s "
-                         f"(model {row['blink_rate']:.2f})")
     return "\n".join(lines)
 
 
