@@ -64,3 +64,9 @@ def test_pause_frames_and_mouth_figures(astronaut_256):
     assert score["mouth_p50"] == pytest.approx(rest) and score["mouth_p95"] == pytest.approx(rest)
     assert score["mouth_pause"] == pytest.approx(rest)
     assert np.isnan(score_clip(Trace(lm), Trace(lm), fps=fps)["mouth_pause"])
+
+
+def test_splits_the_store_does_not_hold_are_not_reported():
+    index = [{"clip_id": "en_0", "split": "test", "language": "en"}]
+    groups = select_clips(index, EvaluateConfig())  # default splits include val, test_xling, test_voice
+    assert set(groups) == {"test", "test/en"}
