@@ -1,4 +1,4 @@
-"""The model bundle: one directory that fully describes a trained system (DESIGN.md §4).
+"""The model bundle: one directory that fully describes a trained system (docs/design.md §3).
 
 Layout::
 

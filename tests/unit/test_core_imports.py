@@ -1,4 +1,4 @@
-"""The core library imports cleanly and never pulls in Ray or MLflow (DESIGN.md §3)."""
+"""The core library imports cleanly and never pulls in Ray or MLflow (docs/design.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The preprocessed-clip store (DESIGN.md §4): what ``preprocess`` writes and later stages read.
+"""The preprocessed-clip store (docs/design.md §3): what ``preprocess`` writes and later stages read.
 
 Layout under the output URI (a local folder or ``s3://bucket/prefix``)::
 
