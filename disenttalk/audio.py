@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
+from disenttalk.constants import SAMPLE_RATE
 from disenttalk.model.config import AudioConfig
 
 FEATURE_RATE = 50  # Hz, the 20 ms hop of both frontends
@@ -63,7 +64,7 @@ class AudioFrontend(ABC):
         """Video frames that cover ``num_samples`` of audio (the last partial frame counts)."""
         return math.ceil(num_samples * self.cfg.fps / sample_rate - 1e-9)
 
-    def __call__(self, audio: np.ndarray, sample_rate: int = 16000,
+    def __call__(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
                  num_frames: int | None = None) -> np.ndarray:
         """Features aligned to video frames, float32 [T,F] (or [B,T,F] for batched input)."""
         audio = np.asarray(audio, dtype=np.float32)
@@ -126,7 +127,7 @@ class HubertFrontend(AudioFrontend):
         super().__init__(cfg, device)
         from transformers import HubertModel, Wav2Vec2FeatureExtractor
 
-        if cfg.sample_rate != 16000:
+        if cfg.sample_rate != SAMPLE_RATE:
             raise ValueError("HuBERT expects 16 kHz input; set audio.sample_rate=16000")
         local_only = not cfg.allow_download
         self.model = HubertModel.from_pretrained(cfg.hubert_model, local_files_only=local_only)

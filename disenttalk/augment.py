@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 from scipy.signal import butter, fftconvolve, firwin, resample_poly, sosfiltfilt
 
 from disenttalk.config import StrictConfig
+from disenttalk.constants import SAMPLE_RATE
 
 NoiseKind = Literal["white", "pink", "brown", "babble", "music"]
 Codec = Literal["mp3", "aac", "opus"]
@@ -186,9 +187,9 @@ def telephone(audio: np.ndarray, sample_rate: int, low_hz: float = 300.0,
 
 def _telephone_fir(sample_rate: int) -> np.ndarray | None:
     """The anti-alias / anti-image filter of 16 kHz ↔ 8 kHz (None for other rates: scipy's)."""
-    if sample_rate != 16000:
+    if sample_rate != SAMPLE_RATE:
         return None
-    return firwin(101, 3700, fs=16000, window=("kaiser", 8.0))
+    return firwin(101, 3700, fs=SAMPLE_RATE, window=("kaiser", 8.0))
 
 
 def codec(audio: np.ndarray, sample_rate: int, name: Codec, bitrate_kbps: float) -> np.ndarray:

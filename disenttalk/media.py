@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from disenttalk.constants import SAMPLE_RATE
+
 GOP_SIZE = 25  # one keyframe a second at 25 fps: cheap seeking for windowed reads
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from disenttalk.constants import SAMPLE_RATE
 from serve.stream import unpack_frame
 
 
@@ -49,7 +50,7 @@ def to_pcm16(audio: np.ndarray) -> bytes:
     return (np.clip(audio, -1, 1) * 32767).round().astype("<i2").tobytes()
 
 
-def stream(base_url: str, portrait_id: str, audio: np.ndarray, sample_rate: int = 16000, *,
+def stream(base_url: str, portrait_id: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, *,
            chunk_ms: int = 200, realtime: bool = True, api_key: str | None = None,
            timeout: float = 120.0, **options: Any) -> StreamResult:
     """Send ``audio`` in PCM16 chunks (paced like a live source if ``realtime``); collect frames."""

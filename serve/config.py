@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from disenttalk.config import StrictConfig
+from disenttalk.constants import CHAMPION_URI, DEFAULT_STEPS
 from workflows.platform.raycluster import RayConfig
 
 
@@ -68,7 +69,7 @@ class StreamOptions(StrictConfig):
     window: int = 16  # frames per denoiser call
     prefix: int = 8  # of them carried over from the previous call (hop = window − prefix)
     first_hop: int | None = 4  # new frames of the first call (None: hop)
-    steps: int = 10  # DDIM steps per window
+    steps: int = DEFAULT_STEPS  # DDIM steps per window
     jpeg_quality: int = 80
     sample_rates: list[int] = [8000, 16000, 22050, 24000, 32000, 44100, 48000]
 
@@ -76,11 +77,11 @@ class StreamOptions(StrictConfig):
 class ServeConfig(StrictConfig):
     """``disenttalk serve`` / ``serve.app:build``: the whole application."""
 
-    model_uri: str = "models:/disenttalk@champion"
+    model_uri: str = CHAMPION_URI
     host: str = "127.0.0.1"
     port: int = 8000
     route_prefix: str = "/"
-    steps: int = 10  # /v1/generate default DDIM steps (quadratic spacing)
+    steps: int = DEFAULT_STEPS  # /v1/generate default DDIM steps (quadratic spacing)
     portrait_cache: int = 128  # prepared portraits kept per Portraits replica (LRU)
     video_preset: str = "veryfast"  # libx264 preset of /v1/generate's mp4 (medium: ~2.3× slower, same size)
     limits: Limits = Limits()

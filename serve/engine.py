@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from disenttalk.constants import SAMPLE_RATE
 from serve.config import ServeConfig
 from serve.errors import ApiError
 from serve.portraits import Portrait
@@ -151,11 +152,11 @@ class Engine:
         model = self.current()
         gen = model.offline
         t0 = time.perf_counter()
-        motion = gen.motion(audio, 16000, steps=options.steps, guidance=options.guidance,
+        motion = gen.motion(audio, SAMPLE_RATE, steps=options.steps, guidance=options.guidance,
                             seed=options.seed, controls=controls(options))
         t1 = time.perf_counter()
         meta = {"frames": len(motion), "fps": float(motion.fps),
-                "seconds_of_audio": round(len(audio) / 16000, 3), "model_version": model.info["version"],
+                "seconds_of_audio": round(len(audio) / SAMPLE_RATE, 3), "model_version": model.info["version"],
                 "motion_s": round(t1 - t0, 3)}
         if options.output in ("json", "motion"):
             body = json.dumps({**meta, "expression": motion.expression.tolist(),
@@ -169,7 +170,7 @@ class Engine:
         t2 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="disenttalk-video-") as tmp:
             out = Path(tmp) / "talk.mp4"
-            media.write_video(out, frames, motion.fps, audio=audio, sample_rate=16000,
+            media.write_video(out, frames, motion.fps, audio=audio, sample_rate=SAMPLE_RATE,
                               preset=self.cfg.video_preset)
             body = out.read_bytes()
         meta.update(render_s=round(t2 - t1, 3), encode_s=round(time.perf_counter() - t2, 3),
@@ -198,8 +199,8 @@ class Engine:
     def framed(self, model: Loaded, portrait: Portrait) -> Portrait:
         """``portrait`` cut as ``model``'s training clips were (Portraits cuts with the default
         framing, not knowing the model); re-cut portraits are cached like renderers."""
+        from disenttalk.face.crop import framing
         from serve.portraits import reframed
-        from workflows.preprocess.worker import framing
 
         want = framing(model.offline.bundle.meta.get("framing"))
         if tuple(portrait.framing) == want:

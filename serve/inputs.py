@@ -12,10 +12,9 @@ import warnings
 
 import numpy as np
 
+from disenttalk.constants import SAMPLE_RATE
 from serve.config import Limits
 from serve.errors import ApiError
-
-SAMPLE_RATE = 16_000
 
 
 def check_upload(data: bytes, limits: Limits, what: str) -> None:

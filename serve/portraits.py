@@ -56,8 +56,8 @@ def content_id(data: bytes, face: int | None = None) -> str:
 def find_face(image: np.ndarray, face: int | None = None, framing: tuple[int, float] | None = None) -> Any:
     """``disenttalk.face.portrait.Portrait`` of the chosen face, cut with ``framing`` (crop size,
     margin; default: preprocessing's); 422 with the reason if none is usable."""
+    from disenttalk.face.crop import framing as default_framing
     from disenttalk.face.portrait import NoUsableFace, prepare_portrait
-    from workflows.preprocess.worker import framing as default_framing
 
     size, margin = framing or default_framing()
     try:
@@ -69,7 +69,7 @@ def find_face(image: np.ndarray, face: int | None = None, framing: tuple[int, fl
 def prepare(portrait_id: str, photo: np.ndarray, face: int | None = None,
             framing: tuple[int, float] | None = None) -> Portrait:
     """Find, check and crop the face of ``photo`` (``framing`` as in :func:`find_face`)."""
-    from workflows.preprocess.worker import framing as default_framing
+    from disenttalk.face.crop import framing as default_framing
 
     framing = framing or default_framing()
     found = find_face(photo, face, framing)

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from disenttalk.constants import SAMPLE_RATE
 from disenttalk.generate.motion import MAX_BLINK_RATE
 from serve.errors import ApiError, as_api_error
 from serve.inputs import pcm16
@@ -58,7 +59,7 @@ class StartMessage(BaseModel):
 
     type: Literal["start"]
     portrait_id: str = Field(pattern=r"^[0-9a-f]{64}$")
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     channels: Literal[1, 2] = 1
     format: Literal["pcm16"] = "pcm16"
     steps: int | None = Field(None, ge=1, le=100)

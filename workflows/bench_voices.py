@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from disenttalk.constants import CHAMPION_URI
+
 SENTENCE = "Please call Stella and ask her to bring these things with her from the store."
 SECOND = "Six spoons of fresh snow peas, and maybe a snack for her brother Bob."
 PROBE_SECONDS = 6.0
@@ -139,7 +141,7 @@ def _round(row: dict) -> dict:
 
 
 def voices(
-    model: str = typer.Option("models:/disenttalk@champion", help="Model URI or bundle folder."),
+    model: str = typer.Option(CHAMPION_URI, help="Model URI or bundle folder."),
     image: str | None = typer.Option(None, help="Portrait (default: scikit-image's astronaut)."),
     audio: list[Path] = typer.Option([], "--audio", help="Recordings to probe as well (repeatable)."),
     gains: str = typer.Option("0,-20,-10,+6", help="Loudness probes, dB relative to the sentence."),

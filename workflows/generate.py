@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import typer
 
+from disenttalk.constants import SAMPLE_RATE
 from workflows.common import user_errors
 
 
@@ -42,8 +43,8 @@ def portrait_of(image: np.ndarray, face: int | None = None, framing: dict[str, A
     ``crop_margin``: what a bundle records as ``meta["framing"]``), else preprocessing's defaults;
     a photo with no usable face raises :class:`GenerateError` saying why.
     """
+    from disenttalk.face.crop import framing as crop_framing
     from disenttalk.face.portrait import NoUsableFace, prepare_portrait
-    from workflows.preprocess.worker import framing as crop_framing
 
     size, margin = crop_framing(framing)
     try:
@@ -171,7 +172,7 @@ def run(
         raise GenerateError(str(exc)) from exc
     photo = load_image(image)
     portrait = portrait_of(photo, face, generator.bundle.meta.get("framing"))
-    motion = generator.motion(speech, 16000, steps=steps, sampler=sampler, guidance=guidance,
+    motion = generator.motion(speech, SAMPLE_RATE, steps=steps, sampler=sampler, guidance=guidance,
                               eta=eta, seed=seed, controls=controls)
     if crop_only:
         frames = generator.render(motion, portrait.crop, portrait.landmarks)
@@ -181,11 +182,11 @@ def run(
         # only what moved is pasted: the rest of the photo keeps its own pixels
         frames = portrait.paste(photo, drawn, still=portrait.crop if sharp is None else sharp)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    media.write_video(out, frames, motion.fps, audio=speech, sample_rate=16000)
+    media.write_video(out, frames, motion.fps, audio=speech, sample_rate=SAMPLE_RATE)
     return {
         "video": str(out),
         "frames": int(len(frames)),
-        "seconds_of_audio": round(len(speech) / 16000, 3),
+        "seconds_of_audio": round(len(speech) / SAMPLE_RATE, 3),
         "size": list(frames.shape[1:3]),
         "output": "crop" if crop_only else "pasted into the photo",
         **({"blink_rate": round(blink_rate, 3)} if blink_rate is not None else {}),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import mlflow.pyfunc
 
+from disenttalk.constants import SAMPLE_RATE
+
 
 class DisentTalkPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc: rows of ``audio`` (float samples) + ``sample_rate`` → expression/pose motion."""
@@ -28,7 +30,7 @@ class DisentTalkPyfunc(mlflow.pyfunc.PythonModel):
             audio = np.asarray(row["audio"], dtype=np.float32)
             motion = self.generator.motion(
                 audio,
-                int(row.get("sample_rate", 16000)),
+                int(row.get("sample_rate", SAMPLE_RATE)),
                 steps=int(params["steps"]) if params.get("steps") else None,  # default DDIM-10
                 guidance=params.get("guidance"),
                 seed=int(params.get("seed", 0)),

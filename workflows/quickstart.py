@@ -19,6 +19,7 @@ from pydantic import Field
 
 from disenttalk import paths
 from disenttalk.config import StrictConfig
+from disenttalk.constants import CHAMPION_URI
 from workflows.common import user_errors
 
 
@@ -159,7 +160,7 @@ def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
     portrait = root / "portrait.png"
     io.imsave(str(portrait), skdata.astronaut(), check_contrast=False)
     video = root / "sample.mp4"
-    model_uri = f"models:/{register.MODEL_NAME}@{register.CHAMPION}"
+    model_uri = CHAMPION_URI
     _, times["generate"] = _stage(
         "generate", generate.run, model_uri, str(audio), str(portrait), str(video),
         steps=cfg.sample.steps, seed=cfg.sample.seed)

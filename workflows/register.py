@@ -19,11 +19,11 @@ from typing import Any
 
 import typer
 
+from disenttalk.constants import CHAMPION_ALIAS, MODEL_NAME
 from workflows.common import UserError, user_errors
 from workflows.platform import storage, tracking
 
-MODEL_NAME = "disenttalk"
-CHAMPION = "champion"
+CHAMPION = CHAMPION_ALIAS
 METRIC_TAG_PREFIX = "metric."
 
 def better(candidate: float, incumbent: float | None, mode: str) -> bool:

@@ -15,17 +15,28 @@ ever pasted back.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+CROP_SIZE = 256  # the paper's 256×256 crops
+CROP_MARGIN = 0.3  # box side = landmark extent × (1 + 2·margin)
 _CHUNK = 32  # frames per grid_sample call: bounds memory on long HD clips
 STILL_FEATHER = 0.01  # a moving region is grown and feathered by this share of the crop side
 # Padding outside the frame: blurred copies of the border-padded crop, the n-th smoothed over
 # 2^n crop pixels (at 256 px); a pixel d crop pixels outside takes level log2(1 + d / _PAD_RAMP).
 _PAD_LEVELS = 6
 _PAD_RAMP = 1.0
+
+
+def framing(recorded: Mapping[str, Any] | None = None) -> tuple[int, float]:
+    """(crop size, crop margin) of the face crop: as a bundle records it (``meta["framing"]``,
+    from the store it was trained on), else the defaults preprocessing uses."""
+    recorded = recorded or {}
+    return int(recorded.get("crop_size", CROP_SIZE)), float(recorded.get("crop_margin", CROP_MARGIN))
 
 
 def _to_tensor(frames: np.ndarray):

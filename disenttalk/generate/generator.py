@@ -13,6 +13,7 @@ from torch import nn
 
 from disenttalk.audio import resolve_device
 from disenttalk.bundle import Bundle, load_bundle, load_into
+from disenttalk.constants import SAMPLE_RATE
 from disenttalk.face.editors import close_lips
 from disenttalk.face.regions import REGIONS
 from disenttalk.generate.motion import (
@@ -117,7 +118,7 @@ class Generator:
         return cls(load_bundle(path), **kwargs)
 
     # -- motion -----------------------------------------------------------------------------
-    def open_stream(self, sample_rate: int = 16000, *, steps: int | None = None,
+    def open_stream(self, sample_rate: int = SAMPLE_RATE, *, steps: int | None = None,
                     sampler: str = "ddim", guidance: float | None = None, seed: int = 0,
                     controls: Controls | None = None,
                     eta: float | Mapping[str, float] | None = None,
@@ -156,7 +157,7 @@ class Generator:
             out[list(self.split.indices(region))] = float(value)
         return out
 
-    def motion(self, audio: np.ndarray, sample_rate: int = 16000, **kwargs: Any) -> Motion:
+    def motion(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, **kwargs: Any) -> Motion:
         """Motion for the whole audio (any length); keywords as in :meth:`open_stream`.
 
         ``steps`` defaults to 10 (quadratic spacing) for DDIM and all T for DDPM. With a frontend
@@ -174,7 +175,7 @@ class Generator:
             return Motion(np.zeros((0, n), np.float32), np.zeros((0, 6), np.float32), self.fps)
         return Motion.concat(chunks)
 
-    def stream(self, audio_chunks: Iterable[np.ndarray], sample_rate: int = 16000,
+    def stream(self, audio_chunks: Iterable[np.ndarray], sample_rate: int = SAMPLE_RATE,
                **kwargs: Any) -> Iterator[Motion]:
         """Yield Motion chunks as soon as each hop of audio has arrived; flushes at the end."""
         stream = self.open_stream(sample_rate, **kwargs)
@@ -343,7 +344,7 @@ class Generator:
         return crop_renderer(portrait, portrait_landmarks, sharp, device=self.device)
 
     def generate(self, audio: np.ndarray | str | Path, portrait: np.ndarray | str | Path,
-                 out_path: str | Path, sample_rate: int = 16000,
+                 out_path: str | Path, sample_rate: int = SAMPLE_RATE,
                  portrait_landmarks: np.ndarray | None = None, **kwargs: Any) -> Motion:
         """Write an mp4 of the portrait speaking the audio (with the audio); returns the motion."""
         from disenttalk import media

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from disenttalk.config import StrictConfig
+from disenttalk.constants import SAMPLE_RATE
 
 Prediction = Literal["eps", "x0", "v"]
 Spacing = Literal["uniform", "quadratic"]
@@ -59,7 +60,7 @@ class AudioConfig(StrictConfig):
     """Audio frontend: log-mel (no weights, the offline default) or HuBERT hidden states."""
 
     frontend: Literal["mel", "hubert"] = "mel"
-    sample_rate: int = Field(16000, gt=0)  # the paper's 16 kHz mono
+    sample_rate: int = Field(SAMPLE_RATE, gt=0)  # the paper's 16 kHz mono
     fps: int = Field(25, gt=0)  # video frame rate; features are stacked to this rate
     # log-mel: 50 Hz frames (hop 20 ms, window 25 ms, 512-point FFT)
     n_mels: int = Field(80, gt=0)

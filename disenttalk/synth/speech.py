@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import resample_poly
 
-SAMPLE_RATE = 16_000  # the project's audio rate
+from disenttalk.constants import SAMPLE_RATE
+
 ESPEAK_RATE = 22_050  # espeak-ng's native rate
 
 VOICES = {"en": "en-us", "zh": "cmn", "es": "es"}  # ISO 639-1 → espeak-ng voice

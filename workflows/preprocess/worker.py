@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from disenttalk.config import StrictConfig
+from disenttalk.face import crop
 from disenttalk.model.config import AudioConfig
 from workflows.platform import clipstore, storage
 from workflows.platform.raycluster import RayConfig
@@ -56,19 +57,12 @@ class FilterConfig(StrictConfig):
 class FaceConfig(StrictConfig):
     """Tracking and the aligned crop the landmarks are expressed in."""
 
-    crop_size: int = Field(256, gt=0)  # the paper's 256×256 crops
-    crop_margin: float = Field(0.3, ge=0)  # box side = landmark extent × (1 + 2·margin)
+    crop_size: int = Field(crop.CROP_SIZE, gt=0)  # the paper's 256×256 crops
+    crop_margin: float = Field(crop.CROP_MARGIN, ge=0)  # box side = landmark extent × (1 + 2·margin)
     crop_smooth: float = Field(4.0, ge=0)  # Gaussian σ in frames for box centre and side
     min_confidence: float = Field(0.5, ge=0, le=1)
     max_faces: int = Field(2, ge=1)  # faces tracked at once; one person is followed (FaceTracker)
 
-
-def framing(recorded: Mapping[str, Any] | None = None) -> tuple[int, float]:
-    """(crop size, crop margin) of the face crop: as a bundle records it (``meta["framing"]``,
-    from the store it was trained on), else preprocessing's defaults."""
-    defaults, recorded = FaceConfig(), recorded or {}
-    return (int(recorded.get("crop_size", defaults.crop_size)),
-            float(recorded.get("crop_margin", defaults.crop_margin)))
 
 
 class PreprocessConfig(StrictConfig):

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from disenttalk.constants import SAMPLE_RATE
 from workflows.platform import clipstore, storage
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class Clip:
     audio: np.ndarray  # float32 [T,F]
     valid: np.ndarray  # bool [T]
     waveform: np.ndarray | None = None  # float32 [S] mono
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     variants: list[Clip] = field(default_factory=list)
     tempo: float = 1.0  # a variant's tempo factor (> 1: faster, fewer frames)
     augmented: tuple[str, ...] = ()  # a variant's transforms, e.g. ("noise:pink:12.0dB",)
