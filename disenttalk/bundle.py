@@ -36,9 +36,16 @@ from disenttalk.face.regions import RegionSplit
 from disenttalk.model.config import ModelConfig
 
 FORMAT_VERSION = 1
-REQUIRED = ("config.json", "regions.json", "norm.npz", "sync_expert.pt", "denoiser.pt", "meta.json")
+# the bundle's files (the layout above); every reader and writer names them through these
+CONFIG = "config.json"
+REGIONS = "regions.json"
+NORM = "norm.npz"
+EXPERT = "sync_expert.pt"
+DENOISER = "denoiser.pt"
+META = "meta.json"
 MORPHABLE = "morphable.npz"
 BLINKS = "blinks.npz"
+REQUIRED = (CONFIG, REGIONS, NORM, EXPERT, DENOISER, META)
 
 
 class BundleError(ValueError):
@@ -115,11 +122,11 @@ def _check_consistent(config: ModelConfig, split: RegionSplit) -> None:
 
 def update_meta(path: str | Path, **fields: Any) -> dict[str, Any]:
     """Set ``fields`` in a bundle's meta.json (atomic replace); returns the new meta."""
-    file = Path(path) / "meta.json"
+    file = Path(path) / META
     if not file.is_file():
-        raise BundleError(f"{path}: no meta.json (not a bundle folder)")
+        raise BundleError(f"{path}: no {META} (not a bundle folder)")
     meta = {**json.loads(file.read_text()), **fields}
-    tmp = file.with_name(f".meta.json.{uuid.uuid4().hex[:8]}")
+    tmp = file.with_name(f".{META}.{uuid.uuid4().hex[:8]}")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     tmp.replace(file)
     return meta
@@ -140,11 +147,11 @@ def write_bundle(path: str | Path, *, config: ModelConfig, morphable: Any | None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        config.save(tmp / "config.json")
-        split.save(tmp / "regions.json")
-        np.savez(tmp / "norm.npz", **norm)
-        torch.save({k: v.detach().cpu() for k, v in expert_state.items()}, tmp / "sync_expert.pt")
-        torch.save({k: v.detach().cpu() for k, v in denoiser_state.items()}, tmp / "denoiser.pt")
+        config.save(tmp / CONFIG)
+        split.save(tmp / REGIONS)
+        np.savez(tmp / NORM, **norm)
+        torch.save({k: v.detach().cpu() for k, v in expert_state.items()}, tmp / EXPERT)
+        torch.save({k: v.detach().cpu() for k, v in denoiser_state.items()}, tmp / DENOISER)
         if morphable is not None:
             morphable.save(tmp / MORPHABLE)
         if blinks is not None:
@@ -152,7 +159,7 @@ def write_bundle(path: str | Path, *, config: ModelConfig, morphable: Any | None
         meta = {"format_version": FORMAT_VERSION, "versions": _versions(),
                 "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                 "has_morphable": morphable is not None, **(extra or {})}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         if path.exists():  # replace: move the old bundle aside first, then drop it
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
             path.rename(old)
@@ -185,9 +192,9 @@ def load_bundle(path: str | Path) -> Bundle:
     if missing:
         raise BundleError(f"{path}: missing {', '.join(missing)}")
     try:
-        meta = json.loads((path / "meta.json").read_text())
-        config = ModelConfig.load(path / "config.json")
-        split = RegionSplit.load(path / "regions.json")
+        meta = json.loads((path / META).read_text())
+        config = ModelConfig.load(path / CONFIG)
+        split = RegionSplit.load(path / REGIONS)
     except Exception as exc:  # JSON errors, ConfigError, bad region indices
         raise BundleError(f"{path}: {exc}") from exc
     if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
@@ -195,10 +202,10 @@ def load_bundle(path: str | Path) -> Bundle:
                           f"this library reads ({FORMAT_VERSION})")
     _check_consistent(config, split)
     try:
-        with np.load(path / "norm.npz") as data:
+        with np.load(path / NORM) as data:
             norm = {k: data[k] for k in data.files}
     except Exception as exc:
-        raise BundleError(f"norm.npz: unreadable ({exc})") from exc
+        raise BundleError(f"{NORM}: unreadable ({exc})") from exc
     norm = _check_norm(norm, split.num_dims)
     morphable = None
     if (path / MORPHABLE).is_file():
@@ -209,7 +216,7 @@ def load_bundle(path: str | Path) -> Bundle:
         except Exception as exc:
             raise BundleError(f"{MORPHABLE}: unreadable ({exc})") from exc
     elif meta.get("has_morphable"):
-        raise BundleError(f"{path}: missing {MORPHABLE} (meta.json says it was written)")
+        raise BundleError(f"{path}: missing {MORPHABLE} ({META} says it was written)")
     blinks = None
     if (path / BLINKS).is_file():
         try:
@@ -219,8 +226,8 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(f"{BLINKS}: unreadable ({exc})") from exc
         blinks = _check_blinks(blinks, len(split.eye))
     return Bundle(path=path, config=config, split=split, norm=norm,
-                  expert_state=_load_state(path / "sync_expert.pt"),
-                  denoiser_state=_load_state(path / "denoiser.pt"), meta=meta, morphable=morphable,
+                  expert_state=_load_state(path / EXPERT),
+                  denoiser_state=_load_state(path / DENOISER), meta=meta, morphable=morphable,
                   blinks=blinks)
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from disenttalk.audio import resolve_device
-from disenttalk.bundle import Bundle, load_bundle, load_into
+from disenttalk.bundle import DENOISER, Bundle, load_bundle, load_into
 from disenttalk.constants import SAMPLE_RATE
 from disenttalk.face.editors import close_lips
 from disenttalk.face.regions import REGIONS
@@ -93,7 +93,7 @@ class Generator:
             from disenttalk.model.denoiser import Denoiser
 
             denoiser = load_into(Denoiser(cfg.denoiser, bundle.split, frontend.feature_dim),
-                                 bundle.denoiser_state, "denoiser.pt")
+                                 bundle.denoiser_state, DENOISER)
         self.denoiser = denoiser.eval().to(self.device)
         self.diffusion = GaussianDiffusion(cfg.diffusion, bundle.split).to(self.device)
         look_ahead = getattr(cfg.denoiser, "look_ahead", 0)
