@@ -1,7 +1,10 @@
 """Benchmarks for running at scale: the fit driver's memory, preprocess throughput per node count.
 
-    python -m workflows.bench_cluster fit-memory --store workspace/quickstart/store --times 10
-    python -m workflows.bench_cluster preprocess-nodes --manifest corpus/manifest.jsonl
+    python tools/bench_cluster.py fit-memory --store workspace/quickstart/store --times 10
+    python tools/bench_cluster.py preprocess-nodes --manifest corpus/manifest.jsonl
+
+A developer's tool (not part of the ``disenttalk`` command): it starts its own local clusters and
+compares revisions of the code.
 
 ``fit-memory`` copies a clip store ``--times`` times over (new content hashes, so they are new
 clips) and runs ``fit`` on the original and on the copy, each in a fresh process, sampling the
@@ -25,6 +28,8 @@ import typer
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
 
 
 def replicate_store(src: str, dst: str, times: int) -> int:
@@ -46,35 +51,7 @@ def replicate_store(src: str, dst: str, times: int) -> int:
     return len(rows)
 
 
-_PROBE = r"""
-import json, os, sys, threading, time, importlib.util
-PAGE = os.sysconf("SC_PAGE_SIZE")
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-if sys.argv[1].endswith(".py"):  # another revision's fit: loaded from its file
-    spec = importlib.util.spec_from_file_location("fit_under_test", sys.argv[1])
-    fit = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = fit  # pydantic resolves the config's annotations through it
-    spec.loader.exec_module(fit)
-else:
-    fit = importlib.import_module(sys.argv[1])
-from workflows.platform.raycluster import RayConfig, init_ray
-init_ray(RayConfig(num_cpus=2, progress_bars=False))
-cfg = fit.FitConfig.from_dict({"mlflow": {"enabled": False}})
-base = rss()
-peak, done = [base], threading.Event()
-def sample():
-    while not done.is_set():
-        peak[0] = max(peak[0], rss()); time.sleep(0.02)
-threading.Thread(target=sample, daemon=True).start()
-tic = time.perf_counter()
-summary = fit.run(sys.argv[2], sys.argv[3], cfg)
-done.set()
-print(json.dumps({"baseline_mb": base / 2**20, "peak_mb": peak[0] / 2**20,
-                  "growth_mb": (peak[0] - base) / 2**20, "seconds": time.perf_counter() - tic,
-                  "clips": summary["clips"], "train_frames": summary["train_frames"]}))
-"""
+PROBE = Path(__file__).with_name("fit_probe.py")  # runs one fit in a fresh process, sampling its RSS
 
 
 def _slug(name: str) -> str:
@@ -83,7 +60,7 @@ def _slug(name: str) -> str:
 
 def _probe(fit_module: str | Path, store: str, out: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", _PROBE, str(fit_module), store, out], env=env,
+    done = subprocess.run([sys.executable, str(PROBE), str(fit_module), store, out], env=env,
                           capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
@@ -151,6 +128,7 @@ def preprocess_nodes(
     manifest: Path = typer.Option(..., help="a local corpus manifest (uploaded to the cluster's S3)"),
     nodes: str = typer.Option("1,2", help="worker node counts to try"),
     work: Path | None = typer.Option(None, help="scratch folder (default: a temp folder)"),
+    bucket: str = typer.Option("disenttalk", help="bucket of the local cluster's S3 endpoint the corpus is uploaded to"),
 ) -> None:
     """Preprocess throughput of the same corpus on clusters of 1 and 2 worker nodes (1 CPU each)."""
     from workflows.platform import storage
@@ -170,18 +148,18 @@ def preprocess_nodes(
         saved = dict(os.environ)
         try:
             os.environ.update({k: v for k, v in env.items() if not k.startswith("RAY_")})
-            storage.upload_dir(manifest.parent, "s3://disenttalk/corpus")
+            storage.upload_dir(manifest.parent, f"s3://{bucket}/corpus")
             tic = time.perf_counter()
             job = subprocess.run(
                 [sys.executable, "-m", "workflows.platform.submit", "preprocess",
-                 "--manifest", "s3://disenttalk/corpus/manifest.jsonl", "--out", "s3://disenttalk/store",
+                 "--manifest", f"s3://{bucket}/corpus/manifest.jsonl", "--out", f"s3://{bucket}/store",
                  "--set", f"actors.min_size={count}", "--set", f"actors.max_size={count}",
                  "--set", "ray.progress_bars=false", "--set", "mlflow.enabled=false"],
                 env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True)
             seconds = time.perf_counter() - tic
             if job.returncode:
                 raise RuntimeError(job.stdout[-3000:])
-            summary = json.loads(storage.read_text("s3://disenttalk/store/summary.json"))
+            summary = json.loads(storage.read_text(f"s3://{bucket}/store/summary.json"))
             clips = summary["ok"] + summary["rejected"]
             lines.append(f"{count:>12}{clips:>7}{seconds:>8.1f}{summary['seconds']:>10.1f}"
                          f"{60 * clips / summary['seconds']:>10.1f}{summary['clip_seconds_mean']:>8.2f}")
