@@ -15,33 +15,17 @@ from workflows.platform import storage
 from workflows.train.config import TrainStageConfig, load_stage_config, model_config_for
 
 
-def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
-        callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Train both phases on Ray Train and write ``<out>/bundle``; returns the summary.
+def _absolute(uri: str) -> str:
+    """``uri`` as workers see it: S3 as given, a local path made absolute (workers do not share
+    the driver's working directory)."""
+    return uri if storage.is_s3(uri) else str(Path(uri).expanduser().resolve())
 
-    ``split`` replaces the fit's region split (a sweep's K_lip / K_eye, re-selected from the
-    fit's scores); ``callbacks`` are Ray Train ``UserCallback``s (a sweep's report to Tune)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
 
-    from disenttalk.face.tracker import VERBOSE_ENV
-    from workflows import fit as fit_stage
-    from workflows.platform import tracking
-    from workflows.platform.raycluster import (
-        forwarded_env,
-        init_ray,
-        shutdown_if_started,
-        work_by_node,
-        work_items,
-    )
+def _loop_config(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any) -> dict[str, Any]:
+    """What every worker's loop starts from: configs, the split, the normalisation statistics
+    and the clips of the train and val splits."""
     from workflows.train import data as train_data
-    from workflows.train.loop import train_loop_per_worker
 
-    start = time.perf_counter()
-    # workers do not share the driver's working directory: hand them absolute locations
-    data, fit, out = (u if storage.is_s3(u) else str(Path(u).expanduser().resolve())
-                      for u in (data, fit, out))
-    split = split or fit_stage.read_split(fit)
     train_rows = train_data.clip_rows(data, fit, "train")
     if not train_rows:
         raise ValueError(f"{data}: no clips in the train split")
@@ -49,14 +33,7 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
     feature_dim = int(train_rows[0]["feature_dim"])
     model_cfg = model_config_for(cfg.model, split, feature_dim)
     norm = train_data.norm_stats(data, fit, train_rows)
-    storage.makedirs(out)
-    storage_path = cfg.run.storage_path or storage.join(out, "ray")
-
-    env = forwarded_env()
-    if cfg.mlflow.enabled:  # workers log to the same store the driver would use
-        env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
-
-    loop_config = {
+    return {
         "stage": cfg.to_dict(),
         "model": model_cfg.to_dict(),
         "split": split.to_dict(),
@@ -68,10 +45,24 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
         "val_rows": val_rows,
         "feature_dim": feature_dim,
     }
+
+
+def _run_config(cfg: TrainStageConfig, out: str, callbacks: Sequence[Any]) -> Any:
+    """Ray Train's ``RunConfig``: where checkpoints go, how many are kept, retries, worker env."""
+    import ray.train
+
+    from disenttalk.face.tracker import VERBOSE_ENV
+    from workflows.platform import tracking
+    from workflows.platform.raycluster import forwarded_env
+
+    storage_path = cfg.run.storage_path or storage.join(out, "ray")
+    env = forwarded_env()
+    if cfg.mlflow.enabled:  # workers log to the same store the driver would use
+        env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
     # For S3, Ray takes the filesystem configured like every other stage's (endpoint, keys)
     # and the path without its scheme.
     fs = storage.s3_filesystem() if storage.is_s3(storage_path) else None
-    run_config = ray.train.RunConfig(
+    return ray.train.RunConfig(
         name=cfg.run.name,
         storage_path=storage.filesystem(storage_path)[1] if fs else storage_path,
         storage_filesystem=fs,
@@ -84,6 +75,20 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
         logging_config=ray.train.LoggingConfig(
             log_level="INFO" if os.environ.get(VERBOSE_ENV) else "WARNING"),
     )
+
+
+def _fit(cfg: TrainStageConfig, loop_config: dict[str, Any], run_config: Any) -> tuple[Any, dict]:
+    """Run the ``TorchTrainer``; its result and the work per Ray node ({} without the State API)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from workflows.platform.raycluster import (
+        init_ray,
+        shutdown_if_started,
+        work_by_node,
+        work_items,
+    )
+    from workflows.train.loop import train_loop_per_worker
 
     started = init_ray(cfg.ray)
     try:
@@ -99,14 +104,17 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
         )
         before = work_items()
         result = trainer.fit()
-        nodes = work_by_node(work_items(), before)  # where the workers ran ({} without the State API)
+        return result, work_by_node(work_items(), before)  # where the workers ran
     finally:
         shutdown_if_started(started)
 
+
+def _summary(cfg: TrainStageConfig, loop_config: dict[str, Any], result: Any, nodes: dict,
+             out: str) -> dict[str, Any]:
     metrics = dict(result.metrics or {})
     return {
-        "train_clips": len(train_rows),
-        "val_clips": len(val_rows),
+        "train_clips": len(loop_config["train_rows"]),
+        "val_clips": len(loop_config["val_rows"]),
         "workers": cfg.scaling.num_workers,
         "sync_steps": cfg.train.sync_steps,
         "denoiser_steps": cfg.train.denoiser_steps,
@@ -116,8 +124,23 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
         "bundle": storage.join(out, "bundle"),
         "mlflow_run_id": metrics.get("mlflow_run_id"),
         **({"nodes": nodes} if nodes else {}),
-        "seconds": time.perf_counter() - start,
     }
+
+
+def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
+        callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train both phases on Ray Train and write ``<out>/bundle``; returns the summary.
+
+    ``split`` replaces the fit's region split (a sweep's K_lip / K_eye, re-selected from the
+    fit's scores); ``callbacks`` are Ray Train ``UserCallback``s (a sweep's report to Tune)."""
+    from workflows import fit as fit_stage
+
+    start = time.perf_counter()
+    data, fit, out = (_absolute(u) for u in (data, fit, out))
+    loop_config = _loop_config(data, fit, out, cfg, split or fit_stage.read_split(fit))
+    storage.makedirs(out)
+    result, nodes = _fit(cfg, loop_config, _run_config(cfg, out, callbacks))
+    return {**_summary(cfg, loop_config, result, nodes, out), "seconds": time.perf_counter() - start}
 
 
 @user_errors("train")

@@ -29,6 +29,7 @@ from workflows.train.checkpoint import (
     plain,
     save_checkpoint,
 )
+from workflows.train.distributed import average_gradients, check_replicas_equal, world_mean
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,6 @@ class Loop:
         self.lip_error = self._lip_error()
         self.tracker = _Tracker(self) if self.rank == 0 else None
 
-
     def _samplers(self) -> tuple[train_data.WindowSampler, train_data.WindowSampler | None]:
         """Windows over this worker's share of the training clips; rank 0 also validation."""
         data, fit = self.config["data"], self.config["fit"]
@@ -138,7 +138,7 @@ class Loop:
             handle = average_gradients(expert)
             self._phase("sync", self.train.sync_steps, self._sync_step, self._sync_eval)
             handle.remove()
-            _check_replicas_equal(expert)
+            check_replicas_equal(expert)
             self.progress = replace(self.progress, phase="denoiser", step=0)
         expert = plain(self.nets.expert).to(self.device).eval()
         expert.requires_grad_(False)  # frozen: only a critic of the denoiser's lip motion
@@ -156,16 +156,9 @@ class Loop:
 
     def _phase(self, phase: str, steps: int, step_fn, eval_fn) -> None:
         """Steps ``progress.step .. steps-1`` of one phase, reporting every checkpoint_every."""
-        import ray.train
-
         every = self.stage.run.checkpoint_every
         window_loss: list[float] = []
-        bar = None
-        if self.rank == 0:  # drawn by the driver (Ray's distributed tqdm), not in worker logs
-            from ray.experimental.tqdm_ray import tqdm
-
-            bar = tqdm(desc=f"{phase:8s}", total=steps, unit="step")
-            bar.n = self.progress.step  # a resumed run starts where its checkpoint left off
+        bar = self._progress_bar(phase, steps)
         while self.progress.step < steps:
             step = self.progress.step
             rng = np.random.default_rng(_step_seed(self.train.seed, self.rank, phase, step))
@@ -186,30 +179,45 @@ class Loop:
                 self.tracker.log({f"{phase}/{k}": v for k, v in metrics.items()}, step + 1, phase)
             if (step + 1) % every and step + 1 != steps:
                 continue
-            val = eval_fn() if self.rank == 0 else {}
-            report = {"phase": phase, "step": step + 1,
-                      "global_step": self.progress.global_step(self.train.sync_steps),
-                      "resumed_from_step": self.resumed_from,
-                      "loss": _world_mean(float(np.mean(window_loss)), self.device),
-                      # this worker's augmented variants and the seconds it took to make them
-                      "augment_variants": self.augment_stats["variants"],
-                      "augment_seconds": round(self.augment_stats["seconds"], 3),
-                      **{f"val_{k}": v for k, v in val.items()}}
+            self._report(phase, step + 1, window_loss, eval_fn)
             window_loss = []
-            self.progress.history[phase].append([step + 1, report["loss"]])
-            if self.tracker is not None:
-                report["mlflow_run_id"] = self.progress.mlflow_run_id
-                self.tracker.log({f"{phase}/{k}": report[k] for k in report
-                                  if k.startswith("val_")}, step + 1, phase)
-                with tempfile.TemporaryDirectory() as directory:
-                    save_checkpoint(Path(directory), self.nets, self.progress,
-                                    self.effective.to_json())
-                    ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                                     checkpoint_dir_name=f"{phase}-{step + 1:07d}")
-            else:
-                ray.train.report(report)
         if bar is not None:
             bar.close()
+
+    def _progress_bar(self, phase: str, steps: int):
+        """Rank 0's bar, drawn by the driver (Ray's distributed tqdm), not in worker logs."""
+        if self.rank != 0:
+            return None
+        from ray.experimental.tqdm_ray import tqdm
+
+        bar = tqdm(desc=f"{phase:8s}", total=steps, unit="step")
+        bar.n = self.progress.step  # a resumed run starts where its checkpoint left off
+        return bar
+
+    def _report(self, phase: str, step: int, window_loss: list[float], eval_fn) -> None:
+        """Every worker reports the window's mean loss; rank 0 adds validation and the checkpoint."""
+        import ray.train
+
+        val = eval_fn() if self.rank == 0 else {}
+        report = {"phase": phase, "step": step,
+                  "global_step": self.progress.global_step(self.train.sync_steps),
+                  "resumed_from_step": self.resumed_from,
+                  "loss": world_mean(float(np.mean(window_loss)), self.device),
+                  # this worker's augmented variants and the seconds it took to make them
+                  "augment_variants": self.augment_stats["variants"],
+                  "augment_seconds": round(self.augment_stats["seconds"], 3),
+                  **{f"val_{k}": v for k, v in val.items()}}
+        self.progress.history[phase].append([step, report["loss"]])
+        if self.tracker is None:
+            ray.train.report(report)
+            return
+        report["mlflow_run_id"] = self.progress.mlflow_run_id
+        self.tracker.log({f"{phase}/{k}": report[k] for k in report if k.startswith("val_")},
+                         step, phase)
+        with tempfile.TemporaryDirectory() as directory:
+            save_checkpoint(Path(directory), self.nets, self.progress, self.effective.to_json())
+            ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                             checkpoint_dir_name=f"{phase}-{step:07d}")
 
     # -- steps (pure functions from the core) ------------------------------------------------
     def _sync_step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, float]:
@@ -258,73 +266,6 @@ class Loop:
         if self.lip_error is not None:
             result["lip_error"] = self.lip_error(plain(self.nets.denoiser), self.diffusion)
         return result
-
-
-class _Averaging:
-    """Gradient averaging across workers for a module trained through methods, not forward."""
-
-    def __init__(self, params: list[torch.nn.Parameter], world: int) -> None:
-        self.params, self.world, self.ready = params, world, 0
-        self.handles = [p.register_post_accumulate_grad_hook(self._hook) for p in params]
-
-    def _hook(self, _: torch.Tensor) -> None:
-        # One all-reduce once every gradient of this backward exists: no reliance on the
-        # order in which autograd finishes them (every parameter gets a gradient each step).
-        self.ready += 1
-        if self.ready < len(self.params):
-            return
-        import torch.distributed as dist
-
-        self.ready = 0
-        flat = torch.cat([p.grad.reshape(-1) for p in self.params])
-        dist.all_reduce(flat)
-        flat /= self.world
-        offset = 0
-        for p in self.params:
-            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
-            offset += p.numel()
-
-    def remove(self) -> None:
-        """Detach the hooks."""
-        for handle in self.handles:
-            handle.remove()
-
-
-def average_gradients(module: torch.nn.Module) -> _Averaging:
-    """Make every worker's replica start equal and step on the mean gradient (what DDP does)."""
-    import torch.distributed as dist
-
-    params = [p for p in module.parameters() if p.requires_grad]
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    if world > 1:
-        for p in module.parameters():
-            dist.broadcast(p.data, src=0)
-    return _Averaging(params if world > 1 else [], world)
-
-
-def _check_replicas_equal(module: torch.nn.Module) -> None:
-    """Fail loudly if the workers' copies of ``module`` drifted apart (gradient averaging broke)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    flat = torch.cat([p.detach().reshape(-1).double() for p in module.parameters()])
-    low, high = flat.clone(), flat.clone()
-    dist.all_reduce(low, op=dist.ReduceOp.MIN)
-    dist.all_reduce(high, op=dist.ReduceOp.MAX)
-    if not torch.equal(low, high):
-        raise RuntimeError(f"replicas differ after training (max gap {float((high - low).max()):.3g})")
-
-
-def _world_mean(value: float, device: torch.device) -> float:
-    """Mean of ``value`` over all workers (the value itself when training alone)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    total = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return float(total) / dist.get_world_size()
 
 
 def _mean_dicts(items: list[dict[str, float]]) -> dict[str, float]:

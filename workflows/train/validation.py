@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from disenttalk.constants import DEFAULT_STEPS
 from disenttalk.face import topology
 from disenttalk.metrics.landmarks import inter_ocular
 
 VAL_SEED = 20_240_601  # the same windows and noise at every checkpoint
-STEPS = 10  # DDIM steps, as generation's default
+STEPS = DEFAULT_STEPS  # DDIM steps, as generation's default
 
 
 class LipError:
