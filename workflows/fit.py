@@ -221,56 +221,52 @@ def _reduce(refs: list) -> Any:
     return total
 
 
-def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
-    """Fit the morphable model and the region split on ``data``; write and log everything."""
+def _absolute(uri: str) -> str:
+    """Tasks may run elsewhere than the driver's working directory: local paths made absolute."""
+    return uri if storage.is_s3(uri) else str(Path(uri).expanduser().resolve())
+
+
+def _shards(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _fit_on_ray(data: str, out: str, rows: list[dict[str, Any]], train_rows: list[dict[str, Any]],
+                reference: np.ndarray, cfg: FitConfig) -> dict[str, Any]:
+    """The Ray passes: Procrustes (from ``reference``), scatter, then encode (which writes every
+    clip's motion).
+
+    Returns the model, the region statistics, summed NME per [train, held-out], the training
+    frames, the shard count and the node ids the encode tasks ran on."""
     import ray
 
     from disenttalk.face.morphable import _GPA_ITERATIONS, MorphableModel
-    from disenttalk.face.stats import initial_reference, procrustes_step
-    from workflows.platform import tracking
-    from workflows.platform.raycluster import init_ray, shutdown_if_started
+    from disenttalk.face.stats import procrustes_step
 
-    start = time.perf_counter()
-    rows = sorted(clipstore.read_index(data), key=lambda r: r["clip_id"])
-    train_rows = [r for r in rows if r["split"] == cfg.train_split]
-    if not train_rows:
-        raise ValueError(f"{data}: no clips in split {cfg.train_split!r}")
-    if not storage.is_s3(data):  # tasks may run elsewhere than the driver's working directory
-        data = str(Path(data).expanduser().resolve())
-    if not storage.is_s3(out):
-        out = str(Path(out).expanduser().resolve())
-
-    # The first valid frame of the first training clip starts Procrustes, as in MorphableModel.fit.
-    reference = initial_reference(_landmarks(data, r) for r in train_rows)
-    started = init_ray(cfg.ray)
-    try:
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1) / cfg.cpus_per_task))
-        size = cfg.shard_clips or max(1, math.ceil(len(rows) / (4 * cpus)))
-
-        def shards(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-            return [items[i : i + size] for i in range(0, len(items), size)]
-
-        opts = {"num_cpus": cfg.cpus_per_task}
-        procrustes = ray.remote(**opts)(_procrustes_task)
-        scatter = ray.remote(**opts)(_scatter_task)
-        encode = ray.remote(**opts)(_encode_task)
-        threads = cfg.io_threads
-        for _ in range(_GPA_ITERATIONS):
-            ref = ray.put(reference)
-            total, count = _reduce([procrustes.remote(data, s, ref, threads) for s in shards(train_rows)])
-            reference = procrustes_step(total, count)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1) / cfg.cpus_per_task))
+    size = cfg.shard_clips or max(1, math.ceil(len(rows) / (4 * cpus)))
+    opts = {"num_cpus": cfg.cpus_per_task}
+    procrustes = ray.remote(**opts)(_procrustes_task)
+    scatter = ray.remote(**opts)(_scatter_task)
+    encode = ray.remote(**opts)(_encode_task)
+    threads = cfg.io_threads
+    for _ in range(_GPA_ITERATIONS):
         ref = ray.put(reference)
-        stats = _reduce([scatter.remote(data, s, ref, threads) for s in shards(train_rows)])
-        model = MorphableModel.from_stats(stats, n_expression=cfg.n_expression, n_identity=cfg.n_identity)
-        train_frames = stats.frames
-        del stats
-        model_ref = ray.put(model)
-        regions, errors, nodes = _reduce(
-            [encode.remote(data, out, s, model_ref, cfg.train_split, threads) for s in shards(rows)])
-    finally:
-        shutdown_if_started(started)
-    split = regions.split(k_lip=cfg.k_lip, k_eye=cfg.k_eye, normalise=cfg.region_score)
+        total, count = _reduce([procrustes.remote(data, s, ref, threads) for s in _shards(train_rows, size)])
+        reference = procrustes_step(total, count)
+    ref = ray.put(reference)
+    stats = _reduce([scatter.remote(data, s, ref, threads) for s in _shards(train_rows, size)])
+    model = MorphableModel.from_stats(stats, n_expression=cfg.n_expression, n_identity=cfg.n_identity)
+    train_frames = stats.frames
+    del stats
+    model_ref = ray.put(model)
+    regions, errors, nodes = _reduce(
+        [encode.remote(data, out, s, model_ref, cfg.train_split, threads) for s in _shards(rows, size)])
+    return {"model": model, "regions": regions, "errors": errors, "train_frames": train_frames,
+            "shards": len(_shards(rows, size)), "nodes": nodes}
 
+
+def _write_outputs(out: str, model, split) -> Any:
+    """``morphable.npz``, ``regions.json``, ``region_scores.json`` and ``.png``; returns the figure."""
     storage.makedirs(out)
     storage.write_bytes(storage.join(out, MORPHABLE), _npz_bytes(
         mean=model.mean, identity_basis=model.identity_basis,
@@ -288,34 +284,70 @@ def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=100)
     storage.write_bytes(storage.join(out, SCORES_PNG), png.getvalue())
+    return figure
 
-    def mean_nme(total: np.ndarray) -> float:
-        return float(total[0] / total[1]) if total[1] else float("nan")
 
+def _mean_nme(total: np.ndarray) -> float:
+    return float(total[0] / total[1]) if total[1] else float("nan")
+
+
+def _summary(rows: list[dict[str, Any]], train_rows: list[dict[str, Any]], fitted: dict[str, Any],
+             split) -> dict[str, Any]:
+    """The fit's metrics (``seconds`` is added by the caller)."""
+    model, errors, nodes = fitted["model"], fitted["errors"], fitted["nodes"]
     var = np.square(model.expression_std)
-    summary = {
+    return {
         "clips": len(rows),
         "train_clips": len(train_rows),
-        "train_frames": int(train_frames),
+        "train_frames": int(fitted["train_frames"]),
         "n_effective": model.n_effective,
-        "recon_nme_train": mean_nme(errors[0]),
-        "recon_nme_heldout": mean_nme(errors[1]),
+        "recon_nme_train": _mean_nme(errors[0]),
+        "recon_nme_heldout": _mean_nme(errors[1]),
         "var_share_lip": float(var[list(split.lip)].sum() / max(var.sum(), 1e-30)),
         "var_share_eye": float(var[list(split.eye)].sum() / max(var.sum(), 1e-30)),
         "lip_score_mean": float(np.mean([split.scores["lip"][i] for i in split.lip])),
         "eye_score_mean": float(np.mean([split.scores["eye"][i] for i in split.eye])),
-        "shards": len(shards(rows)),
+        "shards": fitted["shards"],
         "nodes_used": len(nodes),
         "nodes": sorted(nodes),  # Ray node ids its encode tasks ran on
-        "seconds": time.perf_counter() - start,
     }
-    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
+
+
+def _log(cfg: FitConfig, data: str, out: str, summary: dict[str, Any], figure: Any) -> None:
+    """The stage's MLflow run: params, metrics, the figure and the output files."""
+    from workflows.platform import tracking
+
     with tracking.start_run(cfg.mlflow, cfg, tags={"stage": "fit"}) as run_log:
         run_log.log_params({"data": data, "out": out})
         run_log.log_metrics(summary)
         run_log.log_figure(figure, SCORES_PNG)
         for name in (MORPHABLE, REGIONS, SCORES_JSON, "summary.json"):
             run_log.log_bytes(name, storage.read_bytes(storage.join(out, name)))
+
+
+def run(data: str, out: str, cfg: FitConfig) -> dict[str, Any]:
+    """Fit the morphable model and the region split on ``data``; write and log everything."""
+    from disenttalk.face.stats import initial_reference
+    from workflows.platform.raycluster import init_ray, shutdown_if_started
+
+    start = time.perf_counter()
+    rows = sorted(clipstore.read_index(data), key=lambda r: r["clip_id"])
+    train_rows = [r for r in rows if r["split"] == cfg.train_split]
+    if not train_rows:
+        raise ValueError(f"{data}: no clips in split {cfg.train_split!r}")
+    data, out = _absolute(data), _absolute(out)
+    # The first valid frame of the first training clip starts Procrustes, as in MorphableModel.fit.
+    reference = initial_reference(_landmarks(data, r) for r in train_rows)
+    started = init_ray(cfg.ray)
+    try:
+        fitted = _fit_on_ray(data, out, rows, train_rows, reference, cfg)
+    finally:
+        shutdown_if_started(started)
+    split = fitted["regions"].split(k_lip=cfg.k_lip, k_eye=cfg.k_eye, normalise=cfg.region_score)
+    figure = _write_outputs(out, fitted["model"], split)
+    summary = {**_summary(rows, train_rows, fitted, split), "seconds": time.perf_counter() - start}
+    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
+    _log(cfg, data, out, summary, figure)
     return summary
 
 
