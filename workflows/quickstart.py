@@ -9,8 +9,10 @@ baselines per split).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +21,7 @@ from pydantic import Field
 
 from disenttalk import paths
 from disenttalk.config import StrictConfig
-from disenttalk.constants import CHAMPION_URI
+from disenttalk.constants import CHAMPION_URI, DEFAULT_STEPS
 from workflows.common import user_errors
 
 
@@ -42,7 +44,7 @@ class SampleSection(StrictConfig):
 
     split: str = "test"
     language: str = "en"
-    steps: int = Field(10, gt=0)
+    steps: int = Field(DEFAULT_STEPS, gt=0)
     seed: int = 0
 
 
@@ -92,94 +94,137 @@ def _corpus_complete(corpus: Path, cfg: CorpusSection) -> bool:
     return "portrait" in json.loads(first or "{}")  # corpora from before manifests named portraits
 
 
-def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
-    """Run every stage under ``root``; returns the summary written to ``root/summary.json``."""
-    from skimage import data as skdata
-    from skimage import io
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage's outputs go under the quickstart's root folder."""
 
+    root: Path
+
+    @property
+    def corpus(self) -> Path:
+        return self.root / "corpus"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def fit(self) -> Path:
+        return self.root / "fit"
+
+    @property
+    def train(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def evaluate(self) -> Path:
+        return self.root / "evaluate"
+
+
+def _demo_data(cfg: CorpusSection, corpus: Path, times: dict[str, float]) -> None:
+    """Build the demo corpus unless ``corpus`` already holds this config's."""
     from disenttalk.synth.clips import build_corpus
+
+    if _corpus_complete(corpus, cfg):
+        typer.echo(f"demo corpus: reusing {corpus}")
+        return
+    _, times["demo-data"] = _stage(
+        "demo-data", build_corpus, corpus, languages=list(cfg.languages),
+        clips_per_language=cfg.clips_per_language, seed=cfg.seed, portrait=None,
+        xling_language=cfg.xling_language or None, workers=2, num_speakers=cfg.speakers,
+        xling_clips=cfg.xling_clips, sentence_bank=cfg.sentences, voice_clips=cfg.voice_clips,
+        training_engines=cfg.training_engines,
+    )
+    (corpus / "quickstart-corpus.json").write_text(cfg.to_json())
+
+
+def _ray_stages(cfg: QuickstartConfig, at: Layout, times: dict[str, float]) -> dict[str, Any]:
+    """preprocess → fit → train (→ curve) → tune-sampler → evaluate on one local Ray cluster;
+    returns the bundle, the learning curve's points and the evaluate config."""
     from tune import sampler as tune_sampler
-    from workflows import evaluate, fit, generate, preprocess, register, train
+    from workflows import evaluate, fit, preprocess, train
     from workflows.common import load_config
     from workflows.curve import learning_curve
-    from workflows.platform import tracking
     from workflows.platform.raycluster import RayConfig, init_ray, shutdown_if_started
     from workflows.preprocess.worker import PreprocessConfig
 
-    root.mkdir(parents=True, exist_ok=True)
-    corpus, store, fit_dir = root / "corpus", root / "store", root / "fit"
-    train_dir, eval_dir = root / "train", root / "evaluate"
-    times: dict[str, float] = {}
-
-    if _corpus_complete(corpus, cfg.corpus):
-        typer.echo(f"demo corpus: reusing {corpus}")
-    else:
-        c = cfg.corpus
-        _, times["demo-data"] = _stage(
-            "demo-data", build_corpus, corpus, languages=list(c.languages),
-            clips_per_language=c.clips_per_language, seed=c.seed, portrait=None,
-            xling_language=c.xling_language or None, workers=2, num_speakers=c.speakers,
-            xling_clips=c.xling_clips, sentence_bank=c.sentences, voice_clips=c.voice_clips,
-            training_engines=c.training_engines,
-        )
-        (corpus / "quickstart-corpus.json").write_text(cfg.corpus.to_json())
-
-    o = cfg.overrides
+    o, points = cfg.overrides, None
     started = init_ray(RayConfig())  # one local cluster for every stage
     try:
         _, times["preprocess"] = _stage(
-            "preprocess", preprocess.run, str(corpus / "manifest.jsonl"), str(store),
+            "preprocess", preprocess.run, str(at.corpus / "manifest.jsonl"), str(at.store),
             load_config(PreprocessConfig, "preprocess", None, o.preprocess))
         _, times["fit"] = _stage(
-            "fit", fit.run, str(store), str(fit_dir), load_config(fit.FitConfig, "fit", None, o.fit))
+            "fit", fit.run, str(at.store), str(at.fit), load_config(fit.FitConfig, "fit", None, o.fit))
         # A quickstart trains from scratch each time (a kept run would resume its checkpoints).
-        shutil.rmtree(train_dir, ignore_errors=True)
+        shutil.rmtree(at.train, ignore_errors=True)
         trained, times["train"] = _stage(
-            "train", train.run, str(store), str(fit_dir), str(train_dir),
+            "train", train.run, str(at.store), str(at.fit), str(at.train),
             train.load_stage_config(None, o.train))
         bundle = str(trained["bundle"])
         if cfg.curve:
-            points, times["curve"] = _stage("curve", learning_curve, str(train_dir), str(store))
+            points, times["curve"] = _stage("curve", learning_curve, str(at.train), str(at.store))
         _, times["tune-sampler"] = _stage(
             "tune-sampler", tune_sampler.run,
             load_config(tune_sampler.SamplerSearchConfig, "tune_sampler", None, o.tune_sampler),
-            bundle, str(store), str(corpus))
+            bundle, str(at.store), str(at.corpus))
         eval_cfg = load_config(evaluate.EvaluateConfig, "evaluate", None, o.evaluate)
-        evaluation, times["evaluate"] = _stage(
-            "evaluate", evaluate.run, eval_cfg, bundle, str(store), str(eval_dir), str(corpus))
+        _, times["evaluate"] = _stage(
+            "evaluate", evaluate.run, eval_cfg, bundle, str(at.store), str(at.evaluate), str(at.corpus))
     finally:
         shutdown_if_started(started)
+    return {"bundle": bundle, "points": points, "eval_cfg": eval_cfg}
 
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
-    baselines = json.loads((eval_dir / "baselines.json").read_text())
-    registered, times["register"] = _stage(
-        "register", register.register, bundle, metrics, metric=cfg.champion_metric, mode="min")
 
-    clip = _sample_clip(corpus, cfg.sample.split, cfg.sample.language)
-    audio = corpus / clip["path"]
-    portrait = root / "portrait.png"
+def _sample_video(cfg: SampleSection, at: Layout, times: dict[str, float]) -> tuple[dict[str, Any], Path]:
+    """The champion saying a held-out clip's speech on scikit-image's astronaut: (clip, video)."""
+    from skimage import data as skdata
+    from skimage import io
+
+    from workflows import generate
+
+    clip = _sample_clip(at.corpus, cfg.split, cfg.language)
+    portrait = at.root / "portrait.png"
     io.imsave(str(portrait), skdata.astronaut(), check_contrast=False)
-    video = root / "sample.mp4"
-    model_uri = CHAMPION_URI
+    video = at.root / "sample.mp4"
     _, times["generate"] = _stage(
-        "generate", generate.run, model_uri, str(audio), str(portrait), str(video),
-        steps=cfg.sample.steps, seed=cfg.sample.seed)
+        "generate", generate.run, CHAMPION_URI, str(at.corpus / clip["path"]), str(portrait),
+        str(video), steps=cfg.steps, seed=cfg.seed)
+    return clip, video
 
+
+def run(cfg: QuickstartConfig, root: Path) -> dict[str, Any]:
+    """Run every stage under ``root``; returns the summary written to ``root/summary.json``."""
+    from workflows import register
+    from workflows.platform import tracking
+
+    root.mkdir(parents=True, exist_ok=True)
+    at, times = Layout(root), {}
+    _demo_data(cfg.corpus, at.corpus, times)
+    staged = _ray_stages(cfg, at, times)
+    metrics = json.loads((at.evaluate / "metrics.json").read_text())
+    baselines = json.loads((at.evaluate / "baselines.json").read_text())
+    registered, times["register"] = _stage(
+        "register", register.register, staged["bundle"], metrics, metric=cfg.champion_metric,
+        mode="min")
+    clip, video = _sample_video(cfg.sample, at, times)
     summary = {
         "video": str(video),
         "sample_sentence": clip.get("sentence"),
         "sample_language": clip.get("language"),
         "tracking_uri": tracking.tracking_uri(),
-        "model_uri": model_uri,
+        "model_uri": CHAMPION_URI,
         "model_version": registered["version"],
         "champion": registered["champion"],
-        "bundle": bundle,
-        "metrics_table": str(eval_dir / "metrics.md"),
+        "bundle": staged["bundle"],
+        "metrics_table": str(at.evaluate / "metrics.md"),
         "metrics": metrics,
-        "blink_reference": eval_cfg.blink_reference,  # where the model's blink rate came from
+        # where the model's blink rate came from
+        "blink_reference": staged["eval_cfg"].blink_reference,
         "baselines": baselines,
         "stage_seconds": {k: round(v, 1) for k, v in times.items()},
-        **({"learning_curve": str(train_dir / "curve" / "curve.png"), "curve": points} if cfg.curve else {}),
+        **({"learning_curve": str(at.train / "curve" / "curve.png"), "curve": staged["points"]}
+           if cfg.curve else {}),
         "mlflow_ui": f"mlflow ui --backend-store-uri {tracking.tracking_uri()} --port 5000",
     }
     (root / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -241,12 +286,11 @@ def cli(
     verbose: bool = typer.Option(False, help="also show native libraries' log chatter (MediaPipe)"),
 ) -> None:
     """Run the whole job on the demo corpus: data, training, evaluation, registry, a sample video."""
-    import os
-
+    from disenttalk.face.tracker import VERBOSE_ENV
     from workflows.common import load_config
 
-    if verbose:
-        os.environ["DISENTTALK_VERBOSE"] = "1"
+    if verbose:  # read where the stages run: the trackers' native logs, Ray Train's log level
+        os.environ[VERBOSE_ENV] = "1"
 
     cfg = load_config(QuickstartConfig, "quickstart", config or preset_path(preset), set_)
     root = out or paths.home() / ("quickstart" if preset == "demo" else f"quickstart-{preset}")
