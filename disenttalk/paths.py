@@ -1,4 +1,8 @@
-"""Where local state lives: ``workspace/`` under the project, or ``$DISENTTALK_HOME``."""
+"""Where local state lives: ``workspace/`` under the current directory, or ``$DISENTTALK_HOME``.
+
+A process that starts Ray workers resolves this once and hands the absolute path to them
+(``workflows.platform.raycluster.locations``); a worker's own current directory is not the user's.
+"""
 
 from __future__ import annotations
 
@@ -11,4 +15,4 @@ def home() -> Path:
     env = os.environ.get("DISENTTALK_HOME")
     if env:
         return Path(env).expanduser().resolve()
-    return Path.cwd() / "workspace"
+    return (Path.cwd() / "workspace").resolve()

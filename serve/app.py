@@ -31,11 +31,11 @@ def build_app(cfg: Any) -> Any:
 
     from serve.config import deployment_options
     from serve.deployments import API_KEY_ENV, Animator, Ingress, Portraits
-    from workflows.platform.raycluster import forwarded_env
+    from workflows.platform.raycluster import worker_env
 
     # Replicas get this process's MLflow / S3 / workspace settings (the ingress also the API
     # key) whatever environment the Ray cluster was started with.
-    env = forwarded_env()
+    env = worker_env()
     key = {API_KEY_ENV: os.environ[API_KEY_ENV]} if os.environ.get(API_KEY_ENV) else {}
 
     def options(section: Any, extra_env: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:

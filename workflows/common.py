@@ -51,7 +51,11 @@ def load_config(
     cls: type[C], stage: str, path: str | Path | None = None, overrides: Iterable[str] = ()
 ) -> C:
     """``path`` (or ``configs/<stage>.yaml`` if present, else the class defaults) + overrides."""
+    from workflows.platform.storage import local_path
+
     overrides = list(overrides)
+    if path is not None:
+        path = local_path(path, f"--config ({stage})")
     if path is None and default_config_path(stage).exists():
         path = default_config_path(stage)
     if path is not None:

@@ -8,11 +8,15 @@ well the rendered mouth and blinks follow the truth.
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from workflows.common import user_errors
+from workflows.platform import storage
 
 
 def _print_summary(summary: dict) -> None:
@@ -26,7 +30,8 @@ def _print_summary(summary: dict) -> None:
 
 @user_errors("demo-data")
 def demo_data(
-    out: Path = typer.Option(..., "--out", help="Folder to write the corpus into."),
+    out: str = typer.Option(..., "--out", help="Folder or s3:// prefix to write the corpus into "
+                            "(an s3:// corpus is built in a local temporary folder, then uploaded)."),
     clips_per_language: int = typer.Option(20, help="Clips per training language (split 60/20/20)."),
     languages: str = typer.Option("en,zh", help="Comma-separated training languages (ISO 639-1)."),
     seed: int = typer.Option(0, help="Seed of every random draw: same seed, same corpus."),
@@ -48,23 +53,48 @@ def demo_data(
     """Write the demo corpus: mp4 + truth npz per clip and DIR/manifest.jsonl."""
     from disenttalk.synth.clips import build_corpus
 
+    if portrait is not None:
+        portrait = storage.local_path(portrait, "--portrait")
+    with _local_folder(out) as folder:
+        summary = _build(build_corpus, folder, languages, engines, training_engines, clips_per_language=clips_per_language,
+                         seed=seed, portrait=str(portrait) if portrait else None,
+                         xling_language=xling_language or None, workers=workers, num_speakers=speakers,
+                         xling_clips=xling_clips, sentence_bank=sentences, voice_clips=voice_clips)
+        _print_summary(summary)
+        if verify:
+            _verify(folder)
+    if storage.is_s3(out):
+        typer.echo(f"uploaded to {out}")
+
+
+def _build(build_corpus, folder: Path, languages: str, engines: str, training_engines: str, **options) -> dict:
     langs = [x.strip() for x in languages.split(",") if x.strip()]
     chosen = [x.strip() for x in engines.split(",") if x.strip()] or None
     training = [x.strip() for x in training_engines.split(",") if x.strip()] or None
-    summary = build_corpus(
-        out, languages=langs, clips_per_language=clips_per_language, seed=seed,
-        portrait=str(portrait) if portrait else None, xling_language=xling_language or None,
-        workers=workers, num_speakers=speakers, xling_clips=xling_clips, sentence_bank=sentences,
-        voice_clips=voice_clips, engines=chosen, training_engines=training,
-    )
-    _print_summary(summary)
-    if verify:
-        from disenttalk.synth.check import score_corpus
+    return build_corpus(folder, languages=langs, engines=chosen, training_engines=training, **options)
 
-        scores = score_corpus(out)
-        per_clip = scores.pop("per_clip")
-        (Path(out) / "verify.json").write_text(json.dumps({**scores, "per_clip": per_clip}, indent=2))
-        typer.echo(json.dumps(scores))
+
+def _verify(folder: Path) -> None:
+    from disenttalk.synth.check import score_corpus
+
+    scores = score_corpus(folder)
+    per_clip = scores.pop("per_clip")
+    (folder / "verify.json").write_text(json.dumps({**scores, "per_clip": per_clip}, indent=2))
+    typer.echo(json.dumps(scores))
+
+
+@contextmanager
+def _local_folder(out: str) -> Iterator[Path]:
+    """The folder the corpus is written into: ``out`` itself, or for an ``s3://`` prefix a
+    temporary folder uploaded there once the corpus is complete (nothing is uploaded if the
+    build fails)."""
+    if not storage.is_s3(out):
+        yield storage.local_path(out, "--out")
+        return
+    with tempfile.TemporaryDirectory(prefix="demo-data-") as tmp:
+        yield Path(tmp)
+        storage.ensure_bucket(out)
+        storage.upload_dir(tmp, out)
 
 
 if __name__ == "__main__":  # python -m workflows.demo_data ...

@@ -2,7 +2,9 @@
 
 Workers on a cluster do not share the driver's environment, so the settings that locate
 storage and tracking (``AWS_*``, ``MLFLOW_TRACKING_URI``, ``DISENTTALK_HOME``, offline flags)
-are forwarded to them through the job's ``runtime_env``.
+are forwarded to them through the job's ``runtime_env``. The locations are resolved once, here
+in the driver (:func:`locations`): a worker runs in another working directory, so a default it
+computed itself (a workspace under its current directory) would be another, empty one.
 """
 
 from __future__ import annotations
@@ -67,9 +69,25 @@ def quiet_state_api_warnings() -> None:
     logging.getLogger(_CLEANER_LOGGER).addFilter(_DropMessage(_CLEANER_NOISE))
 
 
+def locations() -> dict[str, str]:
+    """Where this driver keeps state, as absolute locations: the workspace (``DISENTTALK_HOME``)
+    and the MLflow tracking URI, each the driver's setting or default."""
+    from disenttalk import paths
+    from workflows.platform.tracking import tracking_uri
+
+    return {"DISENTTALK_HOME": str(paths.home()), "MLFLOW_TRACKING_URI": tracking_uri()}
+
+
 def forwarded_env() -> dict[str, str]:
-    """The subset of :data:`FORWARDED_ENV` set in this process."""
+    """The subset of :data:`FORWARDED_ENV` set in this process (what a job submitted to a remote
+    cluster takes along: the submitting machine's defaults mean nothing there)."""
     return {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+
+
+def worker_env() -> dict[str, str]:
+    """What the workers of this driver's Ray session get: :func:`forwarded_env`, and the
+    locations resolved here (:func:`locations`) where they are not set."""
+    return {**locations(), **forwarded_env()}
 
 
 def free_port() -> int:
@@ -105,7 +123,7 @@ def init_ray(cfg: RayConfig) -> bool:
     # Inside a Ray job, variables the job's runtime env already sets reach every worker; naming
     # them again in ray.init is a merge conflict Ray refuses.
     in_job = job_env_vars()
-    runtime_env = {"env_vars": {k: v for k, v in forwarded_env().items() if k not in in_job}}
+    runtime_env = {"env_vars": {k: v for k, v in worker_env().items() if k not in in_job}}
     address = os.environ.get("RAY_ADDRESS") or cfg.address
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)

@@ -22,6 +22,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from workflows.common import UserError
+
 S3_SCHEMES = ("s3", "s3a")
 COPY_BLOCK = 8 << 20  # bytes per read when hashing or copying large files
 
@@ -29,6 +31,17 @@ COPY_BLOCK = 8 << 20  # bytes per read when hashing or copying large files
 def is_s3(uri: str | Path) -> bool:
     """True for ``s3://bucket/key`` URIs."""
     return urlparse(str(uri)).scheme in S3_SCHEMES
+
+
+def local_path(path: str | Path, what: str) -> Path:
+    """``path`` as a local :class:`Path`; a URI is refused with a message naming ``what`` takes
+    only local paths (``s3://b/k`` also arrives here as ``s3:/b/k`` when a CLI typed the option
+    as a path, which is why the test is on the text)."""
+    text = str(path)
+    if urlparse(text).scheme in (*S3_SCHEMES, "gs", "http", "https") or text.startswith(("s3:/", "s3a:/", "gs:/")):
+        raise UserError(f"{what} takes a local path, not {text!r}; copy the file here first "
+                        "(the stages' data and output locations are the ones that take s3:// URIs)")
+    return Path(path)
 
 
 def join(base: str | Path, *parts: str) -> str:
