@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 PHOTOS ?= $(or $(DISENTTALK_PHOTOS),$(HOME)/.cache/disenttalk/photos)
 
-.PHONY: demo test test-gpu lint bench clean photos voices recordings
+.PHONY: demo test check docs test-gpu lint bench clean photos voices recordings
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,8 +19,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP) voices
 	$(BIN)/disenttalk quickstart
 
+# The full suite (what CI runs): every test but the GPU ones, the docs built with --strict among them.
 test: $(STAMP) photos voices
 	$(BIN)/python -m pytest -q
+
+# The fast tier for the edit-test loop (under 2 minutes on 2 cores): lint, the unit tests that
+# need no Ray cluster and take under a few seconds each, and the docs build.
+check: $(STAMP)
+	$(BIN)/ruff check disenttalk workflows tune serve tests tools infra tools infra
+	$(BIN)/python -m pytest -q -m "not slow and not ray and not cluster and not gpu" tests/unit tests/data
+
+# The documentation site (docs/, mkdocs.yml) into site/; warnings are errors.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 test-gpu: $(STAMP)  # the CUDA paths (train steps, generation); needs a GPU
 	$(BIN)/python -m pytest -q -m gpu
@@ -75,7 +86,7 @@ recordings:
 	cd .. && rm -rf tmp && ls $(RECORDINGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check disenttalk workflows tune serve tests
+	$(BIN)/ruff check disenttalk workflows tune serve tests tools infra
 
 bench: $(STAMP)
 	$(BIN)/disenttalk bench face
