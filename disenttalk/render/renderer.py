@@ -10,19 +10,22 @@ and lid contours as curves over image columns, which holds for faces within a fe
 of upright.
 Per frame the cost is one GEMM for the spline, small grid_samples for its inverse, one
 full-size grid_sample and the painting of three small boxes; everything else is set up once.
+
+The renderer's settings are in :mod:`disenttalk.render.config`, the colours it reads from the
+portrait in :mod:`disenttalk.render.colours`, the spline in :mod:`disenttalk.render.warp` and the
+painting in :mod:`disenttalk.render.paint`.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from disenttalk.config import StrictConfig
 from disenttalk.face import topology as topo
 from disenttalk.face.pose import RIGID
+from disenttalk.render.colours import lid_skin, mouth_colours
+from disenttalk.render.config import RenderConfig
 from disenttalk.render.paint import (
     RIM,
     MouthColours,
@@ -33,64 +36,15 @@ from disenttalk.render.paint import (
 )
 from disenttalk.render.warp import ThinPlateField, still_anchors
 
+__all__ = ["RenderConfig", "WarpRenderer"]
+
 _INNER_UPPER, _INNER_LOWER = list(topo.LIPS_INNER_UPPER), list(topo.LIPS_INNER_LOWER)
 _OUTER_UPPER, _OUTER_LOWER = list(topo.LIPS_OUTER_UPPER), list(topo.LIPS_OUTER_LOWER)
 _RIGID = list(RIGID)  # skull points: upper face oval, nose bridge, eye corners
-# Cheeks, forehead and nose bridge: skin that is neither lips, eyes, brows nor (usually) beard.
-_SKIN = (50, 280, 101, 330, 117, 346, 118, 347, 205, 425, 36, 266, 151, 9, 108, 337, 6, 197)
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 _EYES = (  # (upper lid, lower lid, eyebrow) per eye; lids share their corner points
     (list(topo.RIGHT_EYE_UPPER), list(topo.RIGHT_EYE_LOWER), list(topo.RIGHT_EYEBROW)),
     (list(topo.LEFT_EYE_UPPER), list(topo.LEFT_EYE_LOWER), list(topo.LEFT_EYEBROW)),
 )
-
-
-class RenderConfig(StrictConfig):
-    """Settings of the warp renderer (sizes in pixels unless said otherwise)."""
-
-    grid_size: int = 64  # coarse grid the spline is evaluated on before upsampling
-    regularization: float = 1e-5  # TPS smoothing; keeps nearby conflicting points from folding
-    inverse_iterations: int = 4  # fixed-point steps inverting the forward field
-    anchor_ring_scale: float = 1.6  # still ring = face oval scaled about its centre
-    anchor_lattice: int = 16  # still background points per side beyond the ring
-    chunk_frames: int = 32  # frames rendered per batched call
-    # how the warp reads the photo: "bicubic" keeps more of a large photo's fine detail where
-    # it moves, at about twice the cost of "bilinear"
-    sampling: Literal["bilinear", "bicubic"] = "bilinear"
-    feather: float = 1.0  # anti-aliasing ramp of painted edges
-    # Only what moves is drawn anew: where the warp moves the image by less than
-    # ``still_below`` of the portrait's side it does not move it at all (the photo's own pixels,
-    # bit for bit), above ``moving_above`` it moves it fully, ramped between; so fine detail
-    # and the background stay the photo's own (0.001 is a quarter pixel at 256 px).
-    still_below: float = 0.002
-    moving_above: float = 0.005
-    # The lips are carried between their outer and inner contours (a band per lip mapped onto
-    # the photo's own band) instead of stretched by the spline; the band reaches this far
-    # (× mouth width) beyond the outer contours to blend into the spline.
-    lip_blend: float = 0.12
-    mouth_open_ramp: float = 0.06  # opening change (× mouth width) that fully paints the interior
-    # The mouth interior (upper teeth fixed to the skull, lower teeth carried by the jaw, tongue,
-    # cavity) takes its colours from the portrait itself, so grey, dim or low-contrast photos get
-    # a mouth in their own tones: the cavity is its lip colour darkened, the teeth are its own
-    # teeth where the photo shows them, else its skin tone desaturated at the brightness of its
-    # skin highlights. A colour given here overrides that.
-    cavity_rgb: tuple[int, int, int] | None = None
-    teeth_rgb: tuple[int, int, int] | None = None
-    cavity_darkness: float = 0.16  # the back of the cavity = lip colour × this
-    cavity_lit: float = 0.5  # the cavity just behind the lips = lip colour × this
-    teeth_brightness: float = 0.92  # teeth luminance = skin highlight luminance × this
-    teeth_saturation: float = 0.3  # share of the skin's hue kept in the teeth (0 = grey)
-    teeth_drop: float = 0.05  # upper incisal edge below the photo's lip line (× mouth width)
-    lower_teeth_drop: float = 0.07  # lower incisal edge below the lip line at rest (× width)
-    overbite: float = 0.03  # a closed bite's lower incisal edge above the upper one (× width)
-    jaw_to_teeth: float = 0.85  # share of the chin's travel the lower incisors follow
-    lip_to_teeth: float = 0.75  # ... or of the lower lip's drop, whichever is more
-    corner_shade: float = 0.35  # the interior darkens by this much into the mouth corners
-    lash_darkness: float = 0.35  # lash colour = skin colour × this
-    lash_width: float = 0.07  # lash-line half width (× eye width)
-    lid_grow: float = 0.06  # painted lid skin reaches this far past the eye outline (× eye width)
-    lid_shade: float = 0.15  # a closed lid darkens by this share from its crease side to its edge
-    lid_band: float = 0.12  # skin above the lid edge drawn down with a closing lid (× eye width)
 
 
 class WarpRenderer:
@@ -128,9 +82,10 @@ class WarpRenderer:
         self._mouth_width = (src[_OUTER_UPPER[-1]] - src[_OUTER_UPPER[0]]).norm()  # at rest
         self._colours = MouthColours(*(
             torch.tensor(c, dtype=torch.float32, device=self.device)
-            for c in self._mouth_colours(portrait)
+            for c in mouth_colours(portrait, self.source, float(self._mouth_width), cfg)
         ))
-        self._skin = [self._lid_skin(portrait, up, br) for up, _, br in _EYES]
+        self._skin = [torch.tensor(lid_skin(portrait, self.source, up, br), device=self.device)
+                      for up, _, br in _EYES]
         # how far each eye's brow sits above its upper lid, pixels
         self._brow_gap = {up[0]: float(self.source[up, 1].mean() - self.source[br, 1].mean())
                           for up, _, br in _EYES}
@@ -152,92 +107,6 @@ class WarpRenderer:
         self._skull = torch.view_as_complex(src[_RIGID].contiguous())  # [R]
         self._skull_mean = self._skull.mean()
         self._skull_var = (self._skull - self._skull_mean).abs().square().sum()
-
-    # -- portrait-only quantities ------------------------------------------------------------
-    def _sample(self, portrait: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """Portrait colours [P,3] float at pixel positions [P,2] (nearest pixel, clipped)."""
-        xy = np.clip(np.floor(points).astype(int), 0, [self.width - 1, self.height - 1])
-        return portrait[xy[:, 1], xy[:, 0]].astype(np.float32)
-
-    def _mouth_colours(self, portrait: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(cavity, lit cavity, teeth, gum, tongue) RGB [3] float from the portrait's lips, skin
-        and (where the photo shows them) its own teeth; the config's colours override."""
-        cfg, src = self.config, self.source
-        # Lip colour: points half way between the outer and the inner lip contours.
-        lips = np.concatenate([
-            0.5 * (src[list(topo.LIPS_OUTER_UPPER)] + src[_INNER_UPPER]),
-            0.5 * (src[list(topo.LIPS_OUTER_LOWER)] + src[_INNER_LOWER]),
-        ])[1:-1]  # drop a corner point (shared by the contours)
-        lip = np.median(self._sample(portrait, lips), 0)
-        skin = self._sample(portrait, src[list(_SKIN)])
-        luma = skin @ _LUMA
-        tone = np.median(skin, 0)
-        highlight = float(np.percentile(luma, 95))
-        grey = float(tone @ _LUMA)
-        # the skin's hue, mostly washed out, at the brightness of the skin's highlights
-        hue = tone / max(grey, 1.0)
-        teeth = highlight * cfg.teeth_brightness * (1.0 + cfg.teeth_saturation * (hue - 1.0))
-        white = self._eye_white(portrait, grey)
-        if white is not None:  # enamel: a little warmer and dimmer than the eyes' whites
-            teeth = white * cfg.teeth_brightness * np.array([1.0, 0.97, 0.9], np.float32)
-        own = self._own_teeth(portrait, highlight)
-        if own is not None:
-            teeth = own
-        cavity, lit = lip * cfg.cavity_darkness, lip * cfg.cavity_lit
-        gum = 0.8 * lip + 0.2 * tone  # gums: the lips' red, a little paler
-        tongue = 0.65 * lip + 0.1 * tone
-        if cfg.cavity_rgb is not None:  # the whole inside in the given colour's shades
-            cavity = np.asarray(cfg.cavity_rgb, np.float32)
-            lit = tongue = cavity * (cfg.cavity_lit / cfg.cavity_darkness)
-        if cfg.teeth_rgb is not None:
-            teeth = gum = np.asarray(cfg.teeth_rgb, np.float32)
-        return tuple(np.clip(c, 0, 255) for c in (cavity, lit, teeth, gum, tongue))
-
-    def _eye_white(self, portrait: np.ndarray, skin_grey: float) -> np.ndarray | None:
-        """The colour of the whites of the eyes (the photo's white balance and light on something
-        white), or None where they are too dark or too small to read (squints, shadows)."""
-        src = self.source
-        samples = []
-        for (iris, rim, *_), corners in ((topo.RIGHT_IRIS, (33, 133)), (topo.LEFT_IRIS, (362, 263))):
-            radius = np.linalg.norm(src[rim] - src[iris])
-            for c in corners:
-                way = src[c] - src[iris]
-                gap = np.linalg.norm(way)
-                if gap < 1.6 * radius + 2.0:
-                    continue  # the iris fills the eye towards this corner
-                for f in np.linspace(1.3 * radius / gap, 1.0 - 1.0 / gap, 4):
-                    samples.append(src[iris] + f * way)
-        if len(samples) < 6:
-            return None
-        colours = self._sample(portrait, np.asarray(samples))
-        white = np.median(colours[np.argsort(colours @ _LUMA)[len(colours) // 2:]], 0)
-        saturation = (white.max() - white.min()) / max(float(white.max()), 1.0)
-        # a white that is as bright as the skin and nearly grey; else the samples hit skin or iris
-        return white if float(white @ _LUMA) > skin_grey and saturation < 0.3 else None
-
-    def _own_teeth(self, portrait: np.ndarray, highlight: float) -> np.ndarray | None:
-        """The colour of the photo's own teeth where its mouth is open on them, else None."""
-        src = self.source
-        upper, lower = src[_INNER_UPPER][2:-2], src[_INNER_LOWER][2:-2]  # away from the corners
-        if float(np.linalg.norm(lower - upper, axis=-1).max()) < 0.06 * float(self._mouth_width):
-            return None  # closed or barely parted: no teeth to see
-        samples = np.concatenate([upper + f * (lower - upper) for f in np.linspace(0.15, 0.85, 8)])
-        colours = self._sample(portrait, samples)
-        bright = colours[np.argsort(colours @ _LUMA)[int(0.6 * len(colours)):]]
-        teeth = np.median(bright, 0)
-        # teeth are the mouth's bright part: a dark open mouth (no teeth shown) keeps the default
-        return teeth if float(teeth @ _LUMA) > 0.6 * highlight else None
-
-    def _lid_skin(self, portrait: np.ndarray, upper: list[int], brow: list[int]) -> torch.Tensor:
-        """Median colour of the lid skin between the upper lid and the eyebrow, [3] float."""
-        lid = self.source[upper]  # [V,2]
-        lift = self.source[brow, 1].mean() - lid[:, 1].mean()  # negative: the brow is above
-        samples = np.concatenate([lid + [0.0, f * lift] for f in (0.25, 0.35, 0.45)])
-        colours = self._sample(portrait, samples)
-        # Lashes, brow hairs and glasses frames are darker than the lid skin: leave out the
-        # darkest 40 % of the samples before taking the median.
-        keep = np.argsort(colours @ _LUMA)[int(0.4 * len(colours)):]
-        return torch.tensor(np.median(colours[keep], 0), device=self.device)
 
     # -- rendering ---------------------------------------------------------------------------
     def render(self, target_landmarks: np.ndarray | torch.Tensor) -> np.ndarray:
