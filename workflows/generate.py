@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from disenttalk.constants import SAMPLE_RATE
+from disenttalk.constants import CHAMPION_URI, DEFAULT_STEPS, SAMPLE_RATE
 from workflows.common import user_errors
 
 
@@ -104,6 +104,76 @@ def reference_blink_rate(video: str | Path, fps: float | None = None) -> float:
     return min(landmark_blink_rate(tracks.landmarks, rate), MAX_BLINK_RATE)
 
 
+def _pose_scale(pose_scale: str | float) -> Any:
+    """``--pose-scale``: "fit" or a number."""
+    if pose_scale == "fit":
+        return pose_scale
+    try:
+        return float(pose_scale)
+    except ValueError:
+        raise GenerateError(f"--pose-scale must be 'fit' or a number, got {pose_scale!r}") from None
+
+
+def _reference_motions(generator: Any, eyes_from: str | None, pose_from: str | None) -> tuple[Any, Any]:
+    """(eyes, pose) controls: a reference video's expression / pose, else "generate" / "still"."""
+    eyes: Any = "generate"
+    pose: Any = "still"
+    if not (eyes_from or pose_from):
+        return eyes, pose
+    morphable = generator.bundle.morphable
+    if morphable is None:
+        raise GenerateError("this model has no morphable model: --eyes-from/--pose-from need one")
+    refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # one video given for both is tracked once
+    for path in {eyes_from, pose_from} - {None}:
+        refs[path] = reference_motion(path, morphable, generator.fps)
+    if eyes_from:
+        eyes = refs[eyes_from][0]
+    if pose_from:
+        pose = refs[pose_from][1]
+    return eyes, pose
+
+
+def _read_speech(audio: str) -> np.ndarray:
+    from disenttalk import media
+
+    try:
+        return media.read_audio(audio)
+    except media.MediaError as exc:
+        raise GenerateError(str(exc)) from exc
+
+
+def _frames(generator: Any, motion: Any, portrait: Any, photo: np.ndarray, crop_only: bool) -> np.ndarray:
+    """The rendered video: the animated crop, or the photo with the animated face pasted in."""
+    if crop_only:
+        return generator.render(motion, portrait.crop, portrait.landmarks)
+    # drawn on the photo's own pixels (up to 512 px a side), so its detail stays
+    sharp = portrait.sharp_crop(photo)
+    drawn = generator.render(motion, portrait.crop, portrait.landmarks, sharp=sharp)
+    # only what moved is pasted: the rest of the photo keeps its own pixels
+    return portrait.paste(photo, drawn, still=portrait.crop if sharp is None else sharp)
+
+
+def _write_video(out: str, frames: np.ndarray, fps: float, speech: np.ndarray) -> None:
+    from disenttalk import media
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    media.write_video(out, frames, fps, audio=speech, sample_rate=SAMPLE_RATE)
+
+
+def _answer(out: str, frames: np.ndarray, speech: np.ndarray, crop_only: bool,
+            blink_rate: float | None, portrait: Any, start: float) -> dict[str, Any]:
+    return {
+        "video": str(out),
+        "frames": int(len(frames)),
+        "seconds_of_audio": round(len(speech) / SAMPLE_RATE, 3),
+        "size": list(frames.shape[1:3]),
+        "output": "crop" if crop_only else "pasted into the photo",
+        **({"blink_rate": round(blink_rate, 3)} if blink_rate is not None else {}),
+        **portrait.to_dict(),  # face (index), box [x, y, w, h] and every face found
+        "elapsed_s": round(time.perf_counter() - start, 2),
+    }
+
+
 def run(
     model: str,
     audio: str,
@@ -131,77 +201,39 @@ def run(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Write ``out`` (mp4 with the audio); returns a summary dict."""
-    from disenttalk import media
     from disenttalk.generate import Controls, Generator
+    from disenttalk.generate.retarget import PoseLimits
     from workflows.register import resolve_bundle
 
     start = time.perf_counter()
     if blinks_like and blink_rate is not None:
         raise GenerateError("give --blink-rate or --blinks-like, not both")
-    from disenttalk.generate.retarget import PoseLimits
-
-    scale: Any = pose_scale
-    if pose_scale != "fit":
-        try:
-            scale = float(pose_scale)
-        except ValueError:
-            raise GenerateError(f"--pose-scale must be 'fit' or a number, got {pose_scale!r}") from None
+    scale = _pose_scale(pose_scale)
     generator = Generator.from_bundle(resolve_bundle(model), device=device,
                                       pose_limits=PoseLimits(enabled=pose_limits))
     if blinks_like:
         blink_rate = reference_blink_rate(blinks_like, generator.fps)
-    morphable = generator.bundle.morphable
-    eyes: Any = "generate"
-    pose: Any = "still"
-    if eyes_from or pose_from:
-        if morphable is None:
-            raise GenerateError("this model has no morphable model: --eyes-from/--pose-from need one")
-        refs: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # one video given for both is tracked once
-        for path in {eyes_from, pose_from} - {None}:
-            refs[path] = reference_motion(path, morphable, generator.fps)
-        if eyes_from:
-            eyes = refs[eyes_from][0]
-        if pose_from:
-            pose = refs[pose_from][1]
+    eyes, pose = _reference_motions(generator, eyes_from, pose_from)
     controls = Controls(lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
                         eyes=eyes, pose=pose, blinks=blinks, blink_rate=blink_rate,
                         pose_centre=pose_centre, pose_scale=scale)
-    try:
-        speech = media.read_audio(audio)
-    except media.MediaError as exc:
-        raise GenerateError(str(exc)) from exc
+    speech = _read_speech(audio)
     photo = load_image(image)
     portrait = portrait_of(photo, face, generator.bundle.meta.get("framing"))
     motion = generator.motion(speech, SAMPLE_RATE, steps=steps, sampler=sampler, guidance=guidance,
                               eta=eta, seed=seed, controls=controls)
-    if crop_only:
-        frames = generator.render(motion, portrait.crop, portrait.landmarks)
-    else:  # drawn on the photo's own pixels (up to 512 px a side), so its detail stays
-        sharp = portrait.sharp_crop(photo)
-        drawn = generator.render(motion, portrait.crop, portrait.landmarks, sharp=sharp)
-        # only what moved is pasted: the rest of the photo keeps its own pixels
-        frames = portrait.paste(photo, drawn, still=portrait.crop if sharp is None else sharp)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    media.write_video(out, frames, motion.fps, audio=speech, sample_rate=SAMPLE_RATE)
-    return {
-        "video": str(out),
-        "frames": int(len(frames)),
-        "seconds_of_audio": round(len(speech) / SAMPLE_RATE, 3),
-        "size": list(frames.shape[1:3]),
-        "output": "crop" if crop_only else "pasted into the photo",
-        **({"blink_rate": round(blink_rate, 3)} if blink_rate is not None else {}),
-        **portrait.to_dict(),  # face (index), box [x, y, w, h] and every face found
-        "elapsed_s": round(time.perf_counter() - start, 2),
-    }
+    frames = _frames(generator, motion, portrait, photo, crop_only)
+    _write_video(out, frames, motion.fps, speech)
+    return _answer(out, frames, speech, crop_only, blink_rate, portrait, start)
 
 
 @user_errors("generate")
 def cli(
-    model: str = typer.Option(..., help="models:/disenttalk@champion, models:/NAME/VERSION, a bundle dir or s3:// URI."),
-    audio: str = typer.Option(..., help="Speech: any audio or video file (resampled to 16 kHz mono)."),
+    model: str = typer.Option(..., help=f"{CHAMPION_URI}, models:/NAME/VERSION, a bundle dir or s3:// URI."),
+    audio: str = typer.Option(..., help=f"Speech: any audio or video file (resampled to {SAMPLE_RATE // 1000} kHz mono)."),
     image: str = typer.Option(..., help="Photo with a face (the largest is animated unless --face says)."),
     out: str = typer.Option(..., help="Output mp4."),
-    steps: int | None = typer.Option(None, help="Sampler steps (default: DDIM 10, quadratically spaced; DDPM all T)."),
+    steps: int | None = typer.Option(None, help=f"Sampler steps (default: DDIM {DEFAULT_STEPS}, quadratically spaced; DDPM all T)."),
     sampler: str = typer.Option("ddim", help="ddim | ddpm."),
     guidance: float | None = typer.Option(None, help="Classifier-free guidance scale s (Eq. 9); default from the model."),
     eta: float | None = typer.Option(None, help="DDIM eta (0 deterministic ... 1 stochastic); default from the model."),
