@@ -73,17 +73,25 @@ def _fail(message: str) -> None:
 
 
 def inspect(
-    video: Path = typer.Argument(..., help="Video file to inspect."),
+    video: str = typer.Argument(..., help="Video file (local path or s3:// URI) to inspect."),
     overlay: Path | None = typer.Option(None, "--overlay", help="Write the video with landmarks drawn."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:
     """Track the face in VIDEO and report blinks, mouth opening and face coverage."""
     from disenttalk.face.tracker import FaceTracker
     from disenttalk.media import MediaError, read_video, write_video
+    from workflows.common import UserError
+    from workflows.platform import storage
 
     try:
-        clip = read_video(video)
-    except MediaError as exc:
+        overlay = overlay and storage.local_path(overlay, "--overlay")
+        json_path = json_path and storage.local_path(json_path, "--json")
+        if storage.is_s3(video):
+            with storage.local_copy(video) as local:
+                clip = read_video(local)
+        else:
+            clip = read_video(video)
+    except (MediaError, UserError, FileNotFoundError) as exc:
         _fail(str(exc))
     with FaceTracker() as tracker:
         tracks = tracker.track(clip.frames)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +187,34 @@ def test_absolute_leaves_s3_alone_and_anchors_local_paths(tmp_path, monkeypatch)
     assert absolute("s3://bucket/store") == "s3://bucket/store"
     assert absolute("workspace/store") == str(tmp_path / "workspace" / "store")
     assert absolute(tmp_path / "x") == str(tmp_path / "x")
+
+
+def test_demo_data_writes_a_corpus_to_an_s3_prefix(s3, tmp_path):
+    """``demo-data --out s3://…`` builds the corpus in a temporary folder and uploads it; nothing
+    is written to a local folder named ``s3:``."""
+    from typer.testing import CliRunner
+
+    from workflows.cli import app
+
+    result = CliRunner().invoke(app, ["demo-data", "--out", f"{s3}/corpus", "--clips-per-language", "3",
+                                      "--languages", "en", "--xling-language", "", "--voice-clips", "0",
+                                      "--engines", "espeak", "--speakers", "3", "--workers", "1"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in storage.read_text(f"{s3}/corpus/manifest.jsonl").splitlines()]
+    assert len(rows) == 3
+    for row in rows:  # clips are addressed relative to the manifest, so the corpus can move
+        assert storage.exists(storage.resolve(row["path"], f"{s3}/corpus")), row
+    assert not (Path.cwd() / "s3:").exists()
+
+
+@pytest.mark.parametrize("command", [["fit", "--data", "x", "--out", "y", "--config", "s3://b/fit.yaml"],
+                                     ["inspect", "clip.mp4", "--json", "s3://b/report.json"]])
+def test_options_that_take_local_paths_refuse_uris_with_a_message(command):
+    from typer.testing import CliRunner
+
+    from workflows.cli import app
+
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code in (1, 2)
+    assert "takes a local path" in result.output and "s3:/" in result.output
