@@ -115,20 +115,31 @@ def paint_mouth(
     """A mouth interior seen between the inner lips, back to front: a cavity dark at the back and
     lit near the lips, the tongue, the lower teeth, the upper teeth; then the lips' shadow on it
     and a darker inner lip edge. Every part is occluded by the lips (drawn only in the opening)."""
-    s = shape
     y = ys[None, :, None]  # [1,h,1]
+    alpha = band_coverage(xs, ys, shape.top, shape.bottom, shape.corners, feather) * strength[:, None, None]
+    colour = _cavity(y, shape, colours)
+    colour = _tongue(colour, y, shape, colours, feather)
+    colour = _teeth(colour, y, shape, colours, feather)
+    colour = colour * _lip_shadow(xs, y, shape, corner_shade)[:, None]
+    out = blend(roi, colour, alpha)
+    return out * (1.0 - 0.25 * _inner_rim(xs, y, shape, alpha, strength, feather)[:, None])
+
+
+def _cavity(y: torch.Tensor, s: MouthShape, colours: MouthColours) -> torch.Tensor:
+    """The cavity's colour [B,3,h,w]: dark at the back, lit just behind the lips."""
     top, bottom = s.top[:, None], s.bottom[:, None]  # [B,1,w]
     w = s.width[:, None, None]  # [B,1,1]
-    left, right = s.corners
-    alpha = band_coverage(xs, ys, s.top, s.bottom, s.corners, feather) * strength[:, None, None]
-
-    # -- cavity: dark at the back, lit just behind the lips and darker into the corners ------
     gap = (bottom - top).clamp_min(1e-3)
     from_lips = torch.minimum(y - top, bottom - y).clamp_min(0.0)  # [B,h,w] pixels
     lit = torch.exp(-from_lips / (0.08 * w)) * (0.35 + 0.65 * (gap / (0.25 * w)).clamp(0, 1))
-    colour = colours.cavity[:, None, None] + lit[:, None] * (colours.lit - colours.cavity)[:, None, None]
+    return colours.cavity[:, None, None] + lit[:, None] * (colours.lit - colours.cavity)[:, None, None]
 
-    # -- tongue: a dome behind the lower teeth, seen when the jaw is well open -------------
+
+def _tongue(colour: torch.Tensor, y: torch.Tensor, s: MouthShape, colours: MouthColours,
+            feather: float) -> torch.Tensor:
+    """``colour`` with the tongue over it: a dome behind the lower teeth, seen when the jaw is
+    well open."""
+    w = s.width[:, None, None]  # [B,1,1]
     lower_edge, upper_edge = s.lower_edge[:, None], s.upper_edge[:, None]
     teeth_gap = (lower_edge - upper_edge).clamp_min(0.0)  # [B,1,w]
     la = s.lower_across[:, None]  # [B,1,w]
@@ -137,9 +148,14 @@ def paint_mouth(
     in_tongue = ramp(y - tongue_top, 1.5 * feather) * ramp(0.7 - la.abs(), 0.05)
     tongue_shade = 0.55 + 0.45 * torch.exp(-(y - tongue_top).clamp_min(0) / (0.06 * w))
     tongue = colours.tongue[:, None, None] * tongue_shade[:, None]
-    colour = colour + in_tongue[:, None] * (tongue - colour)
+    return colour + in_tongue[:, None] * (tongue - colour)
 
-    # -- teeth: rows of crowns with seams between them, scalloped cutting edges ------------
+
+def _teeth(colour: torch.Tensor, y: torch.Tensor, s: MouthShape, colours: MouthColours,
+           feather: float) -> torch.Tensor:
+    """``colour`` with the lower, then the upper teeth over it: rows of crowns with seams between
+    them and scalloped cutting edges."""
+    w = s.width[:, None, None]  # [B,1,1]
     half = 0.5 * s.width
     seam = (0.006 * s.width).clamp_min(0.35)[:, None]  # seam half width, pixels
     for edge, across, bounds, height, lower in (
@@ -164,25 +180,34 @@ def paint_mouth(
             colours.cavity[:, None, None] * translucent[:, None])
         tooth = enamel + on_gum[:, None] * (colours.gum[:, None, None] - enamel)
         colour = colour + crown[:, None] * (tooth * shade[:, None] - colour)
+    return colour
 
-    # -- the lips' shadow: under the upper lip, into the corners --------------------------
-    under_lip = 1.0 - 0.25 * torch.exp(-(y - top).clamp_min(0) / (0.03 * w))
+
+def _lip_shadow(xs: torch.Tensor, y: torch.Tensor, s: MouthShape, corner_shade: float) -> torch.Tensor:
+    """The lips' shadow as a factor [B,h,w] on the interior: under the upper lip, into the corners."""
+    w = s.width[:, None, None]  # [B,1,1]
+    left, right = s.corners
+    under_lip = 1.0 - 0.25 * torch.exp(-(y - s.top[:, None]).clamp_min(0) / (0.03 * w))
     mid, span = 0.5 * (left + right), (0.5 * (right - left)).clamp_min(1e-3)
     across = ((xs[None] - mid[:, None]) / span[:, None]).clamp(-1.0, 1.0)  # [B,w]
     sides = 1.0 - corner_shade * across[:, None] ** 2
-    colour = colour * (under_lip * sides)[:, None]
-    out = blend(roi, colour, alpha)
+    return under_lip * sides
 
-    # -- the inner lip edge: the lip rolls inwards there, a thin darker rim on both lips ---
+
+def _inner_rim(xs: torch.Tensor, y: torch.Tensor, s: MouthShape, alpha: torch.Tensor,
+               strength: torch.Tensor, feather: float) -> torch.Tensor:
+    """The inner lip edge, where the lip rolls inwards: a thin darker rim on both lips, its
+    weight [B,h,w] outside the opening (``alpha``)."""
+    w = s.width[:, None, None]  # [B,1,1]
+    left, right = s.corners
     rim_w = (RIM * w).clamp_min(0.75)
 
     def rim_of(d: torch.Tensor) -> torch.Tensor:  # d: pixels outside the opening
         return torch.exp(-d.clamp_min(0) / rim_w) * ramp(d + feather, feather) * (d < 3 * rim_w)
 
-    rim = rim_of(top - y) + rim_of(y - bottom)
+    rim = rim_of(s.top[:, None] - y) + rim_of(y - s.bottom[:, None])
     horizontal = ramp(xs[None] - left[:, None], feather) * ramp(right[:, None] - xs[None], feather)
-    rim = rim.clamp_max(1.0) * (1.0 - alpha) * horizontal[:, None] * strength[:, None, None]
-    return out * (1.0 - 0.25 * rim[:, None])
+    return rim.clamp_max(1.0) * (1.0 - alpha) * horizontal[:, None] * strength[:, None, None]
 
 
 def paint_eyelid(
