@@ -126,20 +126,12 @@ def plan_corpus(
     spk_split = _split_items([s.speaker_id for s in speakers], SPEAKER_FRACTIONS, rng)
     trained, held_out = voice_pools(engines)
     if training_engines is not None:
-        trained = {lang: tuple(v for v in pool if _engine(v) in training_engines)
-                   for lang, pool in trained.items()}
+        trained = _only_engines(trained, training_engines)
     plans: list[ClipPlan] = []
 
     def add(language: str, split: str, count: int, pool: list[str], people: list[str],
             voices: Sequence[str]) -> None:
-        for k in range(count):
-            chosen = tuple(pool[(k * sentences_per_clip + j) % len(pool)] for j in range(sentences_per_clip))
-            index = len(plans)
-            plans.append(ClipPlan(
-                clip_id=f"{language}_{split}_{k:03d}", language=language,
-                speaker_id=people[k % len(people)], sentences=chosen, split=split,
-                seed=(seed, 0xC11B, index), voice=voices[k % len(voices)],
-            ))
+        _add_clips(plans, language, split, count, pool, people, voices, sentences_per_clip, seed)
 
     test_sentences: dict[str, list[str]] = {}
     for language in languages:
@@ -162,6 +154,24 @@ def plan_corpus(
         add(VOICE_LANGUAGE, VOICE_SPLIT, voice_clips, test_sentences[VOICE_LANGUAGE], spk_split["test"],
             held_out)
     return speakers, plans
+
+
+def _only_engines(pools: dict[str, tuple[str, ...]], engines: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Each language's voices of ``pools`` that ``engines`` speak."""
+    return {lang: tuple(v for v in pool if _engine(v) in engines) for lang, pool in pools.items()}
+
+
+def _add_clips(plans: list[ClipPlan], language: str, split: str, count: int, pool: Sequence[str],
+               people: Sequence[str], voices: Sequence[str], sentences_per_clip: int, seed: int) -> None:
+    """Append ``count`` clips of ``split`` to ``plans``: sentences from ``pool`` in turn,
+    ``sentences_per_clip`` each, speakers and voices in turn; a clip's seed holds its index."""
+    for k in range(count):
+        chosen = tuple(pool[(k * sentences_per_clip + j) % len(pool)] for j in range(sentences_per_clip))
+        plans.append(ClipPlan(
+            clip_id=f"{language}_{split}_{k:03d}", language=language,
+            speaker_id=people[k % len(people)], sentences=chosen, split=split,
+            seed=(seed, 0xC11B, len(plans)), voice=voices[k % len(voices)],
+        ))
 
 
 # Voices (``engine/name``, see disenttalk.synth.voices) per language for train/val/test clips.
