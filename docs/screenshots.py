@@ -1,0 +1,103 @@
+"""Screenshots of the docs site: the home page and the serving API page, full-page PNGs at 1280 px.
+
+    .venv/bin/python docs/screenshots.py [--chromium /usr/bin/chromium] [--out docs/images]
+
+Builds the site into a temporary folder, serves it with ``python -m http.server`` on a free
+loopback port, opens it in headless Chromium (Debian's ``chromium``, driven by Playwright), saves
+``site-home.png`` and ``site-serving.png`` and stops the server it started. A PNG over
+``--max-kb`` is scaled down until it fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = {"site-home.png": "", "site-serving.png": "serving/"}
+WIDTH = 1280
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def build(site: Path) -> None:
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)],
+                   cwd=ROOT, check=True, env=env)
+
+
+def wait_up(url: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def shrink(path: Path, max_kb: int) -> None:
+    """Scale the PNG down (keeping its aspect) until it is at most ``max_kb``."""
+    from PIL import Image
+
+    scale = 1.0
+    with Image.open(path) as img:
+        original = img.convert("RGB")
+    while path.stat().st_size > max_kb * 1024 and scale > 0.3:
+        scale *= 0.85
+        size = (round(original.width * scale), round(original.height * scale))
+        original.resize(size, Image.LANCZOS).quantize(colors=256, method=Image.Quantize.MEDIANCUT) \
+            .save(path, optimize=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    parser.add_argument("--max-kb", type=int, default=400)
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        site = Path(tmp) / "site"
+        build(site)
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}/"
+            wait_up(base)
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=args.chromium, headless=True,
+                                            args=["--no-sandbox"])
+                page = browser.new_page(viewport={"width": WIDTH, "height": 900})
+                for name, path in PAGES.items():
+                    page.goto(base + path, wait_until="networkidle")
+                    target = args.out / name
+                    page.screenshot(path=str(target), full_page=True)
+                    shrink(target, args.max_kb)
+                    print(f"{target.relative_to(ROOT)}: {target.stat().st_size // 1024} KB")
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
