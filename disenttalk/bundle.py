@@ -27,13 +27,15 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from disenttalk.face.regions import RegionSplit
 from disenttalk.model.config import ModelConfig
+
+if TYPE_CHECKING:  # torch loads when a bundle is written or read, not with its names
+    import torch
 
 FORMAT_VERSION = 1
 # the bundle's files (the layout above); every reader and writer names them through these
@@ -73,6 +75,8 @@ class Bundle:
 
 
 def _versions() -> dict[str, str]:
+    import torch
+
     import disenttalk
 
     return {"disenttalk": disenttalk.__version__, "torch": torch.__version__,
@@ -137,6 +141,8 @@ def write_bundle(path: str | Path, *, config: ModelConfig, morphable: Any | None
                  denoiser_state: dict[str, torch.Tensor], extra: dict[str, Any] | None = None,
                  blinks: dict[str, np.ndarray] | None = None, overwrite: bool = False) -> Path:
     """Write a bundle directory atomically (temp dir + rename); ``extra`` goes into meta.json."""
+    import torch
+
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
@@ -174,6 +180,8 @@ def write_bundle(path: str | Path, *, config: ModelConfig, morphable: Any | None
 
 
 def _load_state(file: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
