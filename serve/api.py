@@ -105,9 +105,8 @@ async def _call(response: Any) -> Any:
         raise
 
 
-def create_app(backend: Any) -> FastAPI:
-    """The ingress app; ``backend`` has ``portraits``/``animator`` handles, ``cfg``, ``api_key``."""
-    app = FastAPI(title="DisentTalk", version="1", summary="Audio-driven talking faces on Ray Serve")
+def _handle_errors(app: FastAPI) -> None:
+    """Every error answers in the JSON error shape: the API's own, invalid requests, 404 / 405."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -121,6 +120,10 @@ def create_app(backend: Any) -> FastAPI:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+
+
+def _add_guard(app: FastAPI, backend: Any) -> None:
+    """The API key check (all but :data:`OPEN_PATHS`) and a JSON body for errors below the routes."""
 
     @app.middleware("http")
     async def _guard(request: Request, call_next: Any) -> Response:
@@ -136,6 +139,10 @@ def create_app(backend: Any) -> FastAPI:
             api = as_api_error(exc) or ApiError(500, "internal_error", type(exc).__name__)
             return error_response(api)
 
+
+def _add_status_routes(app: FastAPI, backend: Any) -> None:
+    """``GET /healthz`` and ``GET /v1/model``."""
+
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
@@ -144,14 +151,33 @@ def create_app(backend: Any) -> FastAPI:
     async def model() -> dict:
         return await _call(backend.animator.info.remote())
 
+
+def _options(model: type[BaseModel], form: Any) -> Any:
+    """The form's text fields validated as ``model``."""
+    try:
+        return model.model_validate({k: v for k, v in form.multi_items() if isinstance(v, str)})
+    except ValidationError as exc:
+        raise ApiError(422, "invalid_option", _validation_message(exc)) from None
+
+
+async def _portrait(backend: Any, image: bytes | None, options: GenerateOptions) -> Any:
+    """The prepared portrait of a generate request: from its photo, else by its ``portrait_id``."""
+    if image is not None:
+        return await _call(backend.portraits.prepare.remote(image, True, options.face))
+    prepared = await _call(backend.portraits.get.remote(options.portrait_id))
+    if prepared is None:
+        raise ApiError(404, "unknown_portrait",
+                       "portrait_id is unknown or expired; POST the image to /v1/portraits again")
+    return prepared
+
+
+def _add_generation_routes(app: FastAPI, backend: Any) -> None:
+    """``POST /v1/portraits``, ``POST /v1/generate`` and ``WS /v1/stream``."""
+
     @app.post("/v1/portraits")
     async def portraits(request: Request) -> dict:
         form = await _form(request, backend)
-        try:
-            options = PortraitOptions.model_validate(
-                {k: v for k, v in form.multi_items() if isinstance(v, str)})
-        except ValidationError as exc:
-            raise ApiError(422, "invalid_option", _validation_message(exc)) from None
+        options = _options(PortraitOptions, form)
         data = await _file(form, "image")
         if data is None:
             raise ApiError(400, "missing_field", "send the photo as the 'image' file field")
@@ -160,11 +186,7 @@ def create_app(backend: Any) -> FastAPI:
     @app.post("/v1/generate")
     async def generate(request: Request) -> Response:
         form = await _form(request, backend)
-        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
-        try:
-            options = GenerateOptions.model_validate(fields)
-        except ValidationError as exc:
-            raise ApiError(422, "invalid_option", _validation_message(exc)) from None
+        options = _options(GenerateOptions, form)
         if options.steps is not None and options.steps > backend.cfg.limits.max_steps:
             raise ApiError(422, "invalid_option", f"steps: at most {backend.cfg.limits.max_steps}")
         image, audio = await _file(form, "image"), await _file(form, "audio")
@@ -172,13 +194,7 @@ def create_app(backend: Any) -> FastAPI:
             raise ApiError(400, "missing_field", "send the speech as the 'audio' file field")
         if image is None and options.portrait_id is None:
             raise ApiError(400, "missing_field", "send an 'image' file or a 'portrait_id'")
-        if image is not None:
-            prepared = await _call(backend.portraits.prepare.remote(image, True, options.face))
-        else:
-            prepared = await _call(backend.portraits.get.remote(options.portrait_id))
-            if prepared is None:
-                raise ApiError(404, "unknown_portrait",
-                               "portrait_id is unknown or expired; POST the image to /v1/portraits again")
+        prepared = await _portrait(backend, image, options)
         result = await _call(backend.animator.generate.remote(audio, prepared, options))
         meta = result["meta"]
         headers = {"X-Frames": str(meta["frames"]), "X-FPS": str(meta["fps"]),
@@ -192,6 +208,10 @@ def create_app(backend: Any) -> FastAPI:
 
         await run_session(ws, backend)
 
+
+def _add_page_routes(app: FastAPI) -> None:
+    """The browser page (``GET /``) and its own static files (``GET /web/{name}``)."""
+
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(WEB / "index.html", media_type="text/html")
@@ -204,4 +224,13 @@ def create_app(backend: Any) -> FastAPI:
         kind = {".js": "text/javascript", ".css": "text/css"}.get(files[name].suffix, "text/plain")
         return FileResponse(files[name], media_type=kind)
 
+
+def create_app(backend: Any) -> FastAPI:
+    """The ingress app; ``backend`` has ``portraits``/``animator`` handles, ``cfg``, ``api_key``."""
+    app = FastAPI(title="DisentTalk", version="1", summary="Audio-driven talking faces on Ray Serve")
+    _handle_errors(app)
+    _add_guard(app, backend)
+    _add_status_routes(app, backend)
+    _add_generation_routes(app, backend)
+    _add_page_routes(app)
     return app
