@@ -224,7 +224,8 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {err.get('msg', 'invalid')}"
 
 
-async def _session(ws: Any, backend: Any) -> None:
+async def _handshake(ws: Any, backend: Any) -> tuple[StartMessage, Any, dict[str, Any]]:
+    """The start message, its portrait and the new stream's state; the client gets ``ready``."""
     start = await _receive_start(ws, backend)
     portrait = await backend.portraits.get.remote(start.portrait_id)
     if portrait is None:
@@ -232,78 +233,105 @@ async def _session(ws: Any, backend: Any) -> None:
                        "portrait_id is unknown or expired; POST the image to /v1/portraits again")
     state = await backend.animator.stream_open.remote(start)
     await ws.send_text(json.dumps(state.pop("ready")))
-    limits = backend.cfg.limits
-    max_bytes = limits.max_chunk_kb * 1024
-    max_samples = int(limits.max_stream_s * start.sample_rate)
-    queue: asyncio.Queue = asyncio.Queue()
+    return start, portrait, state
 
-    async def reader() -> None:
-        received = 0
-        while True:
-            try:
-                message = await asyncio.wait_for(ws.receive(), IDLE_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                await queue.put(ApiError(400, "timeout", f"no audio for {IDLE_TIMEOUT_S:g} s"))
-                return
-            if message.get("type") == "websocket.disconnect":
-                await queue.put(None)
-                return
-            data, text = message.get("bytes"), message.get("text")
-            if data is not None:
-                if len(data) > max_bytes:
-                    await queue.put(ApiError(413, "chunk_too_large",
-                                             f"an audio message may hold {limits.max_chunk_kb} kB"))
-                    return
-                try:
-                    samples = pcm16(data, start.channels)
-                except ApiError as exc:
-                    await queue.put(exc)
-                    return
-                received += len(samples)
-                if received > max_samples:
-                    await queue.put(ApiError(413, "audio_too_long",
-                                             f"a stream may carry {limits.max_stream_s:g} s of audio"))
-                    return
-                await queue.put(samples)
-                continue
-            try:
-                kind = json.loads(text).get("type")
-            except (ValueError, AttributeError):
-                kind = None
-            if kind == "end":
-                await queue.put(_End())
-                return
-            await queue.put(ApiError(400, "bad_message",
-                                     'expected binary PCM16 audio or {"type": "end"}'))
+
+def _item(message: dict[str, Any], start: StartMessage, limits: Any) -> Any:
+    """One client message as the step loop takes it: samples, :class:`_End`, None (the client
+    left) or an :class:`ApiError`."""
+    if message.get("type") == "websocket.disconnect":
+        return None
+    data, text = message.get("bytes"), message.get("text")
+    if data is not None:
+        if len(data) > limits.max_chunk_kb * 1024:
+            return ApiError(413, "chunk_too_large",
+                            f"an audio message may hold {limits.max_chunk_kb} kB")
+        try:
+            return pcm16(data, start.channels)
+        except ApiError as exc:
+            return exc
+    try:
+        kind = json.loads(text).get("type")
+    except (ValueError, AttributeError):
+        kind = None
+    if kind == "end":
+        return _End()
+    return ApiError(400, "bad_message", 'expected binary PCM16 audio or {"type": "end"}')
+
+
+async def _reader(ws: Any, start: StartMessage, limits: Any, queue: asyncio.Queue) -> None:
+    """Queue the client's messages as they arrive (see :func:`_item`); after anything but audio,
+    an idle timeout or more audio than a stream may carry, the last item is queued and it stops."""
+    max_samples = int(limits.max_stream_s * start.sample_rate)
+    received = 0
+    while True:
+        try:
+            message = await asyncio.wait_for(ws.receive(), IDLE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            await queue.put(ApiError(400, "timeout", f"no audio for {IDLE_TIMEOUT_S:g} s"))
+            return
+        item = _item(message, start, limits)
+        if isinstance(item, np.ndarray):
+            received += len(item)
+            if received > max_samples:
+                item = ApiError(413, "audio_too_long",
+                                f"a stream may carry {limits.max_stream_s:g} s of audio")
+        await queue.put(item)
+        if not isinstance(item, np.ndarray):
             return
 
-    task = asyncio.create_task(reader())
+
+async def _drain(queue: asyncio.Queue) -> list[Any]:
+    """The next item and everything else that arrived while the last step was generated."""
+    items = [await queue.get()]
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
+async def _step(backend: Any, state: dict[str, Any], audio: np.ndarray, final: bool,
+                portrait: Any, start: StartMessage, send_portrait: bool) -> dict[str, Any]:
+    """One generator step; the portrait goes along the first time, and again when a replica
+    that does not hold it yet asks for it."""
+    result = await backend.animator.stream_step.remote(
+        state, audio, final, portrait if send_portrait else None, start.portrait_id)
+    if result.get("need_portrait"):
+        result = await backend.animator.stream_step.remote(
+            state, audio, final, portrait, start.portrait_id)
+    return result
+
+
+async def _step_loop(ws: Any, backend: Any, start: StartMessage, portrait: Any,
+                     state: dict[str, Any], queue: asyncio.Queue) -> None:
+    """Generate from the queued audio and send the frames, until the end message (then the
+    ``end`` reply and a normal close), the client leaving, or an error (raised)."""
     sent_portrait = False
+    while True:
+        items = await _drain(queue)
+        final = any(isinstance(x, _End) for x in items)
+        for x in items:
+            if x is None:
+                return  # the client left
+            if isinstance(x, ApiError):
+                raise x
+        chunks = [x for x in items if isinstance(x, np.ndarray)]
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        result = await _step(backend, state, audio, final, portrait, start, not sent_portrait)
+        sent_portrait = True
+        state = result["state"]
+        for packet in result["packets"]:
+            await ws.send_bytes(packet)
+        if final:
+            await ws.send_text(json.dumps({"type": "end", "frames": state["frames"]}))
+            await ws.close(code=CLOSE["normal"])
+            return
+
+
+async def _session(ws: Any, backend: Any) -> None:
+    start, portrait, state = await _handshake(ws, backend)
+    queue: asyncio.Queue = asyncio.Queue()
+    task = asyncio.create_task(_reader(ws, start, backend.cfg.limits, queue))
     try:
-        while True:
-            items = [await queue.get()]
-            while not queue.empty():  # catch up: everything that arrived while we generated
-                items.append(queue.get_nowait())
-            final = any(isinstance(x, _End) for x in items)
-            for x in items:
-                if x is None:
-                    return  # the client left
-                if isinstance(x, ApiError):
-                    raise x
-            chunks = [x for x in items if isinstance(x, np.ndarray)]
-            audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-            result = await backend.animator.stream_step.remote(
-                state, audio, final, portrait if not sent_portrait else None, start.portrait_id)
-            if result.get("need_portrait"):
-                result = await backend.animator.stream_step.remote(
-                    state, audio, final, portrait, start.portrait_id)
-            sent_portrait = True
-            state = result["state"]
-            for packet in result["packets"]:
-                await ws.send_bytes(packet)
-            if final:
-                await ws.send_text(json.dumps({"type": "end", "frames": state["frames"]}))
-                await ws.close(code=CLOSE["normal"])
-                return
+        await _step_loop(ws, backend, start, portrait, state, queue)
     finally:
         task.cancel()
