@@ -43,6 +43,7 @@ import typer
 from pydantic import Field
 
 from disenttalk.config import StrictConfig
+from disenttalk.constants import DEFAULT_STEPS
 from workflows.common import user_errors
 from workflows.platform import clipstore, storage
 from workflows.platform.raycluster import RayConfig
@@ -58,7 +59,7 @@ class SamplerSearchConfig(StrictConfig):
     lip_etas: tuple[float, ...] = Field((0.8,), min_length=1)  # DDIM η of the lip and global dims
     guidances: tuple[float, ...] = Field((1.0, 1.5, 2.0), min_length=1)  # guidance scale (Eq. 9)
     seeds: tuple[int, ...] = (0, 1)  # more seeds: more blinks counted, less noise per setting
-    steps: int = Field(10, gt=0)  # DDIM steps, as generation uses
+    steps: int = Field(DEFAULT_STEPS, gt=0)  # DDIM steps, as generation uses
     spacing: Literal["uniform", "quadratic"] = "quadratic"  # DDIM timesteps, as generation uses
     reference: Literal["auto", "portrait", "first_frame"] = "auto"  # as in evaluate
     lmd_tolerance: float = Field(0.05, ge=0)  # settings within this fraction of the best lmd compete
@@ -92,39 +93,77 @@ def choose(rows: list[dict[str, float]], lmd_tolerance: float) -> dict[str, floa
     return min(pool, key=lambda r: (r["blink_error"], r["lmd"]))
 
 
-def score_setting(config: dict[str, Any]) -> dict[str, float]:
+class Setting(StrictConfig):
+    """One grid point: the guidance scale and the DDIM η of the lip (and global) dims and of the eye dims."""
+
+    guidance: float
+    lip_eta: float
+    eye_eta: float
+
+    def eta(self) -> dict[str, float]:
+        """The per-region DDIM η (lip η for the lip and global dims)."""
+        return region_eta(self.model_dump())
+
+
+class SearchInputs(StrictConfig):
+    """What every trial of a search shares, resolved in the driver: absolute locations, the
+    clips, their corpus info, and the sampler and scoring settings."""
+
+    bundle: str  # absolute path of the bundle folder
+    data: str  # the clip store: absolute path or s3://
+    rows: list[dict[str, Any]]
+    info: dict[str, dict[str, Any]]  # per clip id, as workflows.evaluation.corpus_info
+    seeds: tuple[int, ...]
+    steps: int
+    spacing: Literal["uniform", "quadratic"]
+    reference: Literal["auto", "portrait", "first_frame"]
+    threads: int
+    device: str
+
+
+def region_eta(row: dict[str, Any]) -> dict[str, float]:
+    """The per-region DDIM η of a grid point (lip η for the lip and global dims)."""
+    return {"lip": float(row["lip_eta"]), "eye": float(row["eye_eta"]), "global": float(row["lip_eta"])}
+
+
+def clip_reference(inputs: SearchInputs, rec: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(image, landmarks) a clip's motion is rendered onto, chosen as ``evaluate`` chooses it."""
+    from disenttalk import media
+    from workflows.evaluation import EvaluateConfig, tracked_reference
+
+    info = inputs.info.get(rec.clip_id, {})
+    first = None
+    if inputs.reference == "first_frame" or not info.get("portrait"):
+        with storage.local_copy(rec.source_uri) as path:
+            first = media.read_video(path, with_audio=False).frames[0]
+    _, image, image_lm = tracked_reference(EvaluateConfig(reference=inputs.reference), rec.clip_id, info, first,
+                                           rec.landmarks[0] if rec.valid[0] else None)
+    return image, image_lm
+
+
+def score_setting(setting: Setting, inputs: SearchInputs) -> dict[str, float]:
     """One trial: generate, render and re-track every clip × seed at one grid point; blink error, lmd."""
     import torch
 
-    from disenttalk import media
     from disenttalk.face.tracker import FaceTracker
     from disenttalk.generate.generator import Generator
     from disenttalk.metrics import landmarks as lm_metrics
-    from workflows.evaluate import EvaluateConfig, clip_seed, tracked_reference
+    from workflows.evaluation import clip_seed
 
-    torch.set_num_threads(max(1, int(config["threads"])))
-    gen = Generator.from_bundle(config["bundle"], device=config.get("device", "auto"))
-    ref_cfg = EvaluateConfig(reference=config["reference"])
+    torch.set_num_threads(max(1, inputs.threads))
+    gen = Generator.from_bundle(inputs.bundle, device=inputs.device)
     blinks = truth_blinks = seconds = 0.0
     lmds = []
-    for row in config["rows"]:
-        rec = clipstore.read_record(config["data"], row)
-        info = config["info"].get(rec.clip_id, {})
+    for row in inputs.rows:
+        rec = clipstore.read_record(inputs.data, row)
         truth = rec.landmarks
         t, fps = len(truth), float(rec.fps)
         audio = rec.audio[: int(round(t / fps * rec.sample_rate))]
-        first = None
-        if config["reference"] == "first_frame" or not info.get("portrait"):
-            with storage.local_copy(rec.source_uri) as path:
-                first = media.read_video(path, with_audio=False).frames[0]
-        _, image, image_lm = tracked_reference(ref_cfg, rec.clip_id, info, first,
-                                               truth[0] if rec.valid[0] else None)
-        truth_rate = info.get("blink_rate", lm_metrics.landmark_blink_rate(truth, fps))
-        for seed in config["seeds"]:
-            motion = gen.motion(audio, rec.sample_rate, steps=config["steps"], sampler="ddim",
-                                spacing=config["spacing"],
-                                seed=clip_seed(seed, rec.clip_id), eta=region_eta(config),
-                                guidance=config["guidance"])
+        image, image_lm = clip_reference(inputs, rec)
+        truth_rate = inputs.info.get(rec.clip_id, {}).get("blink_rate", lm_metrics.landmark_blink_rate(truth, fps))
+        for seed in inputs.seeds:
+            motion = gen.motion(audio, rec.sample_rate, steps=inputs.steps, sampler="ddim", spacing=inputs.spacing,
+                                seed=clip_seed(seed, rec.clip_id), eta=setting.eta(), guidance=setting.guidance)
             tracked = FaceTracker().track(gen.render(motion, image, image_lm)[:t]).landmarks
             blinks += lm_metrics.landmark_blink_rate(tracked, fps) * t / fps
             truth_blinks += truth_rate * t / fps
@@ -135,88 +174,103 @@ def score_setting(config: dict[str, Any]) -> dict[str, float]:
             "blink_error": error, "lmd": float(np.nanmean(lmds)), "seconds": seconds}
 
 
-def region_eta(row: dict[str, Any]) -> dict[str, float]:
-    """The per-region DDIM η of a grid point (lip η for the lip and global dims)."""
-    return {"lip": float(row["lip_eta"]), "eye": float(row["eye_eta"]), "global": float(row["lip_eta"])}
-
-
-def _trial(config: dict[str, Any]) -> None:
+def _trial(config: dict[str, Any], inputs: SearchInputs) -> None:
     from ray import tune
 
-    tune.report(score_setting(config))
+    tune.report(score_setting(Setting(**{k: float(config[k]) for k in SETTING}), inputs))
 
 
-def run(cfg: SamplerSearchConfig, bundle: str, data: str, corpus: str | None = None) -> dict[str, Any]:
-    """Search the grid on ``data``'s split, write the winner into the bundle folder; returns it."""
-    from ray import tune
-
-    from disenttalk import paths
-    from disenttalk.bundle import update_meta
-    from workflows.common import format_summary
-    from workflows.evaluate import corpus_info
-    from workflows.platform.raycluster import init_ray, shutdown_if_started
-    from workflows.platform.tracking import start_run
+def search_inputs(cfg: SamplerSearchConfig, bundle: str, data: str, corpus: str | None) -> SearchInputs:
+    """The trials' shared inputs: the split's first ``max_clips`` clips by id, their corpus info,
+    locations made absolute here (trials run in their own working directories)."""
+    from workflows.evaluation import corpus_info
 
     folder = Path(bundle)
-    data = storage.absolute(data)  # trials run in their own working directories
     if not (folder / "meta.json").is_file():
         raise typer.BadParameter(f"{bundle}: not a local bundle folder (tune-sampler edits its meta.json)")
+    data = storage.absolute(data)
     rows = sorted(clipstore.read_index(data, cfg.split), key=lambda r: r["clip_id"])[: cfg.max_clips]
     if not rows:
         raise ValueError(f"{data}: no clips in split {cfg.split!r} to tune the sampler on")
     info = corpus_info(corpus)
+    return SearchInputs(bundle=str(folder.resolve()), data=data, rows=rows,
+                        info={r["clip_id"]: info.get(r["clip_id"], {}) for r in rows}, seeds=cfg.seeds,
+                        steps=cfg.steps, spacing=cfg.spacing, reference=cfg.reference,
+                        threads=int(cfg.cpus_per_trial), device=cfg.device)
+
+
+def run_grid(cfg: SamplerSearchConfig, inputs: SearchInputs, stage: str, **axes: list[float]) -> list[dict[str, Any]]:
+    """One trial per point of ``axes`` (guidance, lip_eta, eye_eta value lists): the setting and its scores."""
+    from ray import tune
+
+    from disenttalk import paths
+
+    if not all(axes.values()):
+        return []
+    storage_path = storage.absolute(cfg.storage_path) if cfg.storage_path else str(paths.home() / "ray_results")
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_trial, inputs=inputs),
+                            {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}),
+        param_space={k: tune.grid_search(v) for k, v in axes.items()},
+        tune_config=tune.TuneConfig(),
+        run_config=tune.RunConfig(name=f"sampler-{Path(inputs.bundle).name}-{stage}", verbose=0,
+                                  storage_path=storage_path),
+    )
+    results = tuner.fit()
+    errors = [r.error for r in results if r.error is not None]
+    if errors:
+        raise RuntimeError(f"{len(errors)} sampler trial(s) failed: {errors[0]}")
+    return [{"stage": stage, **{k: float(r.config[k]) for k in SETTING}, **{k: float(r.metrics[k]) for k in SCORES}}
+            for r in results]
+
+
+def search(cfg: SamplerSearchConfig, inputs: SearchInputs) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(every trial's row, the winner): the lips grid at the middle eye η, then the eye grid at
+    the lips' winner (see the module docstring)."""
+    probe = cfg.eye_etas[len(cfg.eye_etas) // 2]
+    lips = run_grid(cfg, inputs, "lips", guidance=list(cfg.guidances), lip_eta=list(cfg.lip_etas),
+                    eye_eta=[probe]) if len(cfg.guidances) * len(cfg.lip_etas) > 1 else []
+    lip = best_lips(lips) if lips else {"guidance": cfg.guidances[0], "lip_eta": cfg.lip_etas[0]}
+    eyes = run_grid(cfg, inputs, "eyes", guidance=[lip["guidance"]], lip_eta=[lip["lip_eta"]],
+                    eye_eta=[e for e in cfg.eye_etas if not (lips and e == probe)])
+    table = lips + eyes
+    best = choose([r for r in table if (r["guidance"], r["lip_eta"]) == (lip["guidance"], lip["lip_eta"])],
+                  cfg.lmd_tolerance)
+    return table, best
+
+
+def record(cfg: SamplerSearchConfig, inputs: SearchInputs, table: list[dict[str, Any]], best: dict[str, Any],
+           tracker: Any) -> None:
+    """The winner and every trial into the bundle's meta.json; the grid and the winner to MLflow."""
+    from disenttalk.bundle import update_meta
+
+    update_meta(inputs.bundle, eta=region_eta(best), guidance=best["guidance"],
+                sampler_search={"split": cfg.split, "clips": len(inputs.rows), "seeds": list(cfg.seeds),
+                                "lmd_tolerance": cfg.lmd_tolerance, "results": table})
+    for i, r in enumerate(table):
+        tracker.log_metrics({f"grid/{k}": r[k] for k in SETTING + SCORES}, step=i)
+    tracker.log_metrics({f"best/{k}": best[k] for k in SETTING + SCORES})
+
+
+def run(cfg: SamplerSearchConfig, bundle: str, data: str, corpus: str | None = None) -> dict[str, Any]:
+    """Search the grid on ``data``'s split, write the winner into the bundle folder; returns it."""
+    from workflows.common import format_summary
+    from workflows.platform.raycluster import init_ray, shutdown_if_started
+    from workflows.platform.tracking import start_run
+
+    inputs = search_inputs(cfg, bundle, data, corpus)
     tic = time.perf_counter()
     started = init_ray(cfg.ray)
     try:
         with start_run(cfg.mlflow, params=cfg, tags={"stage": "tune-sampler", "bundle": bundle,
-                                                      "data": data}) as tracker:
-            common = {"bundle": str(folder.resolve()), "data": data, "rows": rows,
-                      "seeds": list(cfg.seeds), "steps": cfg.steps, "spacing": cfg.spacing,
-                      "threads": cfg.cpus_per_trial, "device": cfg.device,
-                      "reference": cfg.reference, "info": {r["clip_id"]: info.get(r["clip_id"], {})
-                                                           for r in rows}}
-
-            def grid(stage: str, **axes: list[float]) -> list[dict[str, Any]]:
-                """One trial per point of ``axes`` (guidance, lip_eta, eye_eta value lists)."""
-                if not all(axes.values()):
-                    return []
-                tuner = tune.Tuner(
-                    tune.with_resources(_trial, {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}),
-                    param_space=common | {k: tune.grid_search(v) for k, v in axes.items()},
-                    tune_config=tune.TuneConfig(),
-                    run_config=tune.RunConfig(name=f"sampler-{folder.name}-{stage}", verbose=0,
-                                              storage_path=cfg.storage_path
-                                              or str(paths.home() / "ray_results")),
-                )
-                results = tuner.fit()
-                errors = [r.error for r in results if r.error is not None]
-                if errors:
-                    raise RuntimeError(f"{len(errors)} sampler trial(s) failed: {errors[0]}")
-                return [{"stage": stage, **{k: float(r.config[k]) for k in SETTING},
-                         **{k: float(r.metrics[k]) for k in SCORES}} for r in results]
-
-            probe = cfg.eye_etas[len(cfg.eye_etas) // 2]
-            lips = grid("lips", guidance=list(cfg.guidances), lip_eta=list(cfg.lip_etas),
-                        eye_eta=[probe]) if len(cfg.guidances) * len(cfg.lip_etas) > 1 else []
-            lip = best_lips(lips) if lips else {"guidance": cfg.guidances[0], "lip_eta": cfg.lip_etas[0]}
-            eyes = grid("eyes", guidance=[lip["guidance"]], lip_eta=[lip["lip_eta"]],
-                        eye_eta=[e for e in cfg.eye_etas if not (lips and e == probe)])
-            table = lips + eyes
-            best = choose([r for r in table
-                           if (r["guidance"], r["lip_eta"]) == (lip["guidance"], lip["lip_eta"])],
-                          cfg.lmd_tolerance)
-            update_meta(folder, eta=region_eta(best), guidance=best["guidance"],
-                        sampler_search={"split": cfg.split, "clips": len(rows), "seeds": list(cfg.seeds),
-                                        "lmd_tolerance": cfg.lmd_tolerance, "results": table})
-            for i, r in enumerate(table):
-                tracker.log_metrics({f"grid/{k}": r[k] for k in SETTING + SCORES}, step=i)
-            tracker.log_metrics({f"best/{k}": best[k] for k in SETTING + SCORES})
-            summary = {"split": f"{cfg.split} ({len(rows)} clips, {len(cfg.seeds)} seeds)",
-                       "eye_eta": best["eye_eta"], "lip_eta": best["lip_eta"], "guidance": best["guidance"],
-                       "blink_rate": best["blink_rate"], "truth_blink_rate": best["truth_blink_rate"],
-                       "lmd": best["lmd"],
+                                                      "data": inputs.data}) as tracker:
+            table, best = search(cfg, inputs)
+            record(cfg, inputs, table, best, tracker)
+            summary = {"split": f"{cfg.split} ({len(inputs.rows)} clips, {len(cfg.seeds)} seeds)",
+                       **{k: best[k] for k in ("eye_eta", "lip_eta", "guidance", "blink_rate", "truth_blink_rate",
+                                               "lmd")},
                        "trials": len(table), "seconds": round(time.perf_counter() - tic, 1)}
-            typer.echo(format_summary(f"tune-sampler → {folder / 'meta.json'}", summary))
+            typer.echo(format_summary(f"tune-sampler → {Path(bundle) / 'meta.json'}", summary))
             return {"best": best, "results": table, "run_id": tracker.run_id}
     finally:
         shutdown_if_started(started)

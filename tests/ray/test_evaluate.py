@@ -14,7 +14,8 @@ def test_evaluate_writes_tables_baselines_and_mlflow_metrics(ray_cluster, mlflow
     import mlflow
 
     from disenttalk.metrics.clip import METRICS
-    from workflows.evaluate import REFERENCES, EvaluateConfig, run
+    from workflows.evaluate import run
+    from workflows.evaluation import REFERENCES, EvaluateConfig
 
     root, _ = eval_store
     cfg = EvaluateConfig().with_overrides([

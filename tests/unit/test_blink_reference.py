@@ -43,7 +43,8 @@ def test_blink_count_and_rate_agree(portrait):
 
 
 def test_speaker_rate_comes_from_the_speakers_other_clips_only(portrait, tmp_path):
-    from workflows.evaluate import speaker_blink_rates
+    from disenttalk.constants import SAMPLE_RATE
+    from workflows.evaluation import speaker_blink_rates
     from workflows.platform import clipstore
 
     _, lm = portrait
@@ -57,7 +58,7 @@ def test_speaker_rate_comes_from_the_speakers_other_clips_only(portrait, tmp_pat
         landmarks = blinking(lm, 125, starts)
         rec = clipstore.ClipRecord(
             clip_id=cid, speaker=speaker, language="en", split="test", fps=FPS, landmarks=landmarks,
-            valid=np.ones(125, bool), audio=np.zeros(80000, np.float32), sample_rate=16000,
+            valid=np.ones(125, bool), audio=np.zeros(5 * SAMPLE_RATE, np.float32), sample_rate=SAMPLE_RATE,
             features=np.zeros((125, 0), np.float32), source_uri=f"{cid}.mp4", content_hash=f"{k:064x}")
         rows.append(rec.index_row(clipstore.write_record(str(tmp_path), rec)))
     told = speaker_blink_rates(rows, str(tmp_path), ["a1", "a2", "a3", "b1", "c1"])

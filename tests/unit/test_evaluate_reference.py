@@ -27,7 +27,7 @@ def corpus(tmp_path):
 
 
 def test_corpus_info_reads_blink_rates_and_portraits(corpus):
-    from workflows.evaluate import corpus_info
+    from workflows.evaluation import corpus_info
 
     info = corpus_info(str(corpus))
     assert info["a"]["blink_rate"] == pytest.approx(0.5)
@@ -37,7 +37,7 @@ def test_corpus_info_reads_blink_rates_and_portraits(corpus):
 
 
 def test_reference_image_prefers_the_photo_unless_told_otherwise(corpus):
-    from workflows.evaluate import EvaluateConfig, corpus_info, reference_image
+    from workflows.evaluation import EvaluateConfig, corpus_info, reference_image
 
     info = corpus_info(str(corpus))
     frame, landmarks = np.zeros((32, 32, 3), np.uint8), np.ones((478, 3), np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workflows.evaluate import EvaluateConfig, select_clips
+from workflows.evaluation import EvaluateConfig, select_clips
 
 
 def test_cap_is_shared_across_languages():
@@ -20,7 +20,7 @@ def test_cap_is_shared_across_languages():
 
 
 def test_each_clip_samples_with_its_own_seed():
-    from workflows.evaluate import clip_seed
+    from workflows.evaluation import clip_seed
 
     seeds = {clip_seed(0, f"en_test_{i:03d}") for i in range(50)}
     assert len(seeds) == 50  # clips scored together share neither noise nor blink timing
@@ -29,7 +29,7 @@ def test_each_clip_samples_with_its_own_seed():
 
 
 def test_voice_groups_follow_the_corpus_manifest():
-    from workflows.evaluate import voice_groups
+    from workflows.evaluation import voice_groups
 
     groups = {"test": [{"clip_id": "en_0"}, {"clip_id": "en_1"}, {"clip_id": "zh_0"}],
               "test_voice": [{"clip_id": "v_0"}, {"clip_id": "v_1"}]}
@@ -45,9 +45,10 @@ def test_voice_groups_follow_the_corpus_manifest():
 def test_pause_frames_and_mouth_figures(astronaut_256):
     import numpy as np
 
+    from disenttalk.constants import SAMPLE_RATE
     from disenttalk.metrics.clip import Trace, pause_frames, score_clip
 
-    sr, fps = 16000, 25.0
+    sr, fps = SAMPLE_RATE, 25.0
     audio = np.zeros(sr * 4, np.float32)
     audio[sr:2 * sr] = 0.1 * np.sin(np.arange(sr) * 0.3)  # sound in the second second only
     pauses = pause_frames(audio, sr, 100, fps)
