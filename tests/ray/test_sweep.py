@@ -93,7 +93,8 @@ def sweep_store(tmp_path_factory, astronaut, ray_cluster):
 
 @pytest.fixture(scope="module")
 def swept(sweep_store, mlflow_uri, tmp_path_factory):
-    from tune.sweep import SweepConfig, run
+    from tune.config import SweepConfig
+    from tune.sweep import run
 
     data, fit = sweep_store
     out = tmp_path_factory.mktemp("sweep") / "out"
@@ -154,9 +155,11 @@ def test_best_is_registered_and_champion_moves_only_by_the_rule(swept, sweep_sto
     import mlflow
     from mlflow import MlflowClient
 
-    from tune.sweep import evaluator_basis, objective_rows, promote_best, scoring_config
-    from workflows.evaluate import evaluator_dir
-    from workflows.register import CHAMPION, MODEL_NAME
+    from disenttalk.constants import CHAMPION_ALIAS as CHAMPION
+    from disenttalk.constants import MODEL_NAME
+    from tune.champion import promote_best
+    from tune.scoring import Yardstick, evaluator_basis, objective_rows, scoring_config
+    from workflows.evaluation import evaluator_dir
 
     result, cfg, out = swept
     mlflow.set_tracking_uri(mlflow_uri)
@@ -175,12 +178,13 @@ def test_best_is_registered_and_champion_moves_only_by_the_rule(swept, sweep_sto
     rows = objective_rows(data, "val", 2)
     expert = str(evaluator_dir(data, str(out), evaluator_basis(data, fit, tmp_path / "basis"),
                                scoring_config(cfg), tmp_path))
+    yardstick = Yardstick(data=data, expert_dir=expert, evaluate=scoring_config(cfg))
     # no champion: the best becomes it
     client.delete_registered_model_alias(MODEL_NAME, CHAMPION)
-    first = promote_best(best, cfg, data, rows, expert, {}, tmp_path / "a")
+    first = promote_best(best, cfg, yardstick, rows, tmp_path / "a")
     assert first["champion"] is None and first["champion_moved"]
     # the same model again scores the same: not better by the margin, the alias stays
-    again = promote_best(best, cfg, data, rows, expert, {}, tmp_path / "b")
+    again = promote_best(best, cfg, yardstick, rows, tmp_path / "b")
     assert again["champion"]["val"]["lmd"] == pytest.approx(again["best"]["val"]["lmd"])
     assert not again["champion_moved"]
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(first["registered_version"])
@@ -188,7 +192,8 @@ def test_best_is_registered_and_champion_moves_only_by_the_rule(swept, sweep_sto
 
 
 def test_k_outside_the_fit_is_refused_before_any_trial(sweep_store, tmp_path):
-    from tune.sweep import SweepConfig, run
+    from tune.config import SweepConfig
+    from tune.sweep import run
 
     data, fit = sweep_store
     cfg = SweepConfig.from_dict(sweep_config(tmp_path, variants={"too-big": {"k_lip": 7, "k_eye": 2}}))

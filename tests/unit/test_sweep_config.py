@@ -7,17 +7,12 @@ import math
 
 import pytest
 
+from disenttalk.config import ConfigError
 from disenttalk.face.regions import RegionSplit, check_sizes, split_by_scores
-from tune.sweep import (
-    SweepConfig,
-    feasible,
-    inference_grid,
-    points,
-    rank_key,
-    train_overrides,
-    trial_id,
-    trial_split,
-)
+from tune.config import SweepConfig
+from tune.scoring import feasible, rank_key
+from tune.space import inference_grid, points, trial_id, trial_split
+from tune.training import check_train_keys, train_values, trial_stage_config, with_values
 from workflows.common import default_config_path, load_config
 
 SCORES = {"lip": (0.9, 0.8, 0.1, 0.7, 0.05, 0.0), "eye": (0.1, 0.6, 0.5, 0.0, 0.4, 0.3)}
@@ -54,13 +49,41 @@ def test_k_checks_say_what_is_wrong(k_lip, k_eye, message):
         check_sizes(6, k_lip, k_eye)
 
 
-def test_trial_split_and_overrides_follow_the_trial_params():
+def test_trial_split_and_train_keys_follow_the_trial_params():
     fitted = split_by_scores(SCORES, k_lip=2, k_eye=2)
     assert trial_split(fitted, {}) is fitted
     assert trial_split(fitted, {"k_lip": 3}).lip == (0, 1, 3)
     assert trial_split(fitted, {"regions": "single"}).eye == ()
-    assert train_overrides({"k_lip": 3, "sync_weight": 0.1, "train.lr": 1e-4, "guidance": 2.0}) == [
-        "train.sync_weight=0.1", "train.lr=0.0001"]
+    assert train_values({"k_lip": 3, "sync_weight": 0.1, "train.lr": 1e-4, "guidance": 2.0}) == {
+        "train.sync_weight": 0.1, "train.lr": 1e-4}
+
+
+def test_a_trials_train_config_is_the_base_with_its_keys_and_the_sweeps_settings():
+    from workflows.train import TrainStageConfig
+
+    base = TrainStageConfig().model_copy(update={"run": TrainStageConfig().run.model_copy(update={"log_every": 7})})
+    cfg = SweepConfig.from_dict({"variants": {"a": {}}, "trial": {"num_workers": 3, "cpus_per_worker": 0.5},
+                                 "mlflow": {"experiment": "exp"}})
+    stage = trial_stage_config(base, cfg, {"k_lip": 3, "sync_weight": 0.25, "model.denoiser.dim": 24},
+                               label="a", run_name="t-1", storage_path="/abs/t-1/ray", parent_run_id="p")
+    assert stage.train.sync_weight == 0.25 and stage.model.denoiser.dim == 24
+    assert (stage.scaling.num_workers, stage.scaling.cpus_per_worker, stage.scaling.use_gpu) == (3, 0.5, False)
+    assert (stage.run.name, stage.run.storage_path, stage.run.log_every) == ("t-1", "/abs/t-1/ray", 7)
+    assert (stage.mlflow.experiment, stage.mlflow.run_name, stage.mlflow.parent_run_id) == ("exp", "a", "p")
+    assert not stage.ray.progress_bars
+    assert TrainStageConfig.from_json(stage.to_json()) == stage  # a valid config, as if loaded
+
+
+def test_unknown_or_mistyped_train_keys_are_refused():
+    from workflows.train import TrainStageConfig
+
+    base = TrainStageConfig()
+    with pytest.raises(ConfigError, match="no key 'nope'"):
+        with_values(base, {"train.nope": 1})
+    with pytest.raises(ConfigError, match="invalid"):
+        with_values(base, {"train.lr": "fast"})
+    with pytest.raises(ConfigError, match="no key 'lr'"):
+        check_train_keys(SweepConfig.from_dict({"space": {"lr": {"grid": [0.1]}}}), base)
 
 
 def test_trial_ids_are_stable_and_distinct():
