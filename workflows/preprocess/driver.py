@@ -58,40 +58,39 @@ def _merge(old: list[dict], new: list[dict], replaced: set[str]) -> list[dict]:
     return [r for r in old if clipstore.source_of(r) not in replaced] + new
 
 
-def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
-    """Preprocess every clip of ``manifest`` into the store at ``out``; returns the summary."""
+def _process(rows: list[dict[str, Any]], out: str, cfg: PreprocessConfig,
+             done: frozenset[str]) -> list[dict[str, Any]]:
+    """The Ray Data job: every manifest row through the ClipProcessor actor pool; its result rows."""
     import ray
 
-    from workflows.platform import tracking
     from workflows.platform.raycluster import init_ray, shutdown_if_started
-    from workflows.preprocess.worker import ClipProcessor, fingerprint
-
-    start = time.perf_counter()
-    rows, bad_lines = read_manifest(manifest)
-    storage.makedirs(out)
-    old_index, old_rejects = clipstore.read_index(out), clipstore.read_rejects(out)
-    done = done_hashes(old_index, old_rejects, fingerprint(cfg))
+    from workflows.preprocess.worker import ClipProcessor
 
     started = init_ray(cfg.ray)
     try:
-        results: list[dict[str, Any]] = []
-        if rows:
-            pool = cfg.actors
-            ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-                ClipProcessor,
-                fn_constructor_kwargs={"config_json": cfg.to_json(), "out": out, "done_hashes": done},
-                compute=ray.data.ActorPoolStrategy(
-                    min_size=pool.min_size, max_size=min(pool.max_size, len(rows))
-                ),
-                batch_size=pool.batch_size,
-                batch_format="pandas",
-                num_cpus=pool.num_cpus,
-                num_gpus=pool.num_gpus or None,
-            )
-            results = ds.take_all()
+        if not rows:
+            return []
+        pool = cfg.actors
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            ClipProcessor,
+            fn_constructor_kwargs={"config_json": cfg.to_json(), "out": out, "done_hashes": done},
+            compute=ray.data.ActorPoolStrategy(
+                min_size=pool.min_size, max_size=min(pool.max_size, len(rows))
+            ),
+            batch_size=pool.batch_size,
+            batch_format="pandas",
+            num_cpus=pool.num_cpus,
+            num_gpus=pool.num_gpus or None,
+        )
+        return ds.take_all()
     finally:
         shutdown_if_started(started)
 
+
+def _write_tables(out: str, results: list[dict[str, Any]], bad_lines: list[dict[str, Any]],
+                  old_index: list[dict], old_rejects: list[dict]) -> dict[str, list[dict]]:
+    """Merge this run's clips and rejects into the store's tables and write them; the rows
+    (``ok``, ``rejected``: this run's; ``index``, ``rejects``: the tables)."""
     # A task retried after its node died may have reported before dying; a record is named by
     # content hash (and part), so the same name twice is the same clip: keep it once.
     ok = list({row["record"]: row for row in
@@ -102,9 +101,16 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
     rejects = _merge(old_rejects, rejected, replaced)
     clipstore.write_table(storage.join(out, clipstore.INDEX), index, clipstore.INDEX_SCHEMA)
     clipstore.write_rejects(out, rejects)
+    return {"ok": ok, "rejected": rejected, "index": index, "rejects": rejects}
 
+
+def _summary(rows: list[dict[str, Any]], bad_lines: list[dict[str, Any]],
+             results: list[dict[str, Any]], tables: dict[str, list[dict]],
+             cfg: PreprocessConfig) -> dict[str, Any]:
+    """The stage's summary; ``seconds`` is filled in by the caller."""
+    ok, rejected = tables["ok"], tables["rejected"]
     source_seconds = {r["content_hash"]: r["seconds"] for r in results if r["status"] == "ok"}
-    summary = {
+    return {
         "clips": len(rows) + len(bad_lines),
         "ok": len({clipstore.source_of(r) for r in ok}),  # source clips that gave training clips
         "segments": len(ok),  # training clips written (a long source gives several)
@@ -113,9 +119,9 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
         "frames": sum(r["num_frames"] for r in ok),
         "hours": sum(r["duration_s"] for r in ok) / 3600.0,
-        "store_clips": len(index),
-        "store_rejects": len(rejects),
-        "seconds": time.perf_counter() - start,
+        "store_clips": len(tables["index"]),
+        "store_rejects": len(tables["rejects"]),
+        "seconds": 0.0,
         "clip_seconds_mean": (  # per source clip (its segments share one measurement)
             sum(source_seconds.values()) / len(source_seconds) if source_seconds else 0.0
         ),
@@ -124,7 +130,13 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
         # source clips handled per Ray node id (shows the work spread over a cluster's nodes)
         "nodes": dict(sorted(Counter(r.get("node") or "local" for r in results).items())),
     }
-    storage.write_text(storage.join(out, clipstore.SUMMARY), json.dumps(summary, indent=2))
+
+
+def _log(manifest: str, out: str, cfg: PreprocessConfig, summary: dict[str, Any],
+         has_rejects: bool) -> None:
+    """The stage's MLflow run: params, flat metrics (rejects per reason), summary, rejects table."""
+    from workflows.platform import tracking
+
     with tracking.start_run(cfg.mlflow, cfg, tags={"stage": "preprocess"}) as run_log:
         run_log.log_params({"manifest": manifest, "out": out})
         flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
@@ -132,9 +144,26 @@ def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
         flat.update({f"rejected.{k}": v for k, v in summary["rejected_by_reason"].items()})
         run_log.log_metrics(flat)
         run_log.log_dict(summary, "summary.json")
-        if rejects:
+        if has_rejects:
             run_log.log_bytes(clipstore.REJECTS_JSONL, storage.read_bytes(
                 storage.join(out, clipstore.REJECTS_JSONL)))  # fmt: skip
+
+
+def run(manifest: str, out: str, cfg: PreprocessConfig) -> dict[str, Any]:
+    """Preprocess every clip of ``manifest`` into the store at ``out``; returns the summary."""
+    from workflows.preprocess.worker import fingerprint
+
+    start = time.perf_counter()
+    rows, bad_lines = read_manifest(manifest)
+    storage.makedirs(out)
+    old_index, old_rejects = clipstore.read_index(out), clipstore.read_rejects(out)
+    done = done_hashes(old_index, old_rejects, fingerprint(cfg))
+    results = _process(rows, out, cfg, done)
+    tables = _write_tables(out, results, bad_lines, old_index, old_rejects)
+    summary = _summary(rows, bad_lines, results, tables, cfg)
+    summary["seconds"] = time.perf_counter() - start
+    storage.write_text(storage.join(out, clipstore.SUMMARY), json.dumps(summary, indent=2))
+    _log(manifest, out, cfg, summary, bool(tables["rejects"]))
     return summary
 
 
