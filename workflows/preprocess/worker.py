@@ -20,6 +20,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from disenttalk.config import StrictConfig
+from disenttalk.constants import SAMPLE_RATE
 from disenttalk.face import crop
 from disenttalk.model.config import AudioConfig
 from workflows.platform import clipstore, storage
@@ -207,14 +208,22 @@ class ClipProcessor:
         Frames are decoded and tracked ``segments.chunk_frames`` at a time at the model's frame
         rate and audio is read alongside them, so memory does not grow with the video's length.
         """
-        from disenttalk.media import (
-            SAMPLE_RATE,
-            AudioStream,
-            FrameStream,
-            MediaError,
-            NoAudioStream,
-            audio_level,
-        )
+        from disenttalk.media import AudioStream
+
+        stream = self.open_video(path)
+        fps = stream.fps
+        with AudioStream(path) as audio:
+            at = 0  # audio samples read
+            for part, seg, shape in self.clip_spans(stream):
+                lo, hi = (int(round(f / fps * SAMPLE_RATE)) for f in (seg.start, seg.stop))
+                audio.read(lo - at)  # skip what lies between clips
+                sound, at = fit_length(audio.read(hi - lo), hi - lo), hi
+                yield part, self.record(row, seg, sound, part, content_hash, fps, shape)
+
+    def open_video(self, path) -> Any:
+        """The video's frame stream at the model's frame rate, once its length and audio pass
+        the filters. Raises :class:`Reject`."""
+        from disenttalk.media import FrameStream, MediaError, NoAudioStream, audio_level
 
         flt = self.cfg.filters
         try:
@@ -224,7 +233,7 @@ class ClipProcessor:
             raise Reject("silent", "no audio stream") from exc
         except MediaError as exc:
             raise Reject("unreadable", str(exc)) from exc
-        fps, duration = stream.fps, stream.duration
+        duration = stream.duration
         if duration < flt.min_duration_s:
             raise Reject("too_short", f"{duration:.2f}s < {flt.min_duration_s}s")
         if level < flt.min_audio_rms:
@@ -232,51 +241,46 @@ class ClipProcessor:
         gap = abs(samples / SAMPLE_RATE - duration)
         if gap > flt.max_av_mismatch_s:
             raise Reject("av_mismatch", f"audio and video lengths differ by {gap:.2f}s")
+        return stream
 
-        segmenter = segments.Segmenter(fps, self.cfg.segments, flt.min_duration_s)
+    def clip_spans(self, stream: Any) -> Iterator[tuple[int | None, segments.Segment, tuple[int, int]]]:
+        """Track the stream a chunk at a time and cut it into clips: (part number, segment,
+        frame (H, W) at fps, upright) for each clip kept, as soon as it is known to be one.
+        Raises :class:`Reject` when no clip is kept."""
+        flt = self.cfg.filters
+        segmenter = segments.Segmenter(stream.fps, self.cfg.segments, flt.min_duration_s)
         detector = segments.CutDetector(self.cfg.segments.cut_threshold)
-        shape = (0, 0)  # frame (H, W) at fps, upright
-        with AudioStream(path) as audio:
-            at = 0  # audio samples read
 
-            def record(seg: segments.Segment, part: int | None) -> clipstore.ClipRecord:
-                nonlocal at
-                lo, hi = (int(round(f / fps * SAMPLE_RATE)) for f in (seg.start, seg.stop))
-                audio.read(lo - at)  # skip what lies between clips
-                sound, at = fit_length(audio.read(hi - lo), hi - lo), hi
-                return self.record(row, seg, sound, part, content_hash, fps, shape)
+        def good(segs: list[segments.Segment]) -> list[segments.Segment]:
+            return [s for s in segs if 1.0 - s.valid.mean() <= flt.max_no_face_fraction]
 
-            def good(segs: list[segments.Segment]) -> list[segments.Segment]:
-                return [s for s in segs if 1.0 - s.valid.mean() <= flt.max_no_face_fraction]
-
-            part, found, pending = 0, 0, []  # found: frames with the face
-            for first, frames in stream.chunks(self.cfg.segments.chunk_frames):
-                shape = frames.shape[1:3]
-                tracks = self.tracker.track(frames, resume=first > 0)
-                found += int(tracks.valid.sum())
-                pending += good(segmenter.push(tracks.landmarks, tracks.valid, detector.update(frames)))
-                while len(pending) > 1:  # a second clip exists: the first is part 0, and so on
-                    yield part, record(pending.pop(0), part)
-                    part += 1
-            pending += good(segmenter.finish())
-            if part == 0 and not pending:
-                missing = 1.0 - found / len(stream)
-                if missing > flt.max_no_face_fraction:
-                    raise Reject("no_face", f"no face in {missing:.0%} of {len(stream)} frames")
-                raise Reject("too_short", f"no span of >= {flt.min_duration_s}s with the face "
-                                          f"and without a shot cut ({segmenter.cuts} cuts)")
-            if part == 0 and len(pending) == 1:  # the usual short clip: keeps its manifest id
-                yield None, record(pending[0], None)
-                return
-            for seg in pending:
-                yield part, record(seg, part)
+        shape = (0, 0)
+        part, found, pending = 0, 0, []  # found: frames with the face
+        for first, frames in stream.chunks(self.cfg.segments.chunk_frames):
+            shape = frames.shape[1:3]
+            tracks = self.tracker.track(frames, resume=first > 0)
+            found += int(tracks.valid.sum())
+            pending += good(segmenter.push(tracks.landmarks, tracks.valid, detector.update(frames)))
+            while len(pending) > 1:  # a second clip exists: the first is part 0, and so on
+                yield part, pending.pop(0), shape
                 part += 1
+        pending += good(segmenter.finish())
+        if part == 0 and not pending:
+            missing = 1.0 - found / len(stream)
+            if missing > flt.max_no_face_fraction:
+                raise Reject("no_face", f"no face in {missing:.0%} of {len(stream)} frames")
+            raise Reject("too_short", f"no span of >= {flt.min_duration_s}s with the face "
+                                      f"and without a shot cut ({segmenter.cuts} cuts)")
+        if part == 0 and len(pending) == 1:  # the usual short clip: keeps its manifest id
+            yield None, pending[0], shape
+            return
+        for seg in pending:
+            yield part, seg, shape
+            part += 1
 
     def record(self, row: dict[str, Any], seg, audio: np.ndarray, part: int | None,
                content_hash: str, fps: float, frame_shape: tuple[int, int]) -> clipstore.ClipRecord:
         """The store record of one clip: landmarks in its aligned crop, audio and features."""
-        from disenttalk.media import SAMPLE_RATE
-
         lms, extra = self.align(seg.landmarks, frame_shape)
         extra["span"] = np.asarray([seg.start, seg.stop], np.int64)  # source frames at fps
         features = np.asarray(self.frontend(audio, SAMPLE_RATE, len(seg.valid)), np.float32)
