@@ -36,24 +36,11 @@ def locations(root: str) -> dict[str, str]:
     return {name: storage.join(root, name) for name in ("store", "fit", "train", "evaluate")}
 
 
-def run(manifest: str, root: str, stages: tuple[str, ...] = STAGES,
-        overrides: dict[str, list[str]] | None = None, metric: str = "test/lmd") -> dict[str, Any]:
-    """Run ``stages`` (in pipeline order) on ``manifest`` with outputs under ``root``."""
-    from workflows import evaluate, fit, preprocess, register, train
+def _prepared_locations(root: str) -> dict[str, str]:
+    """:func:`locations`, local ones absolute; the bucket of an S3 root made if missing, and the
+    tracking server checked, before any stage starts."""
     from workflows.platform import tracking
-    from workflows.platform.raycluster import (
-        RayConfig,
-        init_ray,
-        shutdown_if_started,
-        work_by_node,
-        work_items,
-    )
-    from workflows.preprocess.worker import PreprocessConfig
 
-    unknown = set(stages) - set(STAGES)
-    if unknown:
-        raise typer.BadParameter(f"unknown stages {sorted(unknown)}; known: {', '.join(STAGES)}")
-    overrides = overrides or {}
     loc = locations(root)
     if not storage.is_s3(root):
         loc = {k: str(Path(v).expanduser().resolve()) for k, v in loc.items()}
@@ -62,48 +49,93 @@ def run(manifest: str, root: str, stages: tuple[str, ...] = STAGES,
             storage.ensure_bucket(uri)
             break
     tracking.check_server()
-    bundle = storage.join(loc["train"], "bundle")
-    report: dict[str, Any] = {"manifest": manifest, "root": root, "stages": {}}
+    return loc
 
-    def stage(name: str, fn, *args) -> Any:
+
+class _Report:
+    """``pipeline.json``: each stage's seconds, Ray nodes and summary, rewritten after each stage."""
+
+    def __init__(self, manifest: str, root: str) -> None:
+        self.root = root
+        self.data: dict[str, Any] = {"manifest": manifest, "root": root, "stages": {}}
+
+    def stage(self, name: str, fn, *args) -> Any:
+        """Run one stage and record it."""
+        from workflows.platform.raycluster import work_by_node, work_items
+
         typer.secho(f"\n▶ {name}", bold=True)
         before, tic = work_items(), time.perf_counter()
         result = fn(*args)
         seconds = time.perf_counter() - tic
         nodes = work_by_node(work_items(), before)
-        report["stages"][name] = {"seconds": round(seconds, 1), "nodes": nodes,
-                                  "summary": result if isinstance(result, dict) else {}}
+        self.data["stages"][name] = {"seconds": round(seconds, 1), "nodes": nodes,
+                                     "summary": result if isinstance(result, dict) else {}}
         typer.echo(format_summary(f"{name}: work per Ray node", nodes or {"nodes": "unknown"}))
         typer.secho(f"✓ {name} ({seconds:.0f} s)", fg="green")
-        storage.write_text(storage.join(root, SUMMARY), json.dumps(report, indent=2, default=str))
+        self.write()
         return result
 
-    ordered = [s for s in STAGES if s in stages]
+    def write(self) -> None:
+        storage.write_text(storage.join(self.root, SUMMARY), json.dumps(self.data, indent=2, default=str))
+
+
+def _ray_stages(report: _Report, ordered: list[str], manifest: str, loc: dict[str, str],
+                overrides: dict[str, list[str]]) -> None:
+    """preprocess, fit, train, evaluate (those of ``ordered``) on one Ray connection."""
+    from workflows import evaluate, fit, preprocess, train
+    from workflows.platform.raycluster import RayConfig, init_ray, shutdown_if_started
+    from workflows.preprocess.worker import PreprocessConfig
+
     started = init_ray(RayConfig())
     try:
         if "preprocess" in ordered:
-            stage("preprocess", preprocess.run, manifest, loc["store"],
-                  load_config(PreprocessConfig, "preprocess", None, overrides.get("preprocess", [])))
+            report.stage("preprocess", preprocess.run, manifest, loc["store"],
+                         load_config(PreprocessConfig, "preprocess", None, overrides.get("preprocess", [])))
         if "fit" in ordered:
-            stage("fit", fit.run, loc["store"], loc["fit"],
-                  load_config(fit.FitConfig, "fit", None, overrides.get("fit", [])))
+            report.stage("fit", fit.run, loc["store"], loc["fit"],
+                         load_config(fit.FitConfig, "fit", None, overrides.get("fit", [])))
         if "train" in ordered:
-            stage("train", train.run, loc["store"], loc["fit"], loc["train"],
-                  train.load_stage_config(None, overrides.get("train", [])))
+            report.stage("train", train.run, loc["store"], loc["fit"], loc["train"],
+                         train.load_stage_config(None, overrides.get("train", [])))
         if "evaluate" in ordered:
-            stage("evaluate", evaluate.run,
-                  load_config(evaluate.EvaluateConfig, "evaluate", None, overrides.get("evaluate", [])),
-                  bundle, loc["store"], loc["evaluate"], None)
+            report.stage("evaluate", evaluate.run,
+                         load_config(evaluate.EvaluateConfig, "evaluate", None, overrides.get("evaluate", [])),
+                         _bundle(loc), loc["store"], loc["evaluate"], None)
     finally:
         shutdown_if_started(started)
+
+
+def _bundle(loc: dict[str, str]) -> str:
+    return storage.join(loc["train"], "bundle")
+
+
+def _register(report: _Report, loc: dict[str, str], metric: str) -> None:
+    """Register the bundle with evaluate's metrics ({} when there are none)."""
+    from workflows import register
+
+    metrics_uri = storage.join(loc["evaluate"], "metrics.json")
+    metrics = json.loads(storage.read_text(metrics_uri)) if storage.exists(metrics_uri) else {}
+    report.stage("register", lambda: register.register(_bundle(loc), metrics, metric=metric, mode="min"))
+
+
+def run(manifest: str, root: str, stages: tuple[str, ...] = STAGES,
+        overrides: dict[str, list[str]] | None = None, metric: str = "test/lmd") -> dict[str, Any]:
+    """Run ``stages`` (in pipeline order) on ``manifest`` with outputs under ``root``."""
+    from workflows.platform import tracking
+
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise typer.BadParameter(f"unknown stages {sorted(unknown)}; known: {', '.join(STAGES)}")
+    loc = _prepared_locations(root)
+    report = _Report(manifest, root)
+    ordered = [s for s in STAGES if s in stages]
+    _ray_stages(report, ordered, manifest, loc, overrides or {})
     if "register" in ordered:
-        metrics_uri = storage.join(loc["evaluate"], "metrics.json")
-        metrics = json.loads(storage.read_text(metrics_uri)) if storage.exists(metrics_uri) else {}
-        stage("register", lambda: register.register(bundle, metrics, metric=metric, mode="min"))
-    report["bundle"] = bundle
-    report["tracking_uri"] = tracking.tracking_uri()
-    storage.write_text(storage.join(root, SUMMARY), json.dumps(report, indent=2, default=str))
-    return report
+        _register(report, loc, metric)
+    report.data["bundle"] = _bundle(loc)
+    report.data["tracking_uri"] = tracking.tracking_uri()
+    report.write()
+    return report.data
 
 
 @user_errors("pipeline")
