@@ -36,6 +36,12 @@ without guidance) on those splits: the ablation table (``--preset ablation``).
 A sweep whose driver dies resumes with the same command: Tune restores the experiment from
 ``<storage>/<name>`` and finished trials are not rerun; an unfinished trial's Train run resumes
 from its own last checkpoint.
+
+Modules: ``tune.config`` (the config), ``tune.space`` (search space, trial ids), ``tune.training``
+(a trial's train-stage config), ``tune.trial`` (the trial function and its inputs),
+``tune.scoring`` (the yardstick and the objective), ``tune.report`` (tables, figure, files),
+``tune.runs`` (MLflow runs), ``tune.champion`` (registering the best); this module runs the sweep.
+Scoring uses the public evaluation API, :mod:`workflows.evaluation`.
 """
 
 from __future__ import annotations
