@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import typer
 
-from disenttalk.constants import CHAMPION_URI
+from disenttalk.constants import CHAMPION_URI, SAMPLE_RATE
 
 SENTENCE = "Please call Stella and ask her to bring these things with her from the store."
 SECOND = "Six spoons of fresh snow peas, and maybe a snack for her brother Bob."
@@ -140,6 +142,67 @@ def _round(row: dict) -> dict:
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
 
 
+def _non_speech_rows(probe: Probe, seed: int, talk: float) -> Iterator[dict]:
+    """Silence, noise, breathing and music: the median opening against the rest opening."""
+    for kind in ("silence", "white", "pink", "breath", "music"):
+        opening = probe.opening(non_speech(kind, PROBE_SECONDS, SAMPLE_RATE, seed), SAMPLE_RATE)
+        median = float(np.median(opening))
+        yield {"probe": "non_speech", "kind": kind, "median": median,
+               "p95": float(np.percentile(opening, 95)), "rest": probe.rest,
+               "over_rest": median - probe.rest, "talk_share": (median - probe.rest) / talk}
+
+
+def _pause_row(probe: Probe, voice: Any) -> dict:
+    """Two sentences 1.5 s apart: the figures, the pause's median opening among them."""
+    from disenttalk.synth.voices import speak
+
+    gap = np.zeros(int(1.5 * SAMPLE_RATE), np.float32)
+    paused = _level(np.concatenate([speak(SENTENCE, voice).audio, gap, speak(SECOND, voice).audio]))
+    return {"probe": "pause", "gap_s": 1.5, **speech_figures(probe, paused, SAMPLE_RATE),
+            "rest": probe.rest}
+
+
+def _loudness_rows(probe: Probe, sentence: np.ndarray, gains: str, reference: dict) -> Iterator[dict]:
+    """The sentence at each gain (dB): the voiced opening relative to the sentence's own."""
+    for gain in (float(g) for g in gains.split(",") if g.strip()):
+        fig = speech_figures(probe, np.clip(sentence * 10 ** (gain / 20), -1, 1), SAMPLE_RATE)
+        yield {"probe": "loudness", "gain_db": gain, **fig,
+               "ratio": fig["voiced_mean"] / reference["voiced_mean"]}
+
+
+def _pitch_rows(probe: Probe, sentence: np.ndarray, reference: dict) -> Iterator[dict]:
+    """The sentence shifted up and down (tempo kept): the voiced opening relative to its own."""
+    from disenttalk.augment import pitch_shift
+
+    for semitones in (-12.0, -6.0, 6.0, 12.0):
+        fig = speech_figures(probe, pitch_shift(sentence, SAMPLE_RATE, semitones), SAMPLE_RATE)
+        yield {"probe": "pitch", "semitones": semitones, **fig,
+               "ratio": fig["voiced_mean"] / reference["voiced_mean"]}
+
+
+def _voice_rows(probe: Probe) -> Iterator[dict]:
+    """The sentence in every installed English voice of the corpus, training and held out."""
+    from disenttalk.synth.corpus import HELD_OUT_VOICES, TRAINING_VOICES
+    from disenttalk.synth.voices import Voice, engine_available, parse_voice, speak
+
+    known = {v for pool in (*TRAINING_VOICES.values(), HELD_OUT_VOICES) for v in pool
+             if v.startswith(("espeak/en", "festival/", "flite/", "piper/"))}
+    for key in sorted(known):
+        voice: Voice = parse_voice(key, "en")
+        if not engine_available(voice.engine):
+            continue
+        fig = speech_figures(probe, _level(speak(SENTENCE, voice).audio), SAMPLE_RATE)
+        yield {"probe": "voice", "voice": key, "held_out": key in HELD_OUT_VOICES, **fig}
+
+
+def _recording_rows(probe: Probe, audio: list[Path]) -> Iterator[dict]:
+    from disenttalk.media import read_audio
+
+    for path in audio:
+        sound = read_audio(str(path), SAMPLE_RATE)
+        yield {"probe": "recording", "file": str(path), **speech_figures(probe, sound, SAMPLE_RATE)}
+
+
 def voices(
     model: str = typer.Option(CHAMPION_URI, help="Model URI or bundle folder."),
     image: str | None = typer.Option(None, help="Portrait (default: scikit-image's astronaut)."),
@@ -149,13 +212,9 @@ def voices(
     out: Path | None = typer.Option(None, help="Also write every row to this JSON file."),
 ) -> None:
     """Mouth opening on non-speech, pauses, loud and quiet, high and low, every installed voice."""
-    from disenttalk.augment import pitch_shift
-    from disenttalk.synth.corpus import HELD_OUT_VOICES, TRAINING_VOICES
-    from disenttalk.synth.speech import SAMPLE_RATE
-    from disenttalk.synth.voices import Voice, engine_available, parse_voice, speak
+    from disenttalk.synth.voices import parse_voice, speak
 
     probe = Probe(model, image, seed)
-    sr = SAMPLE_RATE
     rows: list[dict] = []
 
     def emit(row: dict) -> None:
@@ -164,40 +223,17 @@ def voices(
 
     base_voice = parse_voice("espeak/en-us", "en")
     sentence = _level(speak(SENTENCE, base_voice).audio)
-    reference = speech_figures(probe, sentence, sr)
+    reference = speech_figures(probe, sentence, SAMPLE_RATE)
     talk = max(reference["p95"] - probe.rest, 1e-9)
     emit({"probe": "rest", "opening": probe.rest})
     emit({"probe": "speech", "voice": base_voice.key, **reference})
-    for kind in ("silence", "white", "pink", "breath", "music"):
-        opening = probe.opening(non_speech(kind, PROBE_SECONDS, sr, seed), sr)
-        median = float(np.median(opening))
-        emit({"probe": "non_speech", "kind": kind, "median": median, "p95": float(np.percentile(opening, 95)),
-              "rest": probe.rest, "over_rest": median - probe.rest,
-              "talk_share": (median - probe.rest) / talk})
-    second = speak(SECOND, base_voice).audio
-    gap = np.zeros(int(1.5 * sr), np.float32)
-    paused = _level(np.concatenate([speak(SENTENCE, base_voice).audio, gap, second]))
-    emit({"probe": "pause", "gap_s": 1.5, **speech_figures(probe, paused, sr), "rest": probe.rest})
-    for gain in (float(g) for g in gains.split(",") if g.strip()):
-        fig = speech_figures(probe, np.clip(sentence * 10 ** (gain / 20), -1, 1), sr)
-        emit({"probe": "loudness", "gain_db": gain, **fig,
-              "ratio": fig["voiced_mean"] / reference["voiced_mean"]})
-    for semitones in (-12.0, -6.0, 6.0, 12.0):
-        fig = speech_figures(probe, pitch_shift(sentence, sr, semitones), sr)
-        emit({"probe": "pitch", "semitones": semitones, **fig,
-              "ratio": fig["voiced_mean"] / reference["voiced_mean"]})
-    known = {v for pool in (*TRAINING_VOICES.values(), HELD_OUT_VOICES) for v in pool if v.startswith(("espeak/en", "festival/", "flite/", "piper/"))}
-    for key in sorted(known):
-        voice: Voice = parse_voice(key, "en")
-        if not engine_available(voice.engine):
-            continue
-        fig = speech_figures(probe, _level(speak(SENTENCE, voice).audio), sr)
-        held_out = key in HELD_OUT_VOICES
-        emit({"probe": "voice", "voice": key, "held_out": held_out, **fig})
-    for path in audio:
-        from disenttalk.media import read_audio
-
-        sound = read_audio(str(path), sr)
-        emit({"probe": "recording", "file": str(path), **speech_figures(probe, sound, sr)})
+    for row in _non_speech_rows(probe, seed, talk):
+        emit(row)
+    emit(_pause_row(probe, base_voice))
+    for rows_of in (_loudness_rows(probe, sentence, gains, reference),
+                    _pitch_rows(probe, sentence, reference), _voice_rows(probe),
+                    _recording_rows(probe, audio)):
+        for row in rows_of:
+            emit(row)
     if out is not None:
         out.write_text(json.dumps(rows, indent=2))
