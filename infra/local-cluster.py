@@ -27,7 +27,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,58 +35,28 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+# The process helpers live beside this script (infra/process_groups.py); it is run by path, not
+# imported as a package, so its own folder is where they are found.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from process_groups import (  # noqa: E402
+    alive,
+    comm,
+    free_port,
+    group_pids,
+    http_ok,
+    listening,
+    pids_naming,
+    spawn,
+    stop_groups,
+    wait_until,
+)
+
 STATE = "cluster.json"
 ENV_FILE = "env.sh"
 BIN = Path(sys.executable).parent  # ray, moto_server, mlflow of this interpreter's environment
 DUMMY_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
               "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _wait(what: str, ready, timeout: float, procs: list[dict]) -> None:
-    """Poll ``ready()`` until true; fail early if a process we started has exited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        for p in procs:
-            if not _alive(p["pid"]):
-                raise RuntimeError(f"{p['name']} exited while waiting for {what}; see {p['log']}")
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (exited, not yet reaped by its parent) counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _spawn(name: str, cmd: list[str], env: dict[str, str], logs: Path) -> dict:
-    """Start ``cmd`` in a new session (its own process group); returns its state entry."""
-    log = logs / f"{name}.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    return {"name": name, "pid": proc.pid, "pgid": proc.pid, "cmd": cmd, "log": str(log)}
 
 
 def _base_env() -> dict[str, str]:
@@ -201,20 +170,20 @@ def start_node(folder: Path, state: dict, name: str, timeout: float = 120.0, att
     # Each node its own temp dir: nodes sharing one would share (and race on) the session's
     # runtime_resources, where every node unpacks a job's working_dir.
     node.setdefault("temp_dir", os.path.join(state["ray_temp_dir"], name))
-    if node.get("pid") and _alive(node["pid"]):
+    if node.get("pid") and alive(node["pid"]):
         raise SystemExit(f"{name} is already running (pid {node['pid']})")
     before = set() if node["head"] else set(_named_nodes(state, name))
     for attempt in range(1, attempts + 1):
         if not node["head"]:  # fresh ports: the killed raylet's may linger in TIME_WAIT
             node["ports"] = _node_ports(False)
-        entry = _spawn(name, _ray_start_cmd(state, node), _node_env(state), folder / "logs")
+        entry = spawn(name, _ray_start_cmd(state, node), _node_env(state), folder / "logs")
         node.update({k: entry[k] for k in ("pid", "pgid", "cmd", "log")})
         save(folder, state)
         # ready: a node carrying this node's resource name that was not there before (a killed
         # node of the same name may still be listed alive until the GCS notices it is gone)
         try:
-            _wait(f"Ray node {name}", lambda: bool(set(_named_nodes(state, name)) - before),
-                  timeout, [entry])
+            wait_until(f"Ray node {name}", lambda: bool(set(_named_nodes(state, name)) - before),
+                       timeout, [entry])
             break
         except RuntimeError:
             # `ray start` gave up (on a machine starved of CPU a raylet can miss its
@@ -240,7 +209,7 @@ def up(folder: Path, workers: int, worker_cpus: int, head_cpus: int, bucket: str
        object_store_mb: int, timeout: float) -> dict:
     """Start S3, MLflow, the Ray head and ``workers`` worker nodes; write the state file."""
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / STATE).exists() and any(_alive(p["pid"]) for p in _processes(load(folder))):
+    if (folder / STATE).exists() and any(alive(p["pid"]) for p in _processes(load(folder))):
         raise SystemExit(f"a cluster from {folder / STATE} is still running; `down` it first")
     (folder / "logs").mkdir(exist_ok=True)
     # moto keeps the bucket in memory: a new cluster is a new one, registry included (runs whose
@@ -267,13 +236,13 @@ def up(folder: Path, workers: int, worker_cpus: int, head_cpus: int, bucket: str
     try:
         logs = folder / "logs"
         env = {**_base_env(), **DUMMY_KEYS}
-        s3 = _spawn("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], env, logs)
+        s3 = spawn("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], env, logs)
         state["services"]["s3"] = s3
         save(folder, state)
-        _wait("moto S3", lambda: _listening(s3_port), timeout, [s3])
+        wait_until("moto S3", lambda: listening(s3_port), timeout, [s3])
         _create_bucket(state["s3_url"], bucket)
         menv = {**env, "MLFLOW_S3_ENDPOINT_URL": state["s3_url"], "AWS_ENDPOINT_URL": state["s3_url"]}
-        ml = _spawn("mlflow", [
+        ml = spawn("mlflow", [
             str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
             "--workers", "1", "--backend-store-uri", f"sqlite:///{folder.resolve() / 'mlflow.db'}",
             "--artifacts-destination", f"s3://{bucket}/mlflow"], menv, logs)
@@ -282,19 +251,11 @@ def up(folder: Path, workers: int, worker_cpus: int, head_cpus: int, bucket: str
         start_node(folder, state, "head", timeout)
         for i in range(1, workers + 1):
             start_node(folder, state, f"worker-{i}", timeout)
-        _wait("MLflow server", lambda: _http_ok(state["mlflow_url"] + "/health"), timeout, [ml])
+        wait_until("MLflow server", lambda: http_ok(state["mlflow_url"] + "/health"), timeout, [ml])
     except BaseException:
         down(folder)
         raise
     return state
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except (OSError, urllib.error.URLError):
-        return False
 
 
 def _create_bucket(endpoint: str, bucket: str) -> None:
@@ -312,45 +273,6 @@ def _processes(state: dict) -> list[dict]:
     return found[::-1] + list(state["services"].values())
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return any(_alive(int(p)) for p in _group_pids(pgid))
-
-
-def _group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:
-                pids.append(int(entry.name))
-    return pids
-
-
-def stop_groups(groups: list[dict], grace: float = 10.0) -> None:
-    """SIGTERM each process group, then SIGKILL what is left after ``grace`` seconds."""
-    for g in groups:
-        _signal_group(g["pgid"], signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_group_alive(g["pgid"]) for g in groups):
-        time.sleep(0.2)
-    for g in groups:
-        _signal_group(g["pgid"], signal.SIGKILL)
-
-
 def down(folder: Path) -> None:
     """Stop exactly what ``up`` started (by process group id) and remove Ray's temp folder."""
     import shutil
@@ -359,7 +281,7 @@ def down(folder: Path) -> None:
     stop_groups(_processes(state))
     # Ray workers a raylet forked may have left its group; they carry the session dir in their
     # command line. Only processes whose command line names this cluster's own temp dir go.
-    for pid in _pids_naming(state["ray_temp_dir"]):
+    for pid in pids_naming(state["ray_temp_dir"]):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -371,31 +293,18 @@ def down(folder: Path) -> None:
     save(folder, state)
 
 
-def _pids_naming(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmd:
-                found.append(int(entry.name))
-    return found
-
-
 def kill_node(folder: Path, name: str) -> int:
     """SIGKILL the raylet of node ``name`` (as a lost machine would); its ``ray start --block``
     then takes the rest of the node down. Returns the raylet's pid."""
     state = load(folder)
     node = state["nodes"][name]
-    raylets = [p for p in _group_pids(node["pgid"]) if _comm(p) == "raylet"]
+    raylets = [p for p in group_pids(node["pgid"]) if comm(p) == "raylet"]
     if not raylets:
         raise SystemExit(f"{name}: no raylet running")
     for pid in raylets:
         os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _alive(node["pid"]):
+    while time.monotonic() < deadline and alive(node["pid"]):
         time.sleep(0.2)
     stop_groups([node], grace=2.0)  # whatever the node left behind
     node.pop("pid", None)
@@ -403,17 +312,10 @@ def kill_node(folder: Path, name: str) -> int:
     return raylets[0]
 
 
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 def status(folder: Path) -> dict:
     """What runs: each process's liveness and the nodes the cluster reports alive."""
     state = load(folder)
-    out = {"processes": {p["name"]: {"pid": p["pid"], "alive": _alive(p["pid"])}
+    out = {"processes": {p["name"]: {"pid": p["pid"], "alive": alive(p["pid"])}
                          for p in (*[{"name": k, **v} for k, v in state["nodes"].items() if v.get("pid")],
                                    *state["services"].values())}}
     try:
@@ -421,7 +323,7 @@ def status(folder: Path) -> dict:
                             for n in alive_nodes(state)]
     except (OSError, urllib.error.URLError, KeyError, ValueError) as exc:
         out["ray_nodes"] = f"unreachable: {exc}"
-    out["mlflow"] = _http_ok(state["mlflow_url"] + "/health") if state["services"] else False
+    out["mlflow"] = http_ok(state["mlflow_url"] + "/health") if state["services"] else False
     return out
 
 
