@@ -42,6 +42,7 @@ import numpy as np
 import typer
 from pydantic import Field
 
+from disenttalk.bundle import META
 from disenttalk.config import StrictConfig
 from disenttalk.constants import DEFAULT_STEPS
 from workflows.common import user_errors
@@ -186,7 +187,7 @@ def search_inputs(cfg: SamplerSearchConfig, bundle: str, data: str, corpus: str 
     from workflows.evaluation import corpus_info
 
     folder = Path(bundle)
-    if not (folder / "meta.json").is_file():
+    if not (folder / META).is_file():
         raise typer.BadParameter(f"{bundle}: not a local bundle folder (tune-sampler edits its meta.json)")
     data = storage.absolute(data)
     rows = sorted(clipstore.read_index(data, cfg.split), key=lambda r: r["clip_id"])[: cfg.max_clips]

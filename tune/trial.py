@@ -8,6 +8,7 @@ import math
 import time
 from typing import Any
 
+from disenttalk.bundle import META
 from disenttalk.config import StrictConfig
 from tune.config import INFERENCE_KEYS, METRIC, SweepConfig
 from tune.scoring import Yardstick, feasible, rank_key
@@ -83,7 +84,7 @@ def write_meta(bundle: str, **fields: Any) -> None:
     if not storage.is_s3(bundle):
         update_meta(bundle, **fields)
         return
-    uri = storage.join(bundle, "meta.json")
+    uri = storage.join(bundle, META)
     meta = {**json.loads(storage.read_text(uri)), **fields}
     storage.write_text(uri, json.dumps(meta, indent=2, sort_keys=True, default=str))
 

@@ -28,6 +28,7 @@ import numpy as np
 import typer
 
 from disenttalk.constants import CHAMPION_URI, SAMPLE_RATE
+from workflows.common import user_errors
 
 SENTENCE = "Please call Stella and ask her to bring these things with her from the store."
 SECOND = "Six spoons of fresh snow peas, and maybe a snack for her brother Bob."
@@ -203,6 +204,7 @@ def _recording_rows(probe: Probe, audio: list[Path]) -> Iterator[dict]:
         yield {"probe": "recording", "file": str(path), **speech_figures(probe, sound, SAMPLE_RATE)}
 
 
+@user_errors("bench voices")
 def voices(
     model: str = typer.Option(CHAMPION_URI, help="Model URI or bundle folder."),
     image: str | None = typer.Option(None, help="Portrait (default: scikit-image's astronaut)."),
@@ -213,7 +215,10 @@ def voices(
 ) -> None:
     """Mouth opening on non-speech, pauses, loud and quiet, high and low, every installed voice."""
     from disenttalk.synth.voices import parse_voice, speak
+    from workflows.platform.storage import local_path
 
+    out = local_path(out, "--out") if out else None  # refused now, not after the probes
+    audio = [local_path(a, "--audio") for a in audio]
     probe = Probe(model, image, seed)
     rows: list[dict] = []
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from workflows.evaluate import clip_seed, fill_gaps, gap_closed
+from workflows.evaluation import clip_seed, fill_gaps, gap_closed
 from workflows.platform import clipstore, storage
 
 CHECKPOINT = re.compile(r"denoiser-(\d+)$")

@@ -37,14 +37,13 @@ import numpy as np
 import typer
 from pydantic import Field, model_validator
 
+from disenttalk.bundle import MORPHABLE, REGIONS
 from disenttalk.config import StrictConfig
 from workflows.common import format_summary, load_config, user_errors
 from workflows.platform import clipstore, storage
 from workflows.platform.raycluster import RayConfig
 from workflows.platform.tracking import MlflowConfig
 
-MORPHABLE = "morphable.npz"
-REGIONS = "regions.json"
 SCORES_JSON = "region_scores.json"
 SCORES_PNG = "region_scores.png"
 

@@ -6,12 +6,17 @@ usable one, or the one ``--face N`` names, is cut out as a square 256×256 crop 
 model was trained on, same margin as preprocessing) and animated; the answer gives its box and
 lists every face found. By default the animated crop is pasted back into the full photo (soft
 edges), ``--crop-only`` writes the crop itself. Eyes and head pose can be taken from a reference video.
+Every file option takes a local path or an ``s3://`` URI (read through a temporary copy; an
+``s3://`` output is written locally, then uploaded).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ import typer
 
 from disenttalk.constants import CHAMPION_URI, DEFAULT_STEPS, SAMPLE_RATE
 from workflows.common import user_errors
+from workflows.platform import storage
 
 
 class GenerateError(RuntimeError):
@@ -227,6 +233,27 @@ def run(
     return _answer(out, frames, speech, crop_only, blink_rate, portrait, start)
 
 
+@contextmanager
+def local_files(inputs: dict[str, str | None], out: str) -> Iterator[tuple[dict[str, str | None], str]]:
+    """Local paths for the inputs (``s3://`` ones copied to temporary files) and for the output
+    (for ``s3://``, a temporary file uploaded once the video is complete, so a failed run
+    leaves nothing at ``out``). Other URI schemes are refused with a message."""
+    with ExitStack() as stack:
+        local: dict[str, str | None] = {}
+        for option, value in inputs.items():
+            if value is None or not storage.is_s3(value):
+                local[option] = None if value is None else str(storage.local_path(value, f"--{option}"))
+            else:
+                local[option] = str(stack.enter_context(storage.local_copy(value)))
+        if not storage.is_s3(out):
+            yield local, str(storage.local_path(out, "--out"))
+            return
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="disenttalk-generate-"))
+        staged = str(Path(folder) / (Path(out).name or "out.mp4"))
+        yield local, staged
+        storage.write_bytes(out, Path(staged).read_bytes())
+
+
 @user_errors("generate")
 def cli(
     model: str = typer.Option(..., help=f"{CHAMPION_URI}, models:/NAME/VERSION, a bundle dir or s3:// URI."),
@@ -266,12 +293,17 @@ def cli(
     """Make a talking video of IMAGE speaking AUDIO."""
     from disenttalk.media import MediaError
 
+    inputs = {"audio": audio, "image": image, "eyes-from": eyes_from, "pose-from": pose_from,
+              "blinks-like": blinks_like}
     try:
-        result = run(model, audio, image, out, steps=steps, sampler=sampler, guidance=guidance,
-                     eta=eta, seed=seed, lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
-                     eyes_from=eyes_from, pose_from=pose_from, pose_centre=pose_centre,
-                     pose_scale=pose_scale, pose_limits=pose_limits, crop_only=crop_only, face=face,
-                     blinks=blinks, blink_rate=blink_rate, blinks_like=blinks_like, device=device)
+        with local_files(inputs, out) as (files, written):
+            result = run(model, files["audio"], files["image"], written, steps=steps, sampler=sampler,
+                         guidance=guidance, eta=eta, seed=seed, lip_scale=lip_scale, eye_scale=eye_scale,
+                         global_scale=global_scale, eyes_from=files["eyes-from"],
+                         pose_from=files["pose-from"], pose_centre=pose_centre, pose_scale=pose_scale,
+                         pose_limits=pose_limits, crop_only=crop_only, face=face, blinks=blinks,
+                         blink_rate=blink_rate, blinks_like=files["blinks-like"], device=device)
+        result["video"] = out
     except (GenerateError, MediaError, FileNotFoundError, ValueError) as exc:
         typer.echo(f"disenttalk generate: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -23,6 +23,7 @@ from disenttalk import paths
 from disenttalk.config import StrictConfig
 from disenttalk.constants import CHAMPION_URI, DEFAULT_STEPS
 from workflows.common import user_errors
+from workflows.platform import storage
 
 
 class CorpusSection(StrictConfig):
@@ -293,7 +294,8 @@ def cli(
         os.environ[VERBOSE_ENV] = "1"
 
     cfg = load_config(QuickstartConfig, "quickstart", config or preset_path(preset), set_)
-    root = out or paths.home() / ("quickstart" if preset == "demo" else f"quickstart-{preset}")
+    default = paths.home() / ("quickstart" if preset == "demo" else f"quickstart-{preset}")
+    root = storage.local_path(out, "--out") if out else default
     tic = time.perf_counter()
     summary = run(cfg, root)
     typer.echo("\n" + _headline(summary))

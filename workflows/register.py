@@ -19,6 +19,7 @@ from typing import Any
 
 import typer
 
+from disenttalk.bundle import CONFIG, DENOISER
 from disenttalk.constants import CHAMPION_ALIAS, MODEL_NAME
 from workflows.common import UserError, user_errors
 from workflows.platform import storage, tracking
@@ -144,10 +145,10 @@ def resolve_bundle(uri: str, workdir: str | Path | None = None) -> Path:
     else:
         local = Path(uri)
     # A registered model wraps the bundle; find the folder that holds its config and weights.
-    for candidate in [local, *sorted(p.parent for p in local.rglob("denoiser.pt"))]:
-        if (candidate / "config.json").is_file() and (candidate / "denoiser.pt").is_file():
+    for candidate in [local, *sorted(p.parent for p in local.rglob(DENOISER))]:
+        if (candidate / CONFIG).is_file() and (candidate / DENOISER).is_file():
             return candidate
-    raise FileNotFoundError(f"no model bundle (config.json + denoiser.pt) under {uri}")
+    raise FileNotFoundError(f"no model bundle ({CONFIG} + {DENOISER}) under {uri}")
 
 
 def _known_models() -> str:

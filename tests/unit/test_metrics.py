@@ -233,7 +233,7 @@ def test_poisson_rate_interval_matches_the_exact_table():
 
 
 def test_gap_closed_between_still_and_oracle():
-    from workflows.evaluate import gap_closed
+    from workflows.evaluation import gap_closed
 
     assert gap_closed(0.02, still=0.025, oracle=0.012) == pytest.approx(5 / 13)
     assert gap_closed(0.012, still=0.025, oracle=0.012) == pytest.approx(1.0)

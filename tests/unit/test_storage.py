@@ -218,3 +218,29 @@ def test_options_that_take_local_paths_refuse_uris_with_a_message(command):
     result = CliRunner().invoke(app, command)
     assert result.exit_code in (1, 2)
     assert "takes a local path" in result.output and "s3:/" in result.output
+
+
+def test_generate_reads_and_writes_s3_through_local_files(s3, tmp_path):
+    from workflows.common import UserError
+    from workflows.generate import local_files
+
+    storage.write_bytes(f"{s3}/gen/speech.wav", b"RIFF-speech")
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes(b"jpeg")
+    inputs = {"audio": f"{s3}/gen/speech.wav", "image": str(photo), "pose-from": None}
+    with local_files(inputs, f"{s3}/gen/out/talk.mp4") as (files, written):
+        assert Path(files["audio"]).read_bytes() == b"RIFF-speech"  # a local copy of the object
+        assert files["image"] == str(photo) and files["pose-from"] is None
+        assert not storage.exists(f"{s3}/gen/out/talk.mp4")  # nothing there until the video is complete
+        Path(written).write_bytes(b"mp4-bytes")
+    assert storage.read_bytes(f"{s3}/gen/out/talk.mp4") == b"mp4-bytes"
+    assert not Path(files["audio"]).exists() and not Path(written).exists()  # temporary copies gone
+
+    with pytest.raises(RuntimeError), local_files(inputs, f"{s3}/gen/failed.mp4") as (_, written):
+        Path(written).write_bytes(b"half")
+        raise RuntimeError("render failed")
+    assert not storage.exists(f"{s3}/gen/failed.mp4"), "a failed run uploads nothing"
+
+    with pytest.raises(UserError, match="--image takes a local path"), \
+            local_files({"image": "https://example.com/face.jpg"}, str(tmp_path / "o.mp4")):
+        pass

@@ -234,7 +234,7 @@ def evaluate_clip(row: dict, data: str, bundle_files: dict[str, bytes], expert_f
     scores = score_systems(systems, fidelity, truth, evaluator, cfg, info)
     add_decoded_lmd(scores, bundle.morphable, code, model.motion.expression, truth, cfg)
     pool_model_blinks(scores, extra_rates, blink_rate, info)
-    return {"clip_id": truth.clip_id, "language": truth.language, "split": truth.split,
+    return {"clip_id": truth.clip_id, "language": truth.language, "split": truth.split, "fps": truth.fps,
             "reference": reference, "scores": scores, "truth_blinks": counted_truth_blinks(truth, info),
             "curves": {name: {k: v.tolist() for k, v in clip.curves(trace).items()}
                        for name, trace in systems.items()}}

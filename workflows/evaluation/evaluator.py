@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from disenttalk.bundle import MORPHABLE
+from disenttalk.bundle import MORPHABLE, NORM, REGIONS
 from workflows.evaluation.config import EvaluateConfig
 from workflows.evaluation.lips import landmark_lips
 from workflows.platform import clipstore, storage
 
 # what the evaluator is built on: the morphable model, the region split, the normalisation
-EVALUATOR_BASIS = (MORPHABLE, "regions.json", "norm.npz")
+EVALUATOR_BASIS = (MORPHABLE, REGIONS, NORM)
 
 
 def _digest(*parts: bytes | str) -> str:

@@ -41,7 +41,7 @@ def plot_split(result: dict, split: str, folder: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = result["curves"]
+    curves, fps = result["curves"], result.get("fps", 25.0)  # results written before fps was kept: 25
     specs = {"ear": ("eye aspect ratio", (SYSTEM, "truth")),
              "mouth": ("mouth opening (× inter-ocular)", (SYSTEM, "truth", "oracle")),
              "change": ("landmark change per frame (× inter-ocular)", (SYSTEM, "truth", "still"))}
@@ -50,7 +50,7 @@ def plot_split(result: dict, split: str, folder: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(8, 3))
         for system in (s for s in systems if s in curves):
             y = np.asarray(curves[system][key], dtype=float)
-            ax.plot(np.arange(len(y)) / 25.0, y, label=system, lw=1.2)
+            ax.plot(np.arange(len(y)) / fps, y, label=system, lw=1.2)
         ax.set(xlabel="time (s)", ylabel=label, title=f"{split}: {result['clip_id']}")
         ax.legend(loc="upper right")
         fig.tight_layout()

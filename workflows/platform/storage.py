@@ -39,8 +39,8 @@ def local_path(path: str | Path, what: str) -> Path:
     as a path, which is why the test is on the text)."""
     text = str(path)
     if urlparse(text).scheme in (*S3_SCHEMES, "gs", "http", "https") or text.startswith(("s3:/", "s3a:/", "gs:/")):
-        raise UserError(f"{what} takes a local path, not {text!r}; copy the file here first "
-                        "(the stages' data and output locations are the ones that take s3:// URIs)")
+        raise UserError(f"{what} takes a local path, not {text!r} (the Ray stages' data, model and "
+                        "output locations are the ones that take s3:// URIs)")
     return Path(path)
 
 
