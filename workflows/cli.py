@@ -24,6 +24,7 @@ COMMANDS = {
     "fit": "workflows.fit:cli",
     "train": "workflows.train:cli",
     "demo-data": "workflows.demo_data:demo_data",
+    "upload": "workflows.upload:cli",
     "tune-sampler": "tune.sampler:cli",
     "sweep": "tune.sweep:cli",
     "evaluate": "workflows.evaluate:evaluate",

@@ -251,7 +251,7 @@ def local_files(inputs: dict[str, str | None], out: str) -> Iterator[tuple[dict[
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="disenttalk-generate-"))
         staged = str(Path(folder) / (Path(out).name or "out.mp4"))
         yield local, staged
-        storage.write_bytes(out, Path(staged).read_bytes())
+        storage.upload_file(staged, out)
 
 
 @user_errors("generate")

@@ -244,3 +244,30 @@ def test_generate_reads_and_writes_s3_through_local_files(s3, tmp_path):
     with pytest.raises(UserError, match="--image takes a local path"), \
             local_files({"image": "https://example.com/face.jpg"}, str(tmp_path / "o.mp4")):
         pass
+
+
+def test_upload_keeps_the_folder_a_manifest_reads_and_resumes(s3, tmp_path):
+    from disenttalk import media
+    from workflows import manifest
+    from workflows.common import UserError
+    from workflows.upload import upload
+
+    videos = tmp_path / "videos"
+    for speaker in ("alice", "bob", "carol"):
+        path = videos / "en" / speaker / "talk 1.mp4"
+        path.parent.mkdir(parents=True)
+        sound = (0.2 * np.sin(np.arange(16000) / 5)).astype(np.float32)
+        media.write_video(path, np.full((25, 32, 32, 3), 90, np.uint8), 25.0, audio=sound, sample_rate=16000)
+    assert upload(videos, f"{s3}/videos") == {"uploaded": 3, "skipped": 0,
+                                               "bytes": sum(p.stat().st_size for p in videos.rglob("*.mp4"))}
+    local_rows, _ = manifest.build(str(videos))
+    s3_rows, skipped = manifest.build(f"{s3}/videos")
+    assert not skipped
+    key = lambda rows: sorted((r["clip_id"], r["speaker"], r["language"], r["split"]) for r in rows)  # noqa: E731
+    assert key(s3_rows) == key(local_rows)  # speakers, languages and splits read the same from S3
+    assert all(r["path"].startswith(f"{s3}/videos/en/") for r in s3_rows)
+    assert upload(videos, f"{s3}/videos")["skipped"] == 3  # a second run copies nothing again
+    with pytest.raises(UserError, match="not an s3:// URI"):
+        upload(videos, str(tmp_path / "copy"))
+    with pytest.raises(UserError, match="run again to resume"):
+        upload(videos, "s3://no-such-bucket/videos")

@@ -178,13 +178,33 @@ def delete(uri: str | Path) -> None:
         fs.delete_file(path)
 
 
+def upload_file(local: str | Path, uri: str) -> None:
+    """Copy a local file to ``uri``, streamed in blocks (videos are never held in memory whole);
+    S3 readers see the object only once it is complete, a local target is replaced atomically."""
+    if not is_s3(uri):
+        target = Path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return
+    fs, path = filesystem(uri)
+    with open(local, "rb") as src, fs.open_output_stream(path) as dst:
+        shutil.copyfileobj(src, dst, length=COPY_BLOCK)
+
+
 def upload_dir(local: str | Path, uri: str) -> list[str]:
     """Copy every file under the local folder to the folder ``uri``; returns the written URIs."""
     local = Path(local)
     written = []
     for file in sorted(p for p in local.rglob("*") if p.is_file()):
         target = join(uri, file.relative_to(local).as_posix())
-        write_bytes(target, file.read_bytes())
+        upload_file(file, target)
         written.append(target)
     return written
 
