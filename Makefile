@@ -26,7 +26,7 @@ test: $(STAMP) photos voices
 # The fast tier for the edit-test loop (under 2 minutes on 2 cores): lint, the unit tests that
 # need no Ray cluster and take under a few seconds each, and the docs build.
 check: $(STAMP)
-	$(BIN)/ruff check disenttalk workflows tune serve tests tools infra tools infra
+	$(BIN)/ruff check disenttalk workflows tune serve tests tools infra
 	$(BIN)/python -m pytest -q -m "not slow and not ray and not cluster and not gpu" tests/unit tests/data
 
 # The documentation site (docs/, mkdocs.yml) into site/; warnings are errors.

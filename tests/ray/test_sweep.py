@@ -218,6 +218,9 @@ def _finished_trials(experiment: Path) -> int:
 
 
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(sweep_store, mlflow_uri, tmp_path):
+    """Run as a user would: from a folder of their own (not the checkout), relative paths, no
+    tracking variable set. Tune trials run in other working directories, so the trials' runs
+    land in this folder's workspace only if the driver resolved the location once for all."""
     data, fit = sweep_store
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(sweep_config(
@@ -226,13 +229,14 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(sweep_store, m
         scheduler={"type": "none"}, champion={"enabled": False},
         inference={"guidance": [2.0]}, objective={"split": "val", "max_clips": 1})))  # resuming is the point
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "tune.sweep", "--data", data, "--fit", fit, "--out", str(out),
-               "--config", str(config)]
-    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    env.pop("RAY_ADDRESS", None)  # the driver starts its own local Ray
+    command = [sys.executable, "-m", "tune.sweep", "--data", os.path.relpath(data, tmp_path),
+               "--fit", os.path.relpath(fit, tmp_path), "--out", "out", "--config", "sweep.yaml"]
     root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items()  # the driver starts its own local Ray
+           if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "DISENTTALK_HOME")}
+    env.update(TUNE_GLOBAL_CHECKPOINT_S="1", PYTHONPATH=str(root))
     log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+    driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     experiment = out / "tune" / "resume-sweep"
     deadline = time.monotonic() + 420
@@ -249,7 +253,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(sweep_store, m
     finished_first = [t for t in starts if (out / "trials" / t / "bundle" / "meta.json").exists()
                       and "sweep" in json.loads((out / "trials" / t / "bundle" / "meta.json").read_text())]
     assert len(finished_first) == 1, starts
-    second = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resuming" in second.stdout
     after = {p.parent.name: p.read_text().count("\n") for p in (out / "trials").glob("*/starts.log")}
@@ -262,3 +266,15 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(sweep_store, m
 
     k_lips = sorted(len(load_bundle(p.parent).split.lip) for p in (out / "trials").glob("*/bundle/meta.json"))
     assert k_lips == [2, 3]
+    _assert_trials_tracked_in(tmp_path / "workspace" / "mlflow.db", table["completed"])
+
+
+def _assert_trials_tracked_in(db: Path, completed: int) -> None:
+    """Every finished trial is a finished nested run in the workspace store of the folder run from."""
+    import mlflow
+
+    assert db.is_file(), "the default tracking store is the workspace of the folder the user ran from"
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("sweep-test").experiment_id])
+    finished = [r for r in runs if r.data.tags.get("mlflow.parentRunId") and r.info.status == "FINISHED"]
+    assert len(finished) >= completed, [(r.info.run_name, r.info.status) for r in runs]
