@@ -1,8 +1,9 @@
 """HTTP routes, request schemas and JSON errors of the ingress (a FastAPI app per replica).
 
 Every error is ``{"error": {"code": ..., "message": ...}}`` with a 4xx status for the caller's
-mistakes and 503 under overload. The routes validate and route; decoding and generation run in
-the Portraits and Animator deployments behind ``backend``'s handles.
+mistakes and 503 under overload, plus ``"field"`` when one request field caused it. The routes
+validate and route; decoding, speech synthesis and generation run in the Portraits and Animator
+deployments behind ``backend``'s handles.
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from disenttalk.constants import SAMPLE_RATE
 from disenttalk.generate.motion import MAX_BLINK_RATE
+from serve import speech
 from serve.errors import ApiError, as_api_error
 
 WEB = Path(__file__).resolve().parent / "web"
-OPEN_PATHS = ("/healthz", "/", "/web/")  # no API key: health and the page's static files
+# no API key: health, the page, its static files, and the public lists the page starts from
+OPEN_PATHS = ("/healthz", "/", "/v1/voices", "/v1/examples")
+OPEN_PREFIXES = ("/web/", "/v1/examples/")
 
 
 class GenerateOptions(BaseModel):
@@ -41,6 +47,22 @@ class GenerateOptions(BaseModel):
     output: Literal["mp4", "motion", "json", "npz"] = "mp4"
     portrait_id: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     face: int | None = Field(None, ge=0, le=99, description="which face of a group photo (default: largest)")
+    text: str | None = Field(None, description="words to speak instead of an `audio` file (at most "
+                             "`limits.max_text_chars` characters; see GET /v1/voices)")
+    language: str = Field("en", description="language of `text`: a code from GET /v1/voices (en, zh, es)")
+    voice: str | None = Field(None, description="voice id for `text` from GET /v1/voices, such as "
+                              "espeak/en-us+f2 (default: the language's)")
+
+
+class SpeechRequest(BaseModel):
+    """JSON body of ``POST /v1/speech``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="words to speak (at most `limits.max_text_chars` characters)")
+    language: str = Field("en", description="a language code from GET /v1/voices (en, zh, es)")
+    voice: str | None = Field(None, description="a voice id of that language from GET /v1/voices "
+                              "(default: the language's)")
 
 
 class PortraitOptions(BaseModel):
@@ -57,16 +79,19 @@ def error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
-def _validation_message(exc: ValidationError | RequestValidationError) -> str:
+def _validation_error(status: int, code: str, exc: ValidationError | RequestValidationError) -> ApiError:
+    """An ApiError from the first validation error, naming its field (e.g. ``lip_scale``)."""
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query")) or "request"
-    return f"{where}: {err.get('msg', 'invalid value')}"
+    loc = [p for p in err.get("loc", ()) if p not in ("body", "query")]
+    where = ".".join(str(p) for p in loc) or "request"
+    field = loc[0] if loc and isinstance(loc[0], str) else None
+    return ApiError(status, code, f"{where}: {err.get('msg', 'invalid value')}", field=field)
 
 
 async def _form(request: Request, backend: Any) -> Any:
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
-        raise ApiError(415, "unsupported_media", "send multipart/form-data (fields image|portrait_id, audio)")
+        raise ApiError(415, "unsupported_media", "send multipart/form-data (fields image|portrait_id, audio|text)")
     length = request.headers.get("content-length")
     limit = 2 * backend.cfg.limits.max_upload_mb * 1024 * 1024 + 65536
     if length is not None and length.isdigit() and int(length) > limit:
@@ -84,7 +109,7 @@ async def _file(form: Any, name: str) -> bytes | None:
     if part is None:
         return None
     if isinstance(part, str):
-        raise ApiError(400, "bad_field", f"'{name}' must be a file upload")
+        raise ApiError(400, "bad_field", f"'{name}' must be a file upload", field=name)
     return await part.read()
 
 
@@ -114,7 +139,7 @@ def _handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(ApiError(422, "invalid_request", _validation_message(exc)))
+        return error_response(_validation_error(422, "invalid_request", exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -123,12 +148,13 @@ def _handle_errors(app: FastAPI) -> None:
 
 
 def _add_guard(app: FastAPI, backend: Any) -> None:
-    """The API key check (all but :data:`OPEN_PATHS`) and a JSON body for errors below the routes."""
+    """The API key check (all but :data:`OPEN_PATHS` and :data:`OPEN_PREFIXES`) and a JSON body
+    for errors below the routes."""
 
     @app.middleware("http")
     async def _guard(request: Request, call_next: Any) -> Response:
         path = request.url.path
-        open_path = path in OPEN_PATHS[:2] or path.startswith(OPEN_PATHS[2])
+        open_path = path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
         if backend.api_key is not None and not open_path:
             if not backend.key_ok(request.headers.get("x-api-key")):
                 return error_response(ApiError(401, "unauthorized",
@@ -157,7 +183,7 @@ def _options(model: type[BaseModel], form: Any) -> Any:
     try:
         return model.model_validate({k: v for k, v in form.multi_items() if isinstance(v, str)})
     except ValidationError as exc:
-        raise ApiError(422, "invalid_option", _validation_message(exc)) from None
+        raise _validation_error(422, "invalid_option", exc) from None
 
 
 async def _portrait(backend: Any, image: bytes | None, options: GenerateOptions) -> Any:
@@ -167,8 +193,26 @@ async def _portrait(backend: Any, image: bytes | None, options: GenerateOptions)
     prepared = await _call(backend.portraits.get.remote(options.portrait_id))
     if prepared is None:
         raise ApiError(404, "unknown_portrait",
-                       "portrait_id is unknown or expired; POST the image to /v1/portraits again")
+                       "portrait_id is unknown or expired; POST the image to /v1/portraits again",
+                       field="portrait_id")
     return prepared
+
+
+async def _speech(form: Any, options: GenerateOptions, backend: Any) -> tuple[bytes | None, GenerateOptions]:
+    """The ``audio`` upload, or None and the checked ``text`` to speak; blank text beside an
+    upload is ignored (a form that always sends its text box)."""
+    audio, text = await _file(form, "audio"), options.text
+    if audio is not None:
+        if text is not None and text.strip():
+            raise ApiError(400, "audio_and_text", "send the speech as an 'audio' file or as 'text' "
+                           "to speak, not both", field="text")
+        return audio, options.model_copy(update={"text": None})
+    if text is None:
+        raise ApiError(400, "missing_field", "send the speech as the 'audio' file field, or 'text' "
+                       "to speak", field="audio")
+    limits = backend.cfg.limits
+    text = await run_in_threadpool(speech.check, text, options.language, options.voice, limits)
+    return None, options.model_copy(update={"text": text})
 
 
 def _add_generation_routes(app: FastAPI, backend: Any) -> None:
@@ -180,7 +224,7 @@ def _add_generation_routes(app: FastAPI, backend: Any) -> None:
         options = _options(PortraitOptions, form)
         data = await _file(form, "image")
         if data is None:
-            raise ApiError(400, "missing_field", "send the photo as the 'image' file field")
+            raise ApiError(400, "missing_field", "send the photo as the 'image' file field", field="image")
         return await _call(backend.portraits.prepare.remote(data, False, options.face))
 
     @app.post("/v1/generate")
@@ -188,18 +232,21 @@ def _add_generation_routes(app: FastAPI, backend: Any) -> None:
         form = await _form(request, backend)
         options = _options(GenerateOptions, form)
         if options.steps is not None and options.steps > backend.cfg.limits.max_steps:
-            raise ApiError(422, "invalid_option", f"steps: at most {backend.cfg.limits.max_steps}")
-        image, audio = await _file(form, "image"), await _file(form, "audio")
-        if audio is None:
-            raise ApiError(400, "missing_field", "send the speech as the 'audio' file field")
+            raise ApiError(422, "invalid_option", f"steps: at most {backend.cfg.limits.max_steps}",
+                           field="steps")
+        audio, options = await _speech(form, options, backend)
+        image = await _file(form, "image")
         if image is None and options.portrait_id is None:
-            raise ApiError(400, "missing_field", "send an 'image' file or a 'portrait_id'")
+            raise ApiError(400, "missing_field", "send an 'image' file or a 'portrait_id'", field="image")
         prepared = await _portrait(backend, image, options)
         result = await _call(backend.animator.generate.remote(audio, prepared, options))
         meta = result["meta"]
         headers = {"X-Frames": str(meta["frames"]), "X-FPS": str(meta["fps"]),
+                   "X-Seconds": str(meta["seconds_of_audio"]),
                    "X-Portrait-Id": prepared.portrait_id,
                    "X-Face-Box": ",".join(map(str, prepared.face_box))}
+        if meta.get("voice"):
+            headers["X-Voice"] = meta["voice"]
         return Response(result["body"], media_type=result["media_type"], headers=headers)
 
     @app.websocket("/v1/stream")
@@ -207,6 +254,47 @@ def _add_generation_routes(app: FastAPI, backend: Any) -> None:
         from serve.stream import run_session
 
         await run_session(ws, backend)
+
+
+def _add_speech_routes(app: FastAPI, backend: Any) -> None:
+    """``GET /v1/voices`` (open) and ``POST /v1/speech``."""
+
+    @app.get("/v1/voices")
+    def voices() -> dict:  # a plain def: the first call looks for the engines, off the event loop
+        """Languages that typed text can be spoken in: each one's installed voices, its default
+        voice and example sentences; and the longest text accepted."""
+        return speech.voices(backend.cfg.limits)
+
+    @app.post("/v1/speech", response_class=Response,
+              responses={200: {"content": {"audio/wav": {}}, "description":
+                               "16 kHz mono PCM16 WAV; X-Seconds: its length, X-Voice: the voice"}})
+    async def speak(body: SpeechRequest) -> Response:
+        """The text spoken (16 kHz mono WAV): what ``/v1/generate`` speaks for the same fields."""
+        limits = backend.cfg.limits
+        await run_in_threadpool(speech.check, body.text, body.language, body.voice, limits)
+        audio = await _call(backend.animator.speak.remote(body.text, body.language, body.voice))
+        headers = {"X-Seconds": f"{len(audio) / SAMPLE_RATE:.3f}",
+                   "X-Voice": speech.voice_key(body.language, body.voice)}
+        return Response(speech.wav(audio), media_type="audio/wav", headers=headers)
+
+
+def _add_example_routes(app: FastAPI) -> None:
+    """``GET /v1/examples`` and ``GET /v1/examples/{id}.jpg`` (open): public-domain portraits."""
+    from serve import examples
+
+    @app.get("/v1/examples")
+    async def example_photos() -> dict:
+        """Example portraits to try: id, label, source, licence and the URL of the JPEG."""
+        return examples.listing()
+
+    @app.get("/v1/examples/{photo_id}.jpg", response_class=Response,
+             responses={200: {"content": {"image/jpeg": {}}, "description": "the photo"}})
+    def example_photo(photo_id: str) -> Response:  # a plain def: the first call encodes it
+        """One example portrait as JPEG."""
+        data = examples.jpeg(photo_id)
+        if data is None:
+            raise ApiError(404, "not_found", f"no example photo {photo_id!r}")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
 
 def _add_page_routes(app: FastAPI) -> None:
@@ -232,5 +320,7 @@ def create_app(backend: Any) -> FastAPI:
     _add_guard(app, backend)
     _add_status_routes(app, backend)
     _add_generation_routes(app, backend)
+    _add_speech_routes(app, backend)
+    _add_example_routes(app)
     _add_page_routes(app)
     return app

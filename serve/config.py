@@ -49,6 +49,7 @@ class Limits(StrictConfig):
 
     max_upload_mb: float = 20.0  # one multipart file (image or audio)
     max_audio_s: float = 60.0  # /v1/generate audio after decoding (the video is built in memory)
+    max_text_chars: int = 400  # text to speak (/v1/speech, /v1/generate's text), after stripping
     max_stream_s: float = 600.0  # audio over one WebSocket stream
     max_chunk_kb: int = 256  # one WebSocket binary message
     max_image_pixels: int = 40_000_000  # width × height of a photo

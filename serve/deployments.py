@@ -93,13 +93,27 @@ class Animator:
     def info(self) -> dict[str, Any]:
         return self.engine.info()
 
-    def generate(self, audio: bytes, portrait: Any, options: Any) -> dict[str, Any]:
-        """Decode the speech and make the video / motion."""
+    def generate(self, audio: bytes | None, portrait: Any, options: Any) -> dict[str, Any]:
+        """Decode the speech (or speak ``options.text`` when ``audio`` is None) and make the
+        video / motion."""
+        from serve import speech
         from serve.inputs import decode_audio
 
         steps = options.steps or self.engine.cfg.steps
         options = options.model_copy(update={"steps": steps})
-        return self.engine.generate(decode_audio(audio, self.engine.cfg.limits), portrait, options)
+        limits = self.engine.cfg.limits
+        if audio is not None:
+            return self.engine.generate(decode_audio(audio, limits), portrait, options)
+        samples = speech.speak(options.text, options.language, options.voice, limits)
+        result = self.engine.generate(samples, portrait, options)
+        result["meta"]["voice"] = speech.voice_key(options.language, options.voice)
+        return result
+
+    def speak(self, text: str, language: str = "en", voice: str | None = None) -> Any:
+        """``text`` spoken (float32 mono 16 kHz samples), within the request limits."""
+        from serve import speech
+
+        return speech.speak(text, language, voice, self.engine.cfg.limits)
 
     def stream_open(self, start: Any) -> dict[str, Any]:
         from serve.stream import open_stream

@@ -63,7 +63,7 @@ def find_face(image: np.ndarray, face: int | None = None, framing: tuple[int, fl
     try:
         return prepare_portrait(image, face, size=size, margin=margin)
     except NoUsableFace as exc:
-        raise ApiError(422, REASONS.get(exc.reason, "no_face"), str(exc)) from None
+        raise ApiError(422, REASONS.get(exc.reason, "no_face"), str(exc), field="image") from None
 
 
 def prepare(portrait_id: str, photo: np.ndarray, face: int | None = None,

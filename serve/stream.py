@@ -207,21 +207,25 @@ async def _receive_start(ws: Any, backend: Any) -> StartMessage:
     try:
         start = StartMessage.model_validate_json(text)
     except ValidationError as exc:
-        raise ApiError(400, "bad_start_message", _first_error(exc)) from None
+        raise ApiError(400, "bad_start_message", *_first_error(exc)) from None
     if backend.api_key is not None and not backend.key_ok(start.api_key or ws.headers.get("x-api-key")):
         raise ApiError(401, "unauthorized", "a valid API key is required")
     if start.sample_rate not in backend.cfg.stream.sample_rates:
         raise ApiError(400, "bad_sample_rate",
-                       f"sample_rate must be one of {backend.cfg.stream.sample_rates}")
+                       f"sample_rate must be one of {backend.cfg.stream.sample_rates}", field="sample_rate")
     if start.steps is not None and start.steps > backend.cfg.limits.max_steps:
-        raise ApiError(400, "bad_start_message", f"steps must be ≤ {backend.cfg.limits.max_steps}")
+        raise ApiError(400, "bad_start_message", f"steps must be ≤ {backend.cfg.limits.max_steps}",
+                       field="steps")
     return start
 
 
-def _first_error(exc: ValidationError) -> str:
+def _first_error(exc: ValidationError) -> tuple[str, str | None]:
+    """The message of the first validation error and the field it names (None: the whole message)."""
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ())) or "message"
-    return f"{where}: {err.get('msg', 'invalid')}"
+    loc = err.get("loc", ())
+    where = ".".join(str(p) for p in loc) or "message"
+    field = loc[0] if loc and isinstance(loc[0], str) else None
+    return f"{where}: {err.get('msg', 'invalid')}", field
 
 
 async def _handshake(ws: Any, backend: Any) -> tuple[StartMessage, Any, dict[str, Any]]:
@@ -230,7 +234,8 @@ async def _handshake(ws: Any, backend: Any) -> tuple[StartMessage, Any, dict[str
     portrait = await backend.portraits.get.remote(start.portrait_id)
     if portrait is None:
         raise ApiError(404, "unknown_portrait",
-                       "portrait_id is unknown or expired; POST the image to /v1/portraits again")
+                       "portrait_id is unknown or expired; POST the image to /v1/portraits again",
+                       field="portrait_id")
     state = await backend.animator.stream_open.remote(start)
     await ws.send_text(json.dumps(state.pop("ready")))
     return start, portrait, state

@@ -43,7 +43,7 @@ FORM_MODELS = {
 FORM_FILES = {
     ("POST", "/v1/portraits"): [("image", "the photo (any format Pillow reads)")],
     ("POST", "/v1/generate"): [("image", "the photo, unless `portrait_id` is given"),
-                               ("audio", "the speech (any format FFmpeg reads)")],
+                               ("audio", "the speech (any format FFmpeg reads), unless `text` is given")],
 }
 
 log = logging.getLogger("mkdocs.hooks.openapi")
@@ -53,6 +53,7 @@ _cache: dict[str, Any] = {}
 class _Limits:
     max_upload_mb = 20
     max_steps = 100
+    max_text_chars = 400
 
 
 class _Config:

@@ -180,6 +180,115 @@ def test_bad_inputs_get_their_status_and_a_message(server, portrait, speech, ast
     assert requests.get(f"{server}/healthz", timeout=10).status_code == 200  # still serving
 
 
+def spoken(server, text: str, **fields) -> requests.Response:
+    return requests.post(f"{server}/v1/speech", json={"text": text, **fields}, timeout=TIMEOUT)
+
+
+def test_voices_and_example_photos_are_listed(server):
+    from PIL import Image
+
+    voices = requests.get(f"{server}/v1/voices", timeout=30).json()
+    assert voices["max_text_chars"] == 400
+    languages = {lang["code"]: lang for lang in voices["languages"]}
+    assert list(languages) == ["en", "zh", "es"]
+    for code, default in (("en", "espeak/en-us"), ("zh", "espeak/cmn"), ("es", "espeak/es")):
+        lang = languages[code]
+        assert lang["name"] and lang["default_voice"] == default and len(lang["examples"]) == 3
+        assert lang["voices"][0]["id"] == default and all(v["label"] for v in lang["voices"])
+    photos = {p["id"]: p for p in requests.get(f"{server}/v1/examples", timeout=30).json()["photos"]}
+    astronaut = photos["astronaut"]
+    assert astronaut["licence"] == "public domain" and "NASA" in astronaut["source"]
+    assert astronaut["url"] == "v1/examples/astronaut.jpg"
+    r = requests.get(f"{server}/{astronaut['url']}", timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(r.content)).size == (512, 512)
+    assert error_of(requests.get(f"{server}/v1/examples/nobody.jpg", timeout=30))[:2] == (404, "not_found")
+
+
+def test_speech_is_a_16_khz_wav_of_the_text_in_each_language(server):
+    import wave
+
+    voices = {lang["code"]: lang for lang in requests.get(f"{server}/v1/voices", timeout=30).json()["languages"]}
+    for code, lang in voices.items():
+        for voice in (None, lang["voices"][-1]["id"]):
+            r = spoken(server, lang["examples"][0], language=code, voice=voice)
+            assert r.status_code == 200 and r.headers["content-type"] == "audio/wav", r.text
+            assert r.headers["x-voice"] == (voice or lang["default_voice"])
+            with wave.open(io.BytesIO(r.content)) as w:
+                assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (SR, 1, 2)
+                seconds = w.getnframes() / SR
+            assert 0.8 < seconds < 6.0 and abs(seconds - float(r.headers["x-seconds"])) < 1e-3, (code, voice)
+
+
+def test_generate_speaks_text_in_each_language(server, portrait):
+    """A text request is spoken (the language's default voice) and animated: the video lasts as
+    long as X-Seconds says; the first one uses the example astronaut photo."""
+    import av
+
+    voices = {lang["code"]: lang for lang in requests.get(f"{server}/v1/voices", timeout=30).json()["languages"]}
+    photo = requests.get(f"{server}/v1/examples/astronaut.jpg", timeout=30).content
+    for k, code in enumerate(("en", "zh", "es")):
+        fields = {"text": voices[code]["examples"][1], "language": code, "crop_only": "true"}
+        files = {"image": ("astronaut.jpg", photo)} if k == 0 else None
+        if files is None:
+            fields["portrait_id"] = portrait["portrait_id"]
+        r = requests.post(f"{server}/v1/generate", files=files or {"x": ("x", b"1")}, data=fields,
+                          timeout=TIMEOUT)
+        assert r.status_code == 200 and r.headers["content-type"] == "video/mp4", r.text
+        seconds = float(r.headers["x-seconds"])
+        assert r.headers["x-voice"] == voices[code]["default_voice"] and 1.0 < seconds < 8.0
+        assert int(r.headers["x-frames"]) == int(np.ceil(seconds * 25))
+        with av.open(io.BytesIO(r.content)) as container:
+            assert abs(container.duration / av.time_base - seconds) < 0.1, code
+            assert container.streams.audio[0].sample_rate == SR
+
+
+def test_text_errors_name_their_field(server, portrait, speech):
+    pid = portrait["portrait_id"]
+
+    def field_of(response) -> tuple[int, str, str | None]:
+        status, code, _ = error_of(response)
+        return status, code, response.json()["error"].get("field")
+
+    def generate_text(files=None, **fields):
+        return requests.post(f"{server}/v1/generate", files=files or {"x": ("x", b"1")},
+                             data={"portrait_id": pid, **fields}, timeout=TIMEOUT)
+
+    gradient = np.repeat(np.linspace(0, 255, 256, dtype=np.uint8)[None, :, None], 256, 0).repeat(3, 2)
+    cases = {
+        "unknown language": (spoken(server, "Bonjour", language="fr"), 422, "unknown_language", "language"),
+        "unknown voice": (spoken(server, "Hello", voice="espeak/cmn"), 422, "unknown_voice", "voice"),
+        "not installed anywhere": (spoken(server, "Hello", voice="festival/nobody"), 422, "unknown_voice", "voice"),
+        "text over the limit": (spoken(server, "a" * 401), 413, "text_too_long", "text"),
+        "speech over max_audio_s": (spoken(server, "one two three four five six seven " * 8), 413,
+                                    "audio_too_long", "text"),
+        "empty text": (spoken(server, ""), 400, "empty_text", "text"),
+        "white space": (spoken(server, " \n\t "), 400, "empty_text", "text"),
+        "no text": (requests.post(f"{server}/v1/speech", json={"language": "en"}, timeout=30), 422,
+                    "invalid_request", "text"),
+        "unknown key": (spoken(server, "Hello", speed=2), 422, "invalid_request", "speed"),
+        "audio and text": (generate_text({"audio": ("a.wav", wav_bytes(speech))}, text="Hello"), 400,
+                           "audio_and_text", "text"),
+        "neither": (generate_text(), 400, "missing_field", "audio"),
+        "generate, blank text": (generate_text(text="  "), 400, "empty_text", "text"),
+        "generate, unknown language": (generate_text(text="Hallo", language="de"), 422, "unknown_language",
+                                       "language"),
+        "generate, unknown voice": (generate_text(text="Hola", language="es", voice="espeak/en-us"), 422,
+                                    "unknown_voice", "voice"),
+        "generate, long speech": (generate_text(text="one two three four five six seven " * 8), 413,
+                                  "audio_too_long", "text"),
+        "bad option": (generate_text(text="Hello", lip_scale="lots"), 422, "invalid_option", "lip_scale"),
+        "unknown portrait": (generate_text(text="Hello", portrait_id="0" * 64), 404, "unknown_portrait",
+                             "portrait_id"),
+        "no face": (generate(server, wav_bytes(speech), png_bytes(gradient)), 422, "no_face", "image"),
+    }
+    for name, (response, status, code, field) in cases.items():
+        assert field_of(response) == (status, code, field), (name, response.text)
+    # blank text beside an audio file is an empty text box: the audio is spoken
+    ok = generate_text({"audio": ("a.wav", wav_bytes(speech))}, text=" ", output="motion")
+    assert ok.status_code == 200 and float(ok.headers["x-seconds"]) == pytest.approx(len(speech) / SR, abs=1e-3)
+
+
 def test_stream_gives_the_offline_frame_count_in_order(server, portrait, speech):
     from PIL import Image
 
@@ -285,7 +394,7 @@ def test_changing_the_model_uri_reloads_without_dropping_the_service(server, app
     assert answers and set(answers) == {200}
 
 
-def test_api_key_guards_everything_but_health(server, app_config, portrait):
+def test_api_key_guards_everything_but_health_and_the_public_lists(server, app_config, portrait):
     import os
 
     from ray import serve
@@ -305,5 +414,12 @@ def test_api_key_guards_everything_but_health(server, app_config, portrait):
         assert requests.get(f"{server}/v1/model", headers={"X-API-Key": "s3cret"}, timeout=30).status_code == 200
         refused = stream(server, portrait["portrait_id"], np.zeros(SR, np.float32), realtime=False)
         assert refused.error["code"] == "unauthorized"
+        # what the page starts from is public; speaking is not
+        for path in ("/v1/voices", "/v1/examples", "/v1/examples/astronaut.jpg", "/web/app.js", "/"):
+            assert requests.get(f"{server}{path}", timeout=30).status_code == 200, path
+        assert error_of(spoken(server, "Hello"))[:2] == (401, "unauthorized")
+        with_key = requests.post(f"{server}/v1/speech", json={"text": "Hello"}, headers={"X-API-Key": "s3cret"},
+                                 timeout=30)
+        assert with_key.status_code == 200 and with_key.headers["content-type"] == "audio/wav"
     finally:
         serve.run(build_app(app_config), name=APP_NAME, route_prefix="/")

@@ -76,3 +76,32 @@ def test_api_errors_survive_pickling_and_wrapping():
             self.cause = cause
 
     assert as_api_error(Wrapper(err)) is err and as_api_error(ValueError("x")) is None
+    named = pickle.loads(pickle.dumps(ApiError(422, "unknown_voice", "no such voice", field="voice")))
+    assert named.field == "voice" and named.body()["error"] == {
+        "code": "unknown_voice", "message": "no such voice", "field": "voice"}
+    assert as_api_error(Wrapper(named)).field == "voice"
+
+
+def test_text_to_speech_limits_and_errors_name_their_field():
+    import wave
+
+    from serve.speech import check, speak, voices, wav
+
+    def error(*args) -> tuple[int, str, str | None]:
+        with pytest.raises(ApiError) as info:
+            speak(*args)
+        return info.value.status, info.value.code, info.value.field
+
+    limits = Limits(max_text_chars=40, max_audio_s=2.0)
+    assert check("  Hello there.\n", "en", None, limits) == "Hello there."
+    assert error(" \t", "en", None, limits) == (400, "empty_text", "text")
+    assert error("x" * 41, "en", None, limits) == (413, "text_too_long", "text")
+    assert error("Bonjour", "fr", None, limits) == (422, "unknown_language", "language")
+    assert error("Hello", "en", "espeak/es", limits) == (422, "unknown_voice", "voice")
+    assert error("one two three four five six seven eight", "en", None, limits) \
+        == (413, "audio_too_long", "text")
+    audio = speak("你好", "zh", "espeak/cmn+f2", limits)
+    with wave.open(io.BytesIO(wav(audio))) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()) == (16000, 1, 2, len(audio))
+    listing = voices(limits)
+    assert listing["max_text_chars"] == 40 and [lang["code"] for lang in listing["languages"]] == ["en", "zh", "es"]
