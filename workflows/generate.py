@@ -1,7 +1,9 @@
 """Generate stage: a talking video of a photo speaking an audio file, from a registered model.
 
 ``disenttalk generate --model models:/disenttalk@champion --audio speech.wav --image face.jpg
---out talk.mp4``. Every face in the photo is found (``disenttalk.face.portrait``); the largest
+--out talk.mp4``, or ``--text "..." --language en [--voice espeak/en-us+f2]`` instead of
+``--audio`` to have the text spoken (:mod:`disenttalk.synth.catalogue`: en, zh, es; the voices
+installed here). Every face in the photo is found (``disenttalk.face.portrait``); the largest
 usable one, or the one ``--face N`` names, is cut out as a square 256×256 crop (the framing the
 model was trained on, same margin as preprocessing) and animated; the answer gives its box and
 lists every face found. By default the animated crop is pasted back into the full photo (soft
@@ -148,6 +150,37 @@ def _read_speech(audio: str) -> np.ndarray:
         raise GenerateError(str(exc)) from exc
 
 
+def check_speech_source(audio: str | None, text: str | None, language: str = "en",
+                        voice: str | None = None) -> None:
+    """Exactly one of ``--audio`` and ``--text``, and a text that can be spoken (not empty, a
+    known language, a voice installed here), else :class:`GenerateError`; nothing is read."""
+    from disenttalk.synth import catalogue
+
+    if audio is not None and text is not None:
+        raise GenerateError("give --audio (a speech file) or --text (words to speak), not both")
+    if audio is None and text is None:
+        raise GenerateError("give --audio (a speech file) or --text (words to speak)")
+    if text is not None and not text.strip():
+        raise GenerateError("--text is empty: there is nothing to speak")
+    if text is not None:
+        try:
+            catalogue.voice(language, voice)
+        except ValueError as exc:  # UnknownLanguage, UnknownVoice
+            raise GenerateError(str(exc)) from exc
+
+
+def speak_text(text: str, language: str = "en", voice: str | None = None) -> tuple[np.ndarray, str]:
+    """``text`` spoken in ``language`` (16 kHz float32) by ``voice`` (default: the language's), and
+    the voice's key; an empty text, unknown language or voice not installed raises
+    :class:`GenerateError`."""
+    from disenttalk.synth import catalogue
+
+    try:
+        return catalogue.say(text, language, voice), catalogue.voice(language, voice).key
+    except ValueError as exc:  # EmptyText, UnknownLanguage, UnknownVoice
+        raise GenerateError(str(exc)) from exc
+
+
 def _frames(generator: Any, motion: Any, portrait: Any, photo: np.ndarray, crop_only: bool) -> np.ndarray:
     """The rendered video: the animated crop, or the photo with the animated face pasted in."""
     if crop_only:
@@ -182,10 +215,13 @@ def _answer(out: str, frames: np.ndarray, speech: np.ndarray, crop_only: bool,
 
 def run(
     model: str,
-    audio: str,
+    audio: str | None,
     image: str,
     out: str,
     *,
+    text: str | None = None,
+    language: str = "en",
+    voice: str | None = None,
     steps: int | None = None,
     sampler: str = "ddim",
     guidance: float | None = None,
@@ -206,12 +242,13 @@ def run(
     blinks_like: str | None = None,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """Write ``out`` (mp4 with the audio); returns a summary dict."""
+    """Write ``out`` (mp4 with the speech: ``audio``, or ``text`` spoken); returns a summary dict."""
     from disenttalk.generate import Controls, Generator
     from disenttalk.generate.retarget import PoseLimits
     from workflows.register import resolve_bundle
 
     start = time.perf_counter()
+    check_speech_source(audio, text, language, voice)
     if blinks_like and blink_rate is not None:
         raise GenerateError("give --blink-rate or --blinks-like, not both")
     scale = _pose_scale(pose_scale)
@@ -223,14 +260,18 @@ def run(
     controls = Controls(lip_scale=lip_scale, eye_scale=eye_scale, global_scale=global_scale,
                         eyes=eyes, pose=pose, blinks=blinks, blink_rate=blink_rate,
                         pose_centre=pose_centre, pose_scale=scale)
-    speech = _read_speech(audio)
+    spoken = {}  # the voice, when text is spoken
+    if audio is not None:
+        speech = _read_speech(audio)
+    else:
+        speech, spoken["voice"] = speak_text(text or "", language, voice)
     photo = load_image(image)
     portrait = portrait_of(photo, face, generator.bundle.meta.get("framing"))
     motion = generator.motion(speech, SAMPLE_RATE, steps=steps, sampler=sampler, guidance=guidance,
                               eta=eta, seed=seed, controls=controls)
     frames = _frames(generator, motion, portrait, photo, crop_only)
     _write_video(out, frames, motion.fps, speech)
-    return _answer(out, frames, speech, crop_only, blink_rate, portrait, start)
+    return {**_answer(out, frames, speech, crop_only, blink_rate, portrait, start), **spoken}
 
 
 @contextmanager
@@ -257,7 +298,10 @@ def local_files(inputs: dict[str, str | None], out: str) -> Iterator[tuple[dict[
 @user_errors("generate")
 def cli(
     model: str = typer.Option(..., help=f"{CHAMPION_URI}, models:/NAME/VERSION, a bundle dir or s3:// URI."),
-    audio: str = typer.Option(..., help=f"Speech: any audio or video file (resampled to {SAMPLE_RATE // 1000} kHz mono)."),
+    audio: str | None = typer.Option(None, help=f"Speech: any audio or video file (resampled to {SAMPLE_RATE // 1000} kHz mono). Or --text."),
+    text: str | None = typer.Option(None, help="Words to speak instead of --audio (synthesised speech, in --language)."),
+    language: str = typer.Option("en", help="Language of --text: en, zh (Mandarin, in characters) or es."),
+    voice: str | None = typer.Option(None, help="Voice for --text, e.g. espeak/en-us+f2 (default: the language's espeak-ng voice)."),
     image: str = typer.Option(..., help="Photo with a face (the largest is animated unless --face says)."),
     out: str = typer.Option(..., help="Output mp4."),
     steps: int | None = typer.Option(None, help=f"Sampler steps (default: DDIM {DEFAULT_STEPS}, quadratically spaced; DDPM all T)."),
@@ -290,14 +334,16 @@ def cli(
     face: int | None = typer.Option(None, help="Which face to animate, counted from 0 left to right "
                                     "(the answer lists them); default: the largest."),
 ) -> None:
-    """Make a talking video of IMAGE speaking AUDIO."""
+    """Make a talking video of IMAGE speaking AUDIO (or TEXT)."""
     from disenttalk.media import MediaError
 
     inputs = {"audio": audio, "image": image, "eyes-from": eyes_from, "pose-from": pose_from,
               "blinks-like": blinks_like}
     try:
+        check_speech_source(audio, text, language, voice)  # before any file is fetched
         with local_files(inputs, out) as (files, written):
-            result = run(model, files["audio"], files["image"], written, steps=steps, sampler=sampler,
+            result = run(model, files["audio"], files["image"], written, text=text, language=language,
+                         voice=voice, steps=steps, sampler=sampler,
                          guidance=guidance, eta=eta, seed=seed, lip_scale=lip_scale, eye_scale=eye_scale,
                          global_scale=global_scale, eyes_from=files["eyes-from"],
                          pose_from=files["pose-from"], pose_centre=pose_centre, pose_scale=pose_scale,
