@@ -297,7 +297,7 @@ def local_files(inputs: dict[str, str | None], out: str) -> Iterator[tuple[dict[
 
 @user_errors("generate")
 def cli(
-    model: str = typer.Option(..., help=f"{CHAMPION_URI}, models:/NAME/VERSION, a bundle dir or s3:// URI."),
+    model: str = typer.Option(CHAMPION_URI, help=f"{CHAMPION_URI} (the default), models:/NAME/VERSION, a bundle dir or s3:// URI."),
     audio: str | None = typer.Option(None, help=f"Speech: any audio or video file (resampled to {SAMPLE_RATE // 1000} kHz mono). Or --text."),
     text: str | None = typer.Option(None, help="Words to speak instead of --audio (synthesised speech, in --language)."),
     language: str = typer.Option("en", help="Language of --text: en, zh (Mandarin, in characters) or es."),
