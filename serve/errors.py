@@ -6,6 +6,10 @@ Deployments raise :class:`ApiError`; the ingress turns it into ``{"error": {"cod
 the body names it too: ``{"error": {"code", "message", "field"}}``, so a form can show the error
 beside that input. It pickles with its fields, so it keeps them when Ray carries it from a
 replica to the ingress.
+
+:func:`replica_lost` tells a replica that died mid-call (killed, crashed, its node gone) from a
+call that failed; the ingress answers the first with :func:`replica_unavailable` (503 with
+``Retry-After``) and a stream retries its step once on another replica.
 """
 
 from __future__ import annotations
@@ -39,3 +43,39 @@ def as_api_error(exc: BaseException) -> ApiError | None:
         exc = getattr(exc, "cause", None) or exc.__cause__
         seen += 1
     return None
+
+
+# Ray's errors when the replica running a call died or cannot be reached: a killed or crashed
+# actor (ActorDiedError), one whose node is unreachable (ActorUnavailableError), their base
+# (RayActorError), Serve's replica that went away after it was picked (ReplicaUnavailableError).
+# Ray may wrap them (a RayTaskError's ``cause``, Serve's RayServeException's ``__cause__``).
+_LOST_NAMES = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "ReplicaUnavailableError",
+               "WorkerCrashedError", "NodeDiedError")
+
+
+def _lost_types() -> tuple[type, ...]:
+    import ray.exceptions
+    import ray.serve.exceptions
+
+    found = (getattr(ray.exceptions, n, None) or getattr(ray.serve.exceptions, n, None) for n in _LOST_NAMES)
+    return tuple(t for t in found if isinstance(t, type))
+
+
+def replica_lost(exc: BaseException | None) -> bool:
+    """True when ``exc`` (from awaiting a deployment handle) means the replica died or vanished
+    mid-call, rather than the call itself failing: the request may be retried on another one."""
+    lost, seen = _lost_types(), 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, ApiError) and hasattr(exc, "status"):
+            return False  # the replica answered (Ray's wrapper of an ApiError is also a RayTaskError)
+        if isinstance(exc, lost):
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__
+        seen += 1
+    return False
+
+
+def replica_unavailable(what: str = "the server") -> ApiError:
+    """The 503 of a request whose replica died under it (the ingress adds ``Retry-After``)."""
+    return ApiError(503, "replica_unavailable",
+                    f"{what} lost the worker handling this request; try again shortly")
