@@ -8,6 +8,7 @@ deployments behind ``backend``'s handles.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,12 +22,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from disenttalk.constants import SAMPLE_RATE
 from disenttalk.generate.motion import MAX_BLINK_RATE
 from serve import speech
-from serve.errors import ApiError, as_api_error
+from serve.errors import ApiError, as_api_error, replica_lost, replica_unavailable
 
 WEB = Path(__file__).resolve().parent / "web"
 # no API key: health, the page, its static files, and the public lists the page starts from
 OPEN_PATHS = ("/healthz", "/", "/v1/voices", "/v1/examples")
 OPEN_PREFIXES = ("/web/", "/v1/examples/")
+logger = logging.getLogger("ray.serve")
 
 
 class GenerateOptions(BaseModel):
@@ -114,7 +116,8 @@ async def _file(form: Any, name: str) -> bytes | None:
 
 
 async def _call(response: Any) -> Any:
-    """Await a deployment call; overload and the deployment's own errors become ApiErrors."""
+    """Await a deployment call; overload, a replica lost mid-call (503 ``replica_unavailable``)
+    and the deployment's own errors become ApiErrors."""
     from ray.serve.exceptions import BackPressureError
 
     try:
@@ -127,6 +130,9 @@ async def _call(response: Any) -> Any:
         api = as_api_error(exc)
         if api is not None:
             raise api from None
+        if replica_lost(exc):
+            logger.warning("a replica was lost mid-request: %s", type(exc).__name__)
+            raise replica_unavailable() from None
         raise
 
 
