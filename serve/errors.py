@@ -79,3 +79,28 @@ def replica_unavailable(what: str = "the server") -> ApiError:
     """The 503 of a request whose replica died under it (the ingress adds ``Retry-After``)."""
     return ApiError(503, "replica_unavailable",
                     f"{what} lost the worker handling this request; try again shortly")
+
+
+# A failed model load, as /v1/model's ``load_error`` reports it: a code and a short reason, never
+# the exception's text (it names URIs, buckets and paths); the full text goes to the replica log.
+_LOAD_REASONS = {
+    "model_not_found": "the model to load was not found",
+    "model_store_unreachable": "the model registry or storage could not be reached",
+    "model_unusable": "the model was found but cannot be served",
+    "model_load_failed": "the model could not be loaded",
+}
+
+
+def load_failure(exc: BaseException) -> dict:
+    """``{"code", "message"}`` of a failed model load (no URIs, paths or exception text)."""
+    name = type(exc).__name__
+    error_code = str(getattr(exc, "error_code", "") or "")
+    if isinstance(exc, FileNotFoundError) or error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+        code = "model_not_found"
+    elif isinstance(exc, (ConnectionError, TimeoutError)) or "Connection" in name or "Timeout" in name:
+        code = "model_store_unreachable"
+    elif isinstance(exc, (ValueError, KeyError, TypeError)):
+        code = "model_unusable"
+    else:
+        code = "model_load_failed"
+    return {"code": code, "message": f"{_LOAD_REASONS[code]} ({name})"}
