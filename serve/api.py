@@ -9,6 +9,7 @@ deployments behind ``backend``'s handles.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -192,16 +193,28 @@ def _options(model: type[BaseModel], form: Any) -> Any:
         raise _validation_error(422, "invalid_option", exc) from None
 
 
+def unknown_portrait() -> ApiError:
+    """404 for a portrait id that was never uploaded or whose photo has expired."""
+    return ApiError(404, "unknown_portrait",
+                    "portrait_id is unknown or expired; POST the image to /v1/portraits again",
+                    field="portrait_id")
+
+
 async def _portrait(backend: Any, image: bytes | None, options: GenerateOptions) -> Any:
-    """The prepared portrait of a generate request: from its photo, else by its ``portrait_id``."""
+    """The prepared portrait of a generate request: from its photo, else by its ``portrait_id``
+    (any Portraits replica finds it: the photo is in the shared portrait store)."""
     if image is not None:
         return await _call(backend.portraits.prepare.remote(image, True, options.face))
     prepared = await _call(backend.portraits.get.remote(options.portrait_id))
     if prepared is None:
-        raise ApiError(404, "unknown_portrait",
-                       "portrait_id is unknown or expired; POST the image to /v1/portraits again",
-                       field="portrait_id")
+        raise unknown_portrait()
     return prepared
+
+
+def _summary(summary: dict) -> JSONResponse:
+    """A portrait's summary; ``X-Replica`` names the Portraits replica that answered."""
+    replica = summary.pop("replica", None)
+    return JSONResponse(summary, headers={"X-Replica": str(replica)} if replica else None)
 
 
 async def _speech(form: Any, options: GenerateOptions, backend: Any) -> tuple[bytes | None, GenerateOptions]:
@@ -222,16 +235,27 @@ async def _speech(form: Any, options: GenerateOptions, backend: Any) -> tuple[by
 
 
 def _add_generation_routes(app: FastAPI, backend: Any) -> None:
-    """``POST /v1/portraits``, ``POST /v1/generate`` and ``WS /v1/stream``."""
+    """``POST /v1/portraits``, ``GET /v1/portraits/{id}``, ``POST /v1/generate``, ``WS /v1/stream``."""
 
     @app.post("/v1/portraits")
-    async def portraits(request: Request) -> dict:
+    async def portraits(request: Request) -> JSONResponse:
+        """Prepare a photo's face; its ``portrait_id`` works on every replica until it expires."""
         form = await _form(request, backend)
         options = _options(PortraitOptions, form)
         data = await _file(form, "image")
         if data is None:
             raise ApiError(400, "missing_field", "send the photo as the 'image' file field", field="image")
-        return await _call(backend.portraits.prepare.remote(data, False, options.face))
+        return _summary(await _call(backend.portraits.prepare.remote(data, False, options.face)))
+
+    @app.get("/v1/portraits/{portrait_id}")
+    async def portrait(portrait_id: str) -> JSONResponse:
+        """What ``POST /v1/portraits`` answered for this id, while the photo is kept (404 after)."""
+        if re.fullmatch(r"[0-9a-f]{64}", portrait_id) is None:
+            raise unknown_portrait()
+        summary = await _call(backend.portraits.get.remote(portrait_id, False))
+        if summary is None:
+            raise unknown_portrait()
+        return _summary(summary)
 
     @app.post("/v1/generate")
     async def generate(request: Request) -> Response:

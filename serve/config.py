@@ -75,6 +75,16 @@ class StreamOptions(StrictConfig):
     sample_rates: list[int] = [8000, 16000, 22050, 24000, 32000, 44100, 48000]
 
 
+class PortraitStoreOptions(StrictConfig):
+    """Where every Portraits replica finds uploaded photos by portrait id (:mod:`serve.store`)."""
+
+    uri: str | None = None  # a folder or s3://bucket/prefix; None: <workspace>/serve/portraits
+    max_mb: float = 2048.0  # bytes of photos kept; past it the oldest go, or new uploads get 503
+    max_age_h: float = 24.0  # a photo is kept this long after its upload (a re-upload refreshes it)
+    keep_s: float = 600.0  # never removed to make room while younger than this
+    sweep_s: float = 30.0  # each replica lists the store at most this often to enforce the bounds
+
+
 class ServeConfig(StrictConfig):
     """``disenttalk serve`` / ``serve.app:build``: the whole application."""
 
@@ -83,7 +93,8 @@ class ServeConfig(StrictConfig):
     port: int = 8000
     route_prefix: str = "/"
     steps: int = DEFAULT_STEPS  # /v1/generate default DDIM steps (quadratic spacing)
-    portrait_cache: int = 128  # prepared portraits kept per Portraits replica (LRU)
+    portrait_cache: int = 128  # prepared portraits cached per replica (LRU; the store is shared)
+    portrait_store: PortraitStoreOptions = PortraitStoreOptions()
     video_preset: str = "veryfast"  # libx264 preset of /v1/generate's mp4 (medium: ~2.3× slower, same size)
     limits: Limits = Limits()
     stream: StreamOptions = StreamOptions()

@@ -7,64 +7,100 @@ ingress only routes and validates; it holds no model.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
-from collections import OrderedDict
 from typing import Any
 
 from ray import serve
 
 from serve.config import ServeConfig
-from serve.errors import ApiError
+from serve.errors import ApiError, load_failure
+from serve.keys import API_KEY_ENV
 
 logger = logging.getLogger("ray.serve")
-API_KEY_ENV = "DISENTTALK_API_KEY"
 
 
-@serve.deployment
+def _replica_name() -> str:
+    """This replica's id (a response header tells clients and tests which one answered)."""
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside Serve (unit tests)
+        return f"pid{os.getpid()}"
+
+
+# A replica whose actor died (killed, crashed, its node gone) is replaced by the controller once a
+# health check fails; checks every 2 s rather than Serve's 10 s notice a lost replica sooner.
+HEALTH = {"health_check_period_s": 2.0, "health_check_timeout_s": 30.0}
+
+
+@serve.deployment(**HEALTH)
 class Portraits:
-    """Photo bytes → a prepared :class:`~serve.portraits.Portrait`, kept in an LRU cache by hash."""
+    """Photo bytes → a prepared :class:`~serve.portraits.Portrait`, found by id on every replica.
+
+    The uploaded photo is kept in the shared :class:`~serve.store.PortraitStore` under its id;
+    this replica's prepared portraits are an LRU cache (``portrait_cache``) that prepares a
+    stored photo again on a miss, so an id resolves whichever replica is asked.
+    """
 
     def __init__(self, cfg: dict[str, Any]) -> None:
+        from serve.store import LruCache, PortraitStore
+
         self.cfg = ServeConfig.from_dict(cfg)
-        self.cache: OrderedDict[str, Any] = OrderedDict()
+        self.store = PortraitStore.from_config(self.cfg.portrait_store)
+        self.secret = self.store.secret()
+        self.cache = LruCache(self.cfg.portrait_cache)
+        self.replica = _replica_name()
 
     def prepare(self, data: bytes, full: bool = False, face: int | None = None) -> Any:
-        """The portrait of ``data`` (prepared now or found in the cache): its summary, or itself.
+        """The portrait of ``data`` (prepared now or found in the cache), stored for every replica:
+        itself (``full``) or its summary with ``"replica"``, the id of the replica that answered.
 
         ``face`` picks a face of a group photo by index (default: the largest usable one).
         """
-        from serve.inputs import decode_image
-        from serve.portraits import content_id, prepare
+        from serve.portraits import content_id
 
-        pid = content_id(data, face)
-        portrait = self.get(pid)
-        if portrait is None:
-            photo = decode_image(data, self.cfg.limits, max_side=self.cfg.limits.max_photo_side)
-            portrait = prepare(pid, photo, face)
-            self.cache[pid] = portrait
-            while len(self.cache) > self.cfg.portrait_cache:
-                self.cache.popitem(last=False)
-        return portrait if full else portrait.summary()
+        pid = content_id(data, face, self.secret)
+        portrait = self.cache.get(pid) or self._prepare(pid, data, face)
+        self.store.put(pid, face, data)  # only photos with a usable face are kept
+        self.cache.put(pid, portrait)
+        return portrait if full else {**portrait.summary(), "replica": self.replica}
 
-    def get(self, portrait_id: str) -> Any:
-        """A cached portrait, or None."""
+    def get(self, portrait_id: str, full: bool = True) -> Any:
+        """The portrait of ``portrait_id`` (this replica's cache, else prepared from the store), or
+        None when it was never uploaded or has expired; ``full=False``: as :meth:`prepare`."""
+        from serve.portraits import content_id
+
         portrait = self.cache.get(portrait_id)
-        if portrait is not None:
-            self.cache.move_to_end(portrait_id)
-        return portrait
+        if portrait is None:
+            stored = self.store.get(portrait_id)
+            if stored is None:
+                return None
+            face, data = stored
+            if content_id(data, face, self.secret) != portrait_id:
+                logger.warning("portrait store: %s holds another photo; ignored", portrait_id)
+                return None
+            portrait = self._prepare(portrait_id, data, face)
+            self.cache.put(portrait_id, portrait)
+        return portrait if full else {**portrait.summary(), "replica": self.replica}
+
+    def _prepare(self, pid: str, data: bytes, face: int | None) -> Any:
+        from serve.inputs import decode_image
+        from serve.portraits import prepare
+
+        photo = decode_image(data, self.cfg.limits, max_side=self.cfg.limits.max_photo_side)
+        return prepare(pid, photo, face)
 
 
-@serve.deployment
+@serve.deployment(**HEALTH)
 class Animator:
     """The model: offline videos and stream steps. ``user_config: {model_uri}`` (re)loads it."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         from serve.engine import Engine
+        from serve.store import LruCache
 
         self.engine = Engine(ServeConfig.from_dict(cfg))
-        self.portraits: OrderedDict[str, Any] = OrderedDict()  # streams' portraits, by id
+        self.portraits = LruCache(16)  # streams' portraits, by id
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Load the model named by ``user_config["model_uri"]`` if it changed.
@@ -81,8 +117,10 @@ class Animator:
         except Exception as exc:
             if model is None:
                 raise
-            self.engine.load_error = f"{uri}: {type(exc).__name__}: {exc}"
-            logger.error("model reload failed, still serving %s: %s", model.info["uri"], exc)
+            # /v1/model says what kind of failure, never the text (it names URIs and paths)
+            self.engine.load_error = load_failure(exc)
+            logger.error("model reload of %s failed, still serving %s: %s: %s", uri,
+                         model.info["uri"], type(exc).__name__, exc)
             return
         logger.info("loaded model %s (version %s) in %.1f s", uri, info["version"], info["load_s"])
 
@@ -121,40 +159,55 @@ class Animator:
         return open_stream(self.engine, start)
 
     def stream_step(self, state: dict[str, Any], audio: Any, final: bool, portrait: Any,
-                    portrait_id: str) -> dict[str, Any]:
-        """One step of a stream; asks for the portrait when this replica has not seen it."""
-        from serve.stream import step_stream
+                    portrait_id: str) -> Any:
+        """One step of a stream, called with ``stream=True``: each window's frames as it is
+        rendered, then the new state; asks for the portrait when this replica has not seen it."""
+        from serve.stream import needs_portrait, step_stream
 
         if portrait is None:
             portrait = self.portraits.get(portrait_id)
             if portrait is None:
-                return {"need_portrait": True}
-        self.portraits[portrait_id] = portrait
-        self.portraits.move_to_end(portrait_id)
-        while len(self.portraits) > 16:
-            self.portraits.popitem(last=False)
+                return needs_portrait()
+        self.portraits.put(portrait_id, portrait)
         return step_stream(self.engine, state, audio, final, portrait)
 
 
 @serve.deployment
 @serve.ingress()
 class Ingress:
-    """FastAPI routes (:mod:`serve.api`) and the WebSocket stream (:mod:`serve.stream`)."""
+    """FastAPI routes (:mod:`serve.api`) and the WebSocket stream (:mod:`serve.stream`).
 
-    def __init__(self, portraits: Any, animator: Any, cfg: dict[str, Any]) -> None:
+    ``api_key_sha256``: the SHA-256 digest of the API key (:mod:`serve.keys`; None: no key).
+    ``api_key`` holds that digest: routes only test it against None and call :meth:`key_ok`.
+    """
+
+    def __init__(self, portraits: Any, animator: Any, cfg: dict[str, Any],
+                 api_key_sha256: str | None = None) -> None:
+        from serve.shutdown import Connections
+
         self.portraits, self.animator = portraits, animator
         self.cfg = ServeConfig.from_dict(cfg)
-        self.api_key = os.environ.get(API_KEY_ENV) or None
+        self.api_key = api_key_sha256
+        self.connections = Connections()
 
     def key_ok(self, key: str | None) -> bool:
-        """Constant-time comparison with the configured key."""
-        return key is not None and self.api_key is not None and hmac.compare_digest(
-            key.encode(), self.api_key.encode())
+        """Whether ``key`` is the configured key (constant-time comparison of SHA-256 digests)."""
+        from serve.keys import matches
+
+        return matches(key, self.api_key)
+
+    async def drain(self, window_s: float) -> dict[str, Any]:
+        """Shutdown (:mod:`serve.shutdown`): refuse new requests and streams, let those in
+        flight run up to ``window_s``, close the rest; returns once this replica is drained."""
+        return {"replica": _replica_name(), **await self.connections.drain(window_s)}
 
     def __serve_build_asgi_app__(self) -> Any:
         from serve.api import create_app
+        from serve.shutdown import DrainMiddleware
 
-        return create_app(self)
+        app = create_app(self)
+        app.add_middleware(DrainMiddleware, connections=self.connections)  # outermost
+        return app
 
 
 __all__ = ["API_KEY_ENV", "Animator", "ApiError", "Ingress", "Portraits"]

@@ -78,10 +78,16 @@ def registered(ray_cluster, mlflow_uri, tiny_bundle):
 
 
 @pytest.fixture(scope="module")
-def app_config(registered):
+def portrait_store(tmp_path_factory) -> str:
+    """The app's portrait store: a folder of this module's own (not the workspace's)."""
+    return str(tmp_path_factory.mktemp("portraits"))
+
+
+@pytest.fixture(scope="module")
+def app_config(registered, portrait_store):
     from serve.app import load
 
-    return load(None, [f"model_uri=models:/{MODEL}@champion", *TINY])
+    return load(None, [f"model_uri=models:/{MODEL}@champion", *TINY, f"portrait_store.uri={portrait_store}"])
 
 
 @pytest.fixture(scope="module")
