@@ -155,11 +155,17 @@ def _handle_errors(app: FastAPI) -> None:
 
 
 def _add_guard(app: FastAPI, backend: Any) -> None:
-    """The API key check (all but :data:`OPEN_PATHS` and :data:`OPEN_PREFIXES`) and a JSON body
-    for errors below the routes."""
+    """The Origin allow-list (:mod:`serve.origins`: a request a foreign page sent gets 403), the
+    API key check (all but :data:`OPEN_PATHS` and :data:`OPEN_PREFIXES`) and a JSON body for
+    errors below the routes."""
+    from serve.origins import origin_allowed
 
     @app.middleware("http")
     async def _guard(request: Request, call_next: Any) -> Response:
+        if not origin_allowed(request.headers.get("origin"), request.headers.get("host"),
+                              backend.cfg.origins):
+            return error_response(ApiError(403, "forbidden_origin", "pages of this origin may "
+                                           "not use this server (config origins)"))
         path = request.url.path
         open_path = path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
         if backend.api_key is not None and not open_path:

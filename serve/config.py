@@ -73,6 +73,14 @@ class StreamOptions(StrictConfig):
     steps: int = DEFAULT_STEPS  # DDIM steps per window
     jpeg_quality: int = 80
     sample_rates: list[int] = [8000, 16000, 22050, 24000, 32000, 44100, 48000]
+    # a session (serve.stream.session): timeouts close 4408, audio too far ahead 4413, caps 1013
+    start_timeout_s: float = 5.0  # the start message (with the key, unless in the header) must come
+    idle_timeout_s: float = 30.0  # no message for this long
+    max_session_s: float = 660.0  # wall clock of one stream (limits.max_stream_s of audio + slack)
+    ahead_s: float = 2.0  # audio goes to the generator at most this far ahead of real time
+    max_buffer_s: float = 10.0  # audio held for a stream: past it 4413 (client too fast) or 1013
+    max_streams: int = 16  # open streams per ingress replica
+    max_streams_per_client: int = 4  # ... per client address
 
 
 class PortraitStoreOptions(StrictConfig):
@@ -92,13 +100,13 @@ class ServeConfig(StrictConfig):
     host: str = "127.0.0.1"
     port: int = 8000
     route_prefix: str = "/"
+    # web pages allowed to call the API (serve.origins): null = the server's own page and loopback
+    # pages on any port; a list = the server's own page and these ("scheme://host[:port]", "*")
+    origins: list[str] | None = None
     steps: int = DEFAULT_STEPS  # /v1/generate default DDIM steps (quadratic spacing)
     portrait_cache: int = 128  # prepared portraits cached per replica (LRU; the store is shared)
     portrait_store: PortraitStoreOptions = PortraitStoreOptions()
     video_preset: str = "veryfast"  # libx264 preset of /v1/generate's mp4 (medium: ~2.3× slower, same size)
-    # SIGTERM / Ctrl-C → exit within this (serve.shutdown): in-flight requests and streams get all
-    # but 6 s of it, then close (streams: 1001); every deployment's graceful_shutdown_timeout_s
-    shutdown_grace_s: float = 20.0
     limits: Limits = Limits()
     stream: StreamOptions = StreamOptions()
     ingress: DeploymentOptions = DeploymentOptions(

@@ -2,7 +2,16 @@
 // Typed text (spoken by /v1/speech) or an audio file is played and sent at real-time pace, as a
 // microphone would; without either, the microphone itself is streamed.
 const $ = (id) => document.getElementById(id);
-const CHUNK_S = 0.1;      // audio sent per message
+const CHUNK_S = 0.1;      // audio sent per message, as it plays: the server takes audio at most
+                          // stream.ahead_s (2 s) ahead of real time and closes 4413 far past it
+const CLOSED = {          // close codes of /v1/stream without an error message (docs/serving.md)
+  1006: "the server refused the connection (this page's origin or the API key) or it was lost",
+  1008: "the server refused the stream (this page's origin or the API key)",
+  1011: "the server failed",
+  1013: "the server is busy or has too many streams open; try again shortly",
+  4408: "it timed out (no audio for a while, or the longest session reached)",
+  4413: "too much audio, or audio sent faster than it plays",
+};
 let live = null;          // {ws, ctx, media, node, source, timer, stats}
 
 function setButtons(running) {
@@ -33,7 +42,7 @@ export async function startLive(deps) {
     ws.onmessage = (event) => onMessage(event, deps, buffer);
     ws.onclose = (event) => {
       if (event.code !== 1000 && event.code !== 1005 && live && !live.failed) {
-        deps.status(`The stream closed: ${event.reason || event.code}`, true);
+        deps.status(`The stream closed: ${event.reason || CLOSED[event.code] || `code ${event.code}`}`, true);
       }
       closeLive();
     };
@@ -49,8 +58,9 @@ function onMessage(event, deps, buffer) {
   const msg = JSON.parse(event.data);
   if (msg.type === "ready") {
     live.stats.fps = msg.fps;
+    const most = msg.limits ? `; at most ${Math.round(msg.limits.max_session_s / 60)} min` : "";
     deps.status(buffer ? `Live: streaming the speech (about ${msg.latency_s} s behind it).`
-                       : `Live: talk now (about ${msg.latency_s} s behind you).`);
+                       : `Live: talk now (about ${msg.latency_s} s behind you${most}).`);
     if (buffer) sendBuffer(buffer); else sendMicrophone();
   } else if (msg.type === "error") {
     live.failed = true;
