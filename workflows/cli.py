@@ -45,6 +45,7 @@ BENCH_COMMANDS = {
     "voices": "workflows.bench_voices:voices",
     "generate": "serve.bench:generate_bench",
     "serve": "serve.bench:serve_bench",
+    "soak": "serve.soak:soak",
 }
 # per-command settings Typer would otherwise take from the function (``disenttalk submit``
 # passes unknown options through to the stage it submits)
