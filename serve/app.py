@@ -7,6 +7,7 @@ every argument is a ``configs/serve.yaml`` key (``config=PATH`` picks another fi
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,39 +26,59 @@ def load(config: str | Path | None = None, overrides: list[str] | None = None) -
     return load_config(ServeConfig, "serve", config, overrides or [])
 
 
-def build_app(cfg: Any) -> Any:
-    """The bound application: Ingress → (Portraits, Animator)."""
-    import os
+def build_app(cfg: Any, api_key_sha256: str | None = None) -> Any:
+    """The bound application: Ingress → (Portraits, Animator).
 
+    ``api_key_sha256``: the API key's digest (default: of ``DISENTTALK_API_KEY`` in this
+    process's environment, :mod:`serve.keys`); only the digest reaches Ray.
+    """
     from serve.config import deployment_options
-    from serve.deployments import API_KEY_ENV, Animator, Ingress, Portraits
+    from serve.deployments import Animator, Ingress, Portraits
+    from serve.keys import configured_digest
     from workflows.platform.raycluster import worker_env
 
-    # Replicas get this process's MLflow / S3 / workspace settings (the ingress also the API
-    # key) whatever environment the Ray cluster was started with.
+    api_key_sha256 = api_key_sha256 or configured_digest()
+    # Replicas get this process's MLflow / S3 / workspace settings whatever environment the Ray
+    # cluster was started with (never the API key: runtime_env is shown in Ray's tables).
     env = worker_env()
-    key = {API_KEY_ENV: os.environ[API_KEY_ENV]} if os.environ.get(API_KEY_ENV) else {}
 
-    def options(section: Any, extra_env: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
-        opts = {**deployment_options(section), **extra}
-        if env or extra_env:
-            opts["ray_actor_options"]["runtime_env"] = {"env_vars": {**env, **(extra_env or {})}}
+    def options(section: Any, **extra: Any) -> dict[str, Any]:
+        opts = {**deployment_options(section), **extra,
+                "graceful_shutdown_timeout_s": cfg.shutdown_grace_s}
+        if env:
+            opts["ray_actor_options"]["runtime_env"] = {"env_vars": dict(env)}
         return opts
 
     data = cfg.to_dict()
     portraits = Portraits.options(**options(cfg.portraits)).bind(data)
     animator = Animator.options(**options(cfg.generator, user_config={"model_uri": cfg.model_uri})).bind(data)
-    return Ingress.options(**options(cfg.ingress, key)).bind(portraits, animator, data)
+    return Ingress.options(**options(cfg.ingress)).bind(portraits, animator, data, api_key_sha256)
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def build(args: dict[str, Any]) -> Any:
-    """Application builder for ``serve run serve.app:build key=value ...``."""
+    """Application builder for ``serve run serve.app:build key=value ...``.
+
+    ``require_api_key=true`` (what ``--write-config`` writes: the config binds every address)
+    refuses to build without ``DISENTTALK_API_KEY`` in the environment of the process building it.
+    """
+    from serve.keys import API_KEY_ENV, configured_digest
+
     args = dict(args or {})
     config = args.pop("config", None)
+    required = _flag(args.pop("require_api_key", False))
     if "model" in args:
         args["model_uri"] = args.pop("model")
     overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items()]
-    return build_app(load(config, overrides))
+    key = configured_digest()
+    if required and key is None:
+        raise ValueError(f"require_api_key is set (the app listens on every address) but {API_KEY_ENV} "
+                         "is not set where the app is built: set it on the Ray nodes (Kubernetes: "
+                         "from a Secret, see infra/rayservice.yaml)")
+    return build_app(load(config, overrides), key)
 
 
 def serve_config(cfg: Any, args: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -65,7 +86,8 @@ def serve_config(cfg: Any, args: dict[str, Any] | None = None) -> dict[str, Any]
     from serve.config import deployment_options
 
     def deployment(name: str, opts: Any, **extra: Any) -> dict[str, Any]:
-        return {"name": name, **deployment_options(opts), **extra}
+        return {"name": name, **deployment_options(opts), **extra,
+                "graceful_shutdown_timeout_s": cfg.shutdown_grace_s}
 
     return {
         "proxy_location": "EveryNode",
@@ -84,13 +106,90 @@ def serve_config(cfg: Any, args: dict[str, Any] | None = None) -> dict[str, Any]
     }
 
 
-def start(cfg: Any, host: str, port: int) -> str:
+def start(cfg: Any, host: str, port: int, api_key_sha256: str | None = None) -> str:
     """Start Serve on ``host:port`` in the connected Ray cluster and run the app; its URL."""
     from ray import serve
 
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(cfg), name=APP_NAME, route_prefix=cfg.route_prefix)
+    serve.run(build_app(cfg, api_key_sha256), name=APP_NAME, route_prefix=cfg.route_prefix)
     return f"http://{host}:{port}{cfg.route_prefix}"
+
+
+def write_config(path: Path, cfg: Any, port: int, overrides: list[str], extra: list[str],
+                 insecure: bool) -> None:
+    """``--write-config``: the Serve config file for ``serve deploy`` / a RayService. It binds
+    every address, so it requires an API key where the app is built, unless ``insecure``."""
+    import yaml
+
+    header = ("# Generated by `disenttalk serve --write-config` from configs/serve.yaml"
+              + (f" with --set {' --set '.join(overrides)}" if overrides else "") + ".\n"
+              "# Deploy: serve deploy this-file.yaml (RAY_ADDRESS / --address of the cluster).\n")
+    if insecure:
+        header += ("# WARNING: written with --insecure: it listens on every address (0.0.0.0) and\n"
+                   "# requires no API key: anyone who reaches the port can use the API.\n")
+    else:
+        header += ("# It listens on every address (0.0.0.0), so require_api_key: the app refuses to\n"
+                   "# build unless DISENTTALK_API_KEY is set (non-empty) on the Ray nodes; on\n"
+                   "# Kubernetes from a Secret (infra/rayservice.yaml). Only its SHA-256 reaches Ray.\n")
+    args = dict(o.split("=", 1) for o in [*overrides, *extra])
+    args.setdefault("model_uri", cfg.model_uri)
+    if not insecure:
+        args["require_api_key"] = "true"
+    path.write_text(header + yaml.safe_dump(serve_config(cfg.model_copy(update={"port": port}), args),
+                                            sort_keys=False))
+
+
+def _refuse(message: str) -> None:
+    typer.echo(f"disenttalk serve: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def exposure_check(host: str, insecure: bool) -> str | None:
+    """The API key's digest, after refusing what would expose the API: an empty
+    ``DISENTTALK_API_KEY``, or a non-loopback ``host`` without a key unless ``insecure``."""
+    from serve.keys import API_KEY_ENV, MIN_KEY_CHARS, ApiKeyError, configured_digest, is_loopback
+
+    try:
+        key = configured_digest()
+    except ApiKeyError as exc:
+        _refuse(str(exc))
+    if key is None and not is_loopback(host):
+        if not insecure:
+            _refuse(f"refusing to listen on {host} without an API key: anyone who can reach it could "
+                    f"use the API. Set {API_KEY_ENV} (e.g. openssl rand -hex 32), listen on 127.0.0.1, "
+                    "or pass --insecure to serve without a key anyway.")
+        typer.echo(f"disenttalk serve: WARNING: listening on {host} with no API key (--insecure)", err=True)
+    if key is not None and len(os.environ[API_KEY_ENV]) < MIN_KEY_CHARS:
+        typer.echo(f"disenttalk serve: WARNING: {API_KEY_ENV} is shorter than {MIN_KEY_CHARS} "
+                   "characters; use a random key (openssl rand -hex 32)", err=True)
+    return key
+
+
+def run_until_stopped(cfg: Any, host: str, port: int, api_key_sha256: str | None) -> None:
+    """Start Ray (unless connected) and the app; serve until SIGTERM or Ctrl-C; then drain and
+    stop everything started here (:func:`serve.shutdown.stop`)."""
+    import ray
+
+    from serve.shutdown import catch_stop_signals, stop
+    from workflows.platform.raycluster import init_ray
+
+    started = False
+    catch_stop_signals()
+    try:
+        started = init_ray(cfg.ray)
+        catch_stop_signals()  # ray.init installed its own SIGTERM handler (an abrupt exit)
+        url = start(cfg, host, port, api_key_sha256)
+        typer.echo(f"DisentTalk is serving {cfg.model_uri} at {url}  (page: {url}, API: "
+                   f"{url.rstrip('/')}/v1/..., docs: {url.rstrip('/')}/docs). Ctrl-C stops it.")
+        if started:
+            typer.echo(f"Ray cluster: RAY_ADDRESS={ray.get_runtime_context().gcs_address} "
+                       "(for disenttalk bench soak --chaos)")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(APP_NAME, cfg.shutdown_grace_s, started)
 
 
 def cli(
@@ -99,42 +198,28 @@ def cli(
     model: str | None = typer.Option(None, help="Model URI (default models:/disenttalk@champion) or a bundle dir."),
     config: Path | None = typer.Option(None, "--config", help="YAML (default configs/serve.yaml)."),
     overrides: list[str] = typer.Option([], "--set", help="key=value override, repeatable."),
-    write_config: Path | None = typer.Option(None, help="Write the Serve config file for `serve deploy` and exit."),
+    write_config_to: Path | None = typer.Option(None, "--write-config",
+                                                help="Write the Serve config file for `serve deploy` and exit."),
+    insecure: bool = typer.Option(False, help="Serve on a non-loopback address without an API key "
+                                  "(refused otherwise); --write-config: drop require_api_key."),
 ) -> None:
-    """Serve the model over HTTP + WebSocket with Ray Serve (Ctrl-C stops it)."""
+    """Serve the model over HTTP + WebSocket with Ray Serve (SIGTERM or Ctrl-C drains and stops it).
+
+    The API key is DISENTTALK_API_KEY; without one only loopback addresses are served.
+    """
     from serve.config import ServeConfig
+    from serve.keys import API_KEY_ENV
 
     extra = [f"model_uri={model}"] if model else []
     cfg: ServeConfig = load(config, [*overrides, *extra])
     host, port = host or cfg.host, port or cfg.port
-    if write_config is not None:
-        import yaml
-
-        header = ("# Generated by `disenttalk serve --write-config` from configs/serve.yaml"
-                  + (f" with --set {' --set '.join(overrides)}" if overrides else "") + ".\n"
-                  "# Deploy: serve deploy this-file.yaml (RAY_ADDRESS / --address of the cluster).\n")
-        args = dict(o.split("=", 1) for o in [*overrides, *extra])
-        args.setdefault("model_uri", cfg.model_uri)
-        write_config.write_text(header + yaml.safe_dump(serve_config(cfg.model_copy(
-            update={"port": port}), args), sort_keys=False))
-        typer.echo(str(write_config))
+    if write_config_to is not None:
+        write_config(write_config_to, cfg, port, overrides, extra, insecure)
+        typer.echo(str(write_config_to))
         return
-    from ray import serve
-
-    from workflows.platform.raycluster import init_ray, shutdown_if_started
-
-    started = init_ray(cfg.ray)
-    try:
-        url = start(cfg, host, port)
-        typer.echo(f"DisentTalk is serving {cfg.model_uri} at {url}  (page: {url}, API: "
-                   f"{url.rstrip('/')}/v1/..., docs: {url.rstrip('/')}/docs). Ctrl-C stops it.")
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        serve.shutdown()
-        shutdown_if_started(started)
+    key = exposure_check(host, insecure)
+    os.environ.pop(API_KEY_ENV, None)  # the local Ray processes started next inherit no key
+    run_until_stopped(cfg, host, port, key)
 
 
 def __getattr__(name: str) -> Any:

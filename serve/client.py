@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,7 @@ class StreamResult:
     first_chunk_at: float = 0.0  # perf_counter when the first audio chunk was sent
     close_code: int | None = None
     error: dict[str, Any] | None = None
+    http_status: int | None = None  # the handshake was refused with this HTTP status
 
     @property
     def first_frame_s(self) -> float | None:
@@ -52,56 +55,95 @@ def to_pcm16(audio: np.ndarray) -> bytes:
 
 def stream(base_url: str, portrait_id: str, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, *,
            chunk_ms: int = 200, realtime: bool = True, api_key: str | None = None,
-           timeout: float = 120.0, **options: Any) -> StreamResult:
-    """Send ``audio`` in PCM16 chunks (paced like a live source if ``realtime``); collect frames."""
-    import threading
+           timeout: float = 120.0, origin: str | None = None,
+           on_frame: Callable[[int], None] | None = None, **options: Any) -> StreamResult:
+    """Send ``audio`` in PCM16 chunks (paced like a live source if ``realtime``); collect frames.
 
-    from websockets.exceptions import ConnectionClosed
+    ``origin``: the Origin header a browser page would send; ``on_frame(n)`` is called with the
+    count of frames so far as each arrives. A refused handshake gives ``http_status``.
+    """
+    from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
     start = {"type": "start", "portrait_id": portrait_id, "sample_rate": sample_rate,
              "channels": 1, "format": "pcm16", **options}
     if api_key:
         start["api_key"] = api_key
-    step = max(1, int(sample_rate * chunk_ms / 1000))
-    with connect(ws_url(base_url), max_size=None, open_timeout=timeout, close_timeout=5) as ws:
+    try:
+        ws = connect(ws_url(base_url), max_size=None, open_timeout=timeout, close_timeout=5,
+                     origin=origin, proxy=None)
+    except InvalidStatus as exc:
+        return StreamResult(ready={}, http_status=exc.response.status_code)
+    with ws:
         ws.send(json.dumps(start))
-        first = json.loads(ws.recv(timeout=timeout))
-        result = StreamResult(ready=first)
-        if first.get("type") != "ready":
-            result.error = first.get("error")
+        result = StreamResult(ready={})
+        if not _ready(ws, result, timeout):
             return result
-
-        def send() -> None:
-            t0 = time.perf_counter()
-            result.first_chunk_at = t0
-            for k, i in enumerate(range(0, len(audio), step)):
-                if realtime:  # a live source: chunk k exists only after (k+1)·chunk of time
-                    time.sleep(max(0.0, t0 + k * chunk_ms / 1000 - time.perf_counter()))
-                try:
-                    ws.send(to_pcm16(audio[i:i + step]))
-                except ConnectionClosed:
-                    return
-            try:
-                ws.send(json.dumps({"type": "end"}))
-            except ConnectionClosed:
-                pass
-
-        sender = threading.Thread(target=send, daemon=True)
+        sender = threading.Thread(target=_send_audio, args=(ws, result, audio, sample_rate, chunk_ms,
+                                                            realtime), daemon=True)
         sender.start()
-        try:
-            while True:
-                message = ws.recv(timeout=timeout)
-                if isinstance(message, bytes):
-                    header, jpeg = unpack_frame(message)
-                    result.frames.append((header, jpeg, time.perf_counter()))
-                    continue
-                msg = json.loads(message)
-                if msg.get("type") == "end":
-                    result.end = msg
-                elif msg.get("type") == "error":
-                    result.error = msg.get("error")
-        except ConnectionClosed as exc:
-            result.close_code = exc.rcvd.code if exc.rcvd else None
+        _receive(ws, result, timeout, on_frame)
         sender.join(timeout=5)
     return result
+
+
+def _ready(ws: Any, result: StreamResult, timeout: float) -> bool:
+    """Read the server's first message; whether it is ``ready`` (else the error and close code)."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        first = json.loads(ws.recv(timeout=timeout))
+    except ConnectionClosed as exc:
+        result.close_code = exc.rcvd.code if exc.rcvd else None
+        return False
+    result.ready = first
+    if first.get("type") == "ready":
+        return True
+    result.error = first.get("error")
+    try:
+        ws.recv(timeout=10)
+    except ConnectionClosed as exc:
+        result.close_code = exc.rcvd.code if exc.rcvd else None
+    except TimeoutError:
+        pass
+    return False
+
+
+def _send_audio(ws: Any, result: StreamResult, audio: np.ndarray, sample_rate: int, chunk_ms: int,
+                realtime: bool) -> None:
+    """The audio in chunks (a live source: chunk k exists only after (k+1)·chunk), then ``end``."""
+    from websockets.exceptions import ConnectionClosed
+
+    step = max(1, int(sample_rate * chunk_ms / 1000))
+    t0 = time.perf_counter()
+    result.first_chunk_at = t0
+    try:
+        for k, i in enumerate(range(0, len(audio), step)):
+            if realtime:
+                time.sleep(max(0.0, t0 + k * chunk_ms / 1000 - time.perf_counter()))
+            ws.send(to_pcm16(audio[i:i + step]))
+        ws.send(json.dumps({"type": "end"}))
+    except ConnectionClosed:
+        return
+
+
+def _receive(ws: Any, result: StreamResult, timeout: float, on_frame: Callable[[int], None] | None) -> None:
+    """Frames, the end message and errors until the server closes."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        while True:
+            message = ws.recv(timeout=timeout)
+            if isinstance(message, bytes):
+                header, jpeg = unpack_frame(message)
+                result.frames.append((header, jpeg, time.perf_counter()))
+                if on_frame is not None:
+                    on_frame(len(result.frames))
+                continue
+            msg = json.loads(message)
+            if msg.get("type") == "end":
+                result.end = msg
+            elif msg.get("type") == "error":
+                result.error = msg.get("error")
+    except ConnectionClosed as exc:
+        result.close_code = exc.rcvd.code if exc.rcvd else None

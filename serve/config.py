@@ -107,6 +107,9 @@ class ServeConfig(StrictConfig):
     portrait_cache: int = 128  # prepared portraits cached per replica (LRU; the store is shared)
     portrait_store: PortraitStoreOptions = PortraitStoreOptions()
     video_preset: str = "veryfast"  # libx264 preset of /v1/generate's mp4 (medium: ~2.3× slower, same size)
+    # SIGTERM / Ctrl-C → exit within this (serve.shutdown): in-flight requests and streams get all
+    # but 6 s of it, then close (streams: 1001); every deployment's graceful_shutdown_timeout_s
+    shutdown_grace_s: float = 20.0
     limits: Limits = Limits()
     stream: StreamOptions = StreamOptions()
     ingress: DeploymentOptions = DeploymentOptions(
