@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 const CHUNK_S = 0.1;      // audio sent per message, as it plays: the server takes audio at most
                           // stream.ahead_s (2 s) ahead of real time and closes 4413 far past it
 const CLOSED = {          // close codes of /v1/stream without an error message (docs/serving.md)
+  1001: "the server is shutting down",
   1006: "the server refused the connection (this page's origin or the API key) or it was lost",
   1008: "the server refused the stream (this page's origin or the API key)",
   1011: "the server failed",
