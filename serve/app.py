@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,8 @@ def exposure_check(host: str, insecure: bool) -> str | None:
 
 def run_until_stopped(cfg: Any, host: str, port: int, api_key_sha256: str | None) -> None:
     """Start Ray (unless connected) and the app; serve until SIGTERM or Ctrl-C; then drain and
-    stop everything started here (:func:`serve.shutdown.stop`)."""
+    stop everything started here (:func:`serve.shutdown.stop`) and exit 0 (the process ends here:
+    the interpreter's own teardown of Ray's core worker would take seconds more)."""
     import ray
 
     from serve.shutdown import catch_stop_signals, stop
@@ -182,7 +184,8 @@ def run_until_stopped(cfg: Any, host: str, port: int, api_key_sha256: str | None
         typer.echo(f"DisentTalk is serving {cfg.model_uri} at {url}  (page: {url}, API: "
                    f"{url.rstrip('/')}/v1/..., docs: {url.rstrip('/')}/docs). Ctrl-C stops it.")
         if started:
-            typer.echo(f"Ray cluster: RAY_ADDRESS={ray.get_runtime_context().gcs_address} "
+            auth = " RAY_AUTH_MODE=token" if os.environ.get("RAY_AUTH_MODE") == "token" else ""
+            typer.echo(f"Ray cluster: RAY_ADDRESS={ray.get_runtime_context().gcs_address}{auth} "
                        "(for disenttalk bench soak --chaos)")
         while True:
             time.sleep(3600)
@@ -190,6 +193,9 @@ def run_until_stopped(cfg: Any, host: str, port: int, api_key_sha256: str | None
         pass
     finally:
         stop(APP_NAME, cfg.shutdown_grace_s, started)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def cli(

@@ -91,7 +91,8 @@ class Tally:
         with self.lock:
             m = self.minutes[self.minute_of(t)]
             m.streams[(kind, close_code)] += 1
-            m.frames[kind] += frames
+            if frames:
+                m.frames[kind] += frames
 
     def rss(self, replica: str, rss_bytes: int, t: float | None = None) -> None:
         with self.lock:
@@ -141,12 +142,14 @@ class Tally:
         return [f"{what} ×{n}" for what, n in sorted(out.items())]
 
     def summary(self) -> dict[str, Any]:
-        """Totals, RSS growth from minute 5 (or the second) to the end, throughput first vs last."""
+        """Totals, RSS growth from minute 5 (the first in runs under 6 minutes) to the end, and
+        /v1/generate successes per minute in the first third against the last third."""
         with self.lock:
             minutes = sorted(self.minutes)
             done = [sum(n for (k, s), n in self.minutes[i].requests.items()
                         if s == 200 and k.startswith("generate")) for i in minutes]
-            first_rss = self.minutes[minutes[min(4, len(minutes) - 1)]].rss if minutes else {}
+            start = 4 if len(minutes) > 5 else 0  # minute 5 (warmed up), else the first
+            first_rss = self.minutes[minutes[start]].rss if minutes else {}
             last_rss = self.minutes[minutes[-1]].rss if minutes else {}
         growth = {r: round(100 * (last_rss[r] - first_rss[r]) / first_rss[r], 1)
                   for r in sorted(set(first_rss) & set(last_rss)) if first_rss[r]}
@@ -366,6 +369,8 @@ def soak(
     if chaos and not ray_address:
         raise typer.BadParameter("--chaos kills replicas through the server's Ray cluster: set RAY_ADDRESS "
                                  "(disenttalk serve prints it) or --ray-address")
+    if ray_address:
+        soak_ray.use_token_auth()  # before ray is imported
     s = open_soak(url.rstrip("/"), api_key, seconds, upload_mb)
     state_api = False
     if ray_address:

@@ -185,12 +185,16 @@ def _start(soak: Any, **fields: Any) -> str:
 def trickle(soak: Any) -> tuple[str, int | str]:
     """A valid stream that sends one sample every 20 s: the session deadline must end it (4408);
     ``("ws", "open")`` when the soak ends first."""
+    left = []
+
     def drip(ws: Any) -> None:
         while not soak.stop.wait(20.0):
             ws.send(b"\0\0")
+        left.append(True)  # the soak ended: this client leaves
         ws.close()
 
-    return ws_exchange(soak, _start(soak), wait=5.0, then=drip)
+    outcome = ws_exchange(soak, _start(soak), wait=5.0, then=drip)
+    return ("ws", "open") if left else outcome
 
 
 def burst(soak: Any) -> tuple[str, int | str]:

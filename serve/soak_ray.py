@@ -17,6 +17,18 @@ from typing import Any
 REPLICA_PREFIX = "SERVE_REPLICA::"
 
 
+def use_token_auth() -> None:
+    """A local cluster started by ``ray.init`` uses token authentication (the token in
+    ``~/.ray/auth_token``), which Ray only uses towards an explicit address with
+    ``RAY_AUTH_MODE=token``: set that when a token is there and the mode is not set. Ray reads
+    the mode when it is imported, so call this before anything imports ray."""
+    import os
+
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file.exists()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def connect(address: str) -> None:
     """Join the server's Ray cluster as a driver (no output from its workers here)."""
     import ray

@@ -25,7 +25,7 @@ from tests.serve.conftest import SR, TINY, free_port, png_bytes
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 MODEL = "disenttalk-shutdown-test"
-GRACE_S = 12.0  # shutdown_grace_s: the drain window is GRACE_S − STOP_RESERVE_S (6 s)
+GRACE_S = 10.0  # shutdown_grace_s: the drain window is GRACE_S − STOP_RESERVE_S (6 s) = 4 s
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ def test_late_outcomes_count_in_the_last_minute_and_the_summary_compares_ends():
     summary = t.summary()
     assert summary["minutes"] == 3 and summary["generate_ok_per_minute"] == [10, 9, 9]
     assert summary["throughput_first_vs_last"] == [10.0, 9.0]
-    assert summary["rss_growth_pct"] == {"Animator#a": 0.0}  # minute 5 is past the end: the last one
+    assert summary["rss_growth_pct"] == {"Animator#a": 2.0}  # under 6 minutes: from the first
     assert summary["contract_misses"] == {"hostile:chunked_200mb": {"200": 1}}
 
 
