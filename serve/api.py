@@ -92,17 +92,17 @@ def _validation_error(status: int, code: str, exc: ValidationError | RequestVali
 
 
 async def _form(request: Request, backend: Any) -> Any:
+    """The multipart form, each file capped at ``limits.max_upload_mb`` as it streams in (the
+    whole body is counted by :class:`serve.upload.BodyLimit`)."""
+    from serve.upload import read_form
+
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
         raise ApiError(415, "unsupported_media", "send multipart/form-data (fields image|portrait_id, audio|text)")
-    length = request.headers.get("content-length")
-    limit = 2 * backend.cfg.limits.max_upload_mb * 1024 * 1024 + 65536
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise ApiError(413, "upload_too_large",
-                       f"the request is {int(length) / 1e6:.1f} MB; each file may be "
-                       f"{backend.cfg.limits.max_upload_mb:g} MB")
     try:
-        return await request.form(max_files=2, max_fields=16)
+        return await read_form(request, backend.cfg.limits.max_upload_mb)
+    except ApiError:  # a file or the body over its limit: 413
+        raise
     except Exception as exc:  # starlette's MultiPartException and parser errors
         raise ApiError(400, "bad_multipart", f"the multipart body could not be parsed ({exc})") from None
 
@@ -351,9 +351,13 @@ def _add_page_routes(app: FastAPI) -> None:
 
 def create_app(backend: Any) -> FastAPI:
     """The ingress app; ``backend`` has ``portraits``/``animator`` handles, ``cfg``, ``api_key``."""
+    from serve.upload import BodyLimit, body_limits
+
     app = FastAPI(title="DisentTalk", version="1", summary="Audio-driven talking faces on Ray Serve")
     _handle_errors(app)
     _add_guard(app, backend)
+    # outermost: request bytes are counted before any middleware or route reads them
+    app.add_middleware(BodyLimit, routes=body_limits(backend.cfg.limits.max_upload_mb))
     _add_status_routes(app, backend)
     _add_generation_routes(app, backend)
     _add_speech_routes(app, backend)

@@ -57,8 +57,10 @@ class Portraits:
 
         ``face`` picks a face of a group photo by index (default: the largest usable one).
         """
+        from serve.inputs import check_upload
         from serve.portraits import content_id
 
+        check_upload(data, self.cfg.limits, "image")  # before hashing: an oversized photo costs nothing
         pid = content_id(data, face, self.secret)
         portrait = self.cache.get(pid) or self._prepare(pid, data, face)
         self.store.put(pid, face, data)  # only photos with a usable face are kept

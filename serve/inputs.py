@@ -1,18 +1,16 @@
 """Request payloads → arrays, with the limits and the clear errors the API promises.
 
-Nothing a caller sends becomes a path: uploads are decoded from memory (images) or from a
-temporary file whose name the server makes (audio, which FFmpeg reads from a file).
+Nothing a caller sends becomes a path: uploads are decoded from memory (images by Pillow, audio
+by FFmpeg through :mod:`serve.audiofile`).
 """
 
 from __future__ import annotations
 
 import io
-import tempfile
 import warnings
 
 import numpy as np
 
-from disenttalk.constants import SAMPLE_RATE
 from serve.config import Limits
 from serve.errors import ApiError
 
@@ -64,21 +62,12 @@ def decode_image(data: bytes, limits: Limits, max_side: int | None = None) -> np
 
 
 def decode_audio(data: bytes, limits: Limits) -> np.ndarray:
-    """float32 mono 16 kHz from any audio file FFmpeg reads (WAV, MP3, OGG/Opus, WebM, M4A...)."""
-    from disenttalk import media
+    """float32 mono 16 kHz from an audio upload in an accepted format (:mod:`serve.audiofile`:
+    WAV, MP3, Ogg, FLAC, WebM, M4A/MP4, AAC), decoded packet by packet up to the length limit."""
+    from serve import audiofile
 
     check_upload(data, limits, "audio")
-    with tempfile.NamedTemporaryFile(prefix="disenttalk-audio-") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        try:
-            audio = media.read_audio(tmp.name, SAMPLE_RATE)
-        except media.MediaError as exc:
-            reason = str(exc).replace(tmp.name, "audio").removeprefix("audio: ")
-            raise ApiError(415, "unsupported_media",
-                           f"the audio could not be decoded ({reason})", field="audio") from None
-    check_duration(len(audio) / SAMPLE_RATE, limits.max_audio_s, "audio")
-    return audio
+    return audiofile.decode(data, limits.max_audio_s)
 
 
 def check_duration(seconds: float, limit: float, what: str, field: str | None = "audio") -> None:

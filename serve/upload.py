@@ -1,0 +1,131 @@
+"""Request bodies counted as they arrive: 413 before an oversized body is read into memory.
+
+:class:`BodyLimit` is ASGI middleware around the whole app: it refuses a ``Content-Length`` over
+the limit without reading anything, and counts the bytes of every ``http.request`` message as
+the app receives them, so a chunked upload (no ``Content-Length``) is stopped the moment it
+passes the limit: two files and the fields for ``/v1/generate``, one for ``/v1/portraits``, 64 KiB
+for any other body (``/v1/speech``'s JSON). :func:`read_form` parses ``multipart/form-data`` with a cap on each file part,
+checked as the part streams in (files past 1 MB spool to disk, never whole in memory).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.formparsers import MultiPartParser
+
+from serve.errors import ApiError
+
+FIELDS_BYTES = 65536  # the text fields of a form, all together
+
+
+def too_large(what: str, limit: int, field: str | None = None, size: int | None = None) -> ApiError:
+    """413 ``upload_too_large``: ``what`` is over ``limit`` bytes (``size``, when known)."""
+    mb = 1024 * 1024
+    message = (f"{what} is {size / mb:.1f} MB; the limit is {limit / mb:.3g} MB" if size is not None
+               else f"{what} is over the limit of {limit / mb:.3g} MB")
+    return ApiError(413, "upload_too_large", message, field=field)
+
+
+def body_limit(max_upload_mb: float, files: int = 2) -> int:
+    """Bytes a request body may have: ``files`` uploads at their cap plus the form's fields."""
+    return int(files * max_upload_mb * 1024 * 1024) + FIELDS_BYTES
+
+
+def body_limits(max_upload_mb: float) -> dict[str, int]:
+    """The body limit of each route that takes files; any other body: :data:`FIELDS_BYTES`."""
+    return {"/v1/generate": body_limit(max_upload_mb, 2), "/v1/portraits": body_limit(max_upload_mb, 1)}
+
+
+async def _answer(send: Any, err: ApiError) -> None:
+    body = json.dumps(err.body()).encode()
+    await send({"type": "http.response.start", "status": err.status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """ASGI middleware: 413 ``upload_too_large`` once a request body passes its route's limit
+    (``routes``: path → bytes; any other path: ``limit``).
+
+    Past the limit, ``receive`` raises the 413 into the app (a form being parsed stops there),
+    whatever the app then tries to answer is dropped, and the 413 is sent instead; the rest of
+    the body is never read by the app.
+    """
+
+    def __init__(self, app: Any, limit: int = FIELDS_BYTES, routes: dict[str, int] | None = None) -> None:
+        self.app, self.default, self.routes = app, int(limit), dict(routes or {})
+
+    def limit(self, scope: dict) -> int:
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):] or "/"
+        return self.routes.get(path, self.default)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit(scope)
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await _answer(send, too_large("the request body", limit, size=int(declared)))
+            return
+        state = {"bytes": 0, "error": None, "started": False}
+
+        async def counted() -> dict:
+            if state["error"] is not None:
+                raise state["error"]
+            message = await receive()
+            if message["type"] == "http.request":
+                state["bytes"] += len(message.get("body", b""))
+                if state["bytes"] > limit:
+                    state["error"] = too_large("the request body", limit)
+                    raise state["error"]
+            return message
+
+        async def guarded(message: dict) -> None:
+            if state["error"] is None:  # past the limit the app's own answer is dropped
+                state["started"] = True
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if state["error"] is None:
+                raise
+        if state["error"] is not None and not state["started"]:
+            await _answer(send, state["error"])
+
+
+class _CappedParser(MultiPartParser):
+    """Starlette's multipart parser with a cap on each file part, checked as its bytes arrive."""
+
+    def __init__(self, *args: Any, max_file_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_file_size, self._file_bytes = int(max_file_size), 0
+
+    def on_part_begin(self) -> None:
+        super().on_part_begin()
+        self._file_bytes = 0
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._current_part.file is not None:
+            self._file_bytes += end - start
+            if self._file_bytes > self.max_file_size:
+                name = self._current_part.field_name or None
+                raise too_large(f"the {name or 'file'} upload", self.max_file_size, field=name)
+        super().on_part_data(data, start, end)
+
+
+async def read_form(request: Any, max_file_mb: float, max_files: int = 2, max_fields: int = 16) -> Any:
+    """The multipart form of ``request``: at most ``max_files`` files of ``max_file_mb`` each
+    (413 ``upload_too_large`` naming the field as soon as one passes it), ``max_fields`` text
+    fields of at most :data:`FIELDS_BYTES` bytes. Parser errors are Starlette's
+    ``MultiPartException``."""
+    parser = _CappedParser(request.headers, request.stream(), max_files=max_files,
+                           max_fields=max_fields, max_part_size=FIELDS_BYTES,
+                           max_file_size=int(max_file_mb * 1024 * 1024))
+    return await parser.parse()
