@@ -305,54 +305,94 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_R
         wavfile.write(tmp, sample_rate, pcm)
 
 
-def write_video(
-    path: str | Path,
-    frames: np.ndarray,
-    fps: float,
-    audio: np.ndarray | None = None,
-    sample_rate: int = SAMPLE_RATE,
-    preset: str | None = None,
-) -> None:
+class VideoWriter:
+    """H.264 yuv420p MP4 (GOP 25) written as frames come, with optional AAC audio: frames are
+    encoded as :meth:`write` is called, so memory holds the chunk being written (and x264's
+    look-ahead), not the video. The file appears at ``path`` on :meth:`close` (atomically);
+    leaving the ``with`` block on an error leaves nothing. ``preset``: see :func:`write_video`.
+    """
+
+    def __init__(self, path: str | Path, fps: float, audio: np.ndarray | None = None,
+                 sample_rate: int = SAMPLE_RATE, preset: str | None = None) -> None:
+        self.path, self.fps, self.preset, self.audio, self.sample_rate = Path(path), fps, preset, audio, sample_rate
+        self.frames, self.size = 0, None  # frames written, (height, width) as given
+        self._stack, self._out = contextlib.ExitStack(), None
+
+    def _open(self, height: int, width: int) -> None:
+        import av
+
+        tmp = self._stack.enter_context(_atomic_target(self.path))
+        out = self._stack.enter_context(av.open(str(tmp), mode="w", format="mp4"))
+        vstream = out.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+        vstream.width, vstream.height = width + width % 2, height + height % 2
+        vstream.pix_fmt = "yuv420p"
+        vstream.codec_context.gop_size = GOP_SIZE
+        if self.preset:
+            vstream.options = {"preset": self.preset}
+        if self.audio is not None:
+            self._astream = out.add_stream("aac", rate=self.sample_rate, layout="mono")
+        self._out, self._vstream, self.size = out, vstream, (height, width)
+
+    def write(self, frames: np.ndarray) -> None:
+        """Encode uint8 RGB frames [n,H,W,3] (or one [H,W,3]), all of the first frame's size."""
+        import av
+
+        frames = np.asarray(frames)
+        frames = frames[None] if frames.ndim == 3 else frames
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be uint8 [T,H,W,3], got shape {frames.shape}")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8, got {frames.dtype}")
+        if self._out is None:
+            self._open(*frames.shape[1:3])
+        if frames.shape[1:3] != self.size:
+            raise ValueError(f"frames of {frames.shape[1:3]} after frames of {self.size}")
+        # yuv420p subsamples chroma 2x2, so H.264 needs even sizes: replicate the last row/column.
+        pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+        if pad_h or pad_w:
+            frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        try:
+            for image in frames:
+                self._out.mux(self._vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        except av.FFmpegError as exc:
+            raise MediaError(f"{self.path}: writing failed ({exc})") from exc
+        self.frames += len(frames)
+
+    def close(self) -> None:
+        """Flush the video, mux the audio, and put the file in place."""
+        import av
+
+        if self._out is None:
+            raise ValueError("frames must be non-empty: no frame was written")
+        try:
+            self._out.mux(self._vstream.encode(None))
+            if self.audio is not None:
+                samples = _as_mono_float(self.audio)[None, :]  # planar [1,S]
+                aframe = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+                aframe.sample_rate, aframe.pts = self.sample_rate, 0
+                self._out.mux(self._astream.encode(aframe))  # PyAV re-chunks to the codec's frame size
+                self._out.mux(self._astream.encode(None))
+            self._stack.close()
+        except av.FFmpegError as exc:
+            raise MediaError(f"{self.path}: writing failed ({exc})") from exc
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close() if exc[0] is None else self._stack.__exit__(*exc)  # on error: no file
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray | None = None,
+                sample_rate: int = SAMPLE_RATE, preset: str | None = None) -> None:
     """Write uint8 [T,H,W,3] RGB frames as H.264 yuv420p MP4 (GOP 25), with optional AAC audio.
 
     ``preset`` is libx264's speed/size trade-off (None = its default, ``medium``): ``veryfast``
     encodes a 256² talking face ~2.3× faster at about the same size, which is what a server
-    answering in real time wants.
+    answering in real time wants. Frames made a chunk at a time: :class:`VideoWriter`.
     """
-    import av
-
     frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+    if frames.ndim != 4 or len(frames) == 0:
         raise ValueError(f"frames must be non-empty uint8 [T,H,W,3], got shape {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8, got {frames.dtype}")
-    # yuv420p subsamples chroma 2x2, so H.264 needs even sizes: replicate the last row/column.
-    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    rate = Fraction(fps).limit_denominator(1001)
-
-    path = Path(path)
-    try:
-        with _atomic_target(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as out:
-            vstream = out.add_stream("libx264", rate=rate)
-            vstream.width, vstream.height = frames.shape[2], frames.shape[1]
-            vstream.pix_fmt = "yuv420p"
-            vstream.codec_context.gop_size = GOP_SIZE
-            if preset:
-                vstream.options = {"preset": preset}
-            astream = None
-            if audio is not None:
-                astream = out.add_stream("aac", rate=sample_rate, layout="mono")
-            for image in frames:
-                out.mux(vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-            out.mux(vstream.encode(None))
-            if astream is not None:
-                samples = _as_mono_float(audio)[None, :]  # planar [1,S]
-                aframe = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-                aframe.sample_rate = sample_rate
-                aframe.pts = 0
-                out.mux(astream.encode(aframe))  # PyAV re-chunks to the codec's frame size
-                out.mux(astream.encode(None))
-    except av.FFmpegError as exc:
-        raise MediaError(f"{path}: writing failed ({exc})") from exc
+    with VideoWriter(path, fps, audio, sample_rate, preset) as writer:
+        writer.write(frames)

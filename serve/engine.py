@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,6 @@ class Engine:
     # -- offline ----------------------------------------------------------------------------
     def generate(self, audio: np.ndarray, portrait: Portrait, options: Any) -> dict[str, Any]:
         """A talking video (mp4 bytes with the audio) or the motion (JSON / npz)."""
-        from disenttalk import media
-
         model = self.current()
         gen = model.offline
         t0 = time.perf_counter()
@@ -166,16 +165,36 @@ class Engine:
             buf = io.BytesIO()
             np.savez(buf, expression=motion.expression, pose=motion.pose, fps=motion.fps)
             return {"body": buf.getvalue(), "media_type": "application/octet-stream", "meta": meta}
-        frames = self.frames(model, gen, motion, portrait, options.crop_only)
-        t2 = time.perf_counter()
+        chunks = self.frame_chunks(model, gen, motion, portrait, options.crop_only)
+        body, timing = self.video(chunks, motion.fps, audio)
+        meta.update(timing)
+        return {"body": body, "media_type": "video/mp4", "meta": meta}
+
+    def video(self, chunks: Iterator[np.ndarray], fps: float, audio: np.ndarray) -> tuple[bytes, dict]:
+        """MP4 bytes of the frames in ``chunks``, each encoded as soon as it is made (memory holds
+        one chunk, not the video), with ``audio``; and the render / encode seconds and the size."""
+        from disenttalk import media
+
+        render_s = encode_s = 0.0
         with tempfile.TemporaryDirectory(prefix="disenttalk-video-") as tmp:
             out = Path(tmp) / "talk.mp4"
-            media.write_video(out, frames, motion.fps, audio=audio, sample_rate=SAMPLE_RATE,
-                              preset=self.cfg.video_preset)
+            with media.VideoWriter(out, fps, audio, SAMPLE_RATE, self.cfg.video_preset) as writer:
+                while True:
+                    t0 = time.perf_counter()
+                    frames = next(chunks, None)
+                    t1 = time.perf_counter()
+                    render_s += t1 - t0
+                    if frames is None:
+                        break
+                    writer.write(frames)
+                    del frames  # the next chunk is made without this one alive
+                    encode_s += time.perf_counter() - t1
+                t1 = time.perf_counter()
+            encode_s += time.perf_counter() - t1  # the encoder's flush and the audio
             body = out.read_bytes()
-        meta.update(render_s=round(t2 - t1, 3), encode_s=round(time.perf_counter() - t2, 3),
-                    size=[int(frames.shape[2]), int(frames.shape[1])])
-        return {"body": body, "media_type": "video/mp4", "meta": meta}
+        height, width = writer.size
+        return body, {"render_s": round(render_s, 3), "encode_s": round(encode_s, 3),
+                      "size": [int(width), int(height)]}
 
     def renderer(self, model: Loaded, portrait: Portrait, sharp: bool = False) -> tuple[Any, float]:
         """The portrait's WarpRenderer on ``model``'s device (cached, LRU) and its pixels per crop
@@ -217,16 +236,23 @@ class Engine:
 
     def frames(self, model: Loaded, gen: Any, motion: Any, portrait: Portrait,
                crop_only: bool) -> np.ndarray:
-        """Rendered crops [T,S,S,3], or pasted into the photo [T,H,W,3] (as Generator.render)."""
+        """Rendered crops [T,S,S,3], or pasted into the photo [T,H,W,3] (as Generator.render),
+        all at once: a stream step's few frames (a whole video: :meth:`frame_chunks`)."""
+        return next(self.frame_chunks(model, gen, motion, portrait, crop_only, size=max(len(motion), 1)))
+
+    def frame_chunks(self, model: Loaded, gen: Any, motion: Any, portrait: Portrait, crop_only: bool,
+                     size: int | None = None) -> Iterator[np.ndarray]:
+        """:meth:`frames` made ``size`` frames at a time (default: the renderer's batch, so the
+        frames are the same as made at once), each made only when the previous one is taken."""
         portrait = self.framed(model, portrait)
         # each portrait's own rest (Generator.portrait_rest), the same in both windows
         landmarks = gen.landmarks(motion, portrait.crop_landmarks)
         # into the photo: drawn on its own pixels (up to 512 px a side), so its detail stays
         renderer, scale = self.renderer(model, portrait, sharp=not crop_only)
-        frames = renderer.render(landmarks * scale)
-        if crop_only or not len(frames):
-            return frames
-        return paste(portrait, frames, still=renderer.portrait)
+        size = size or renderer.config.chunk_frames
+        for start in range(0, max(len(landmarks), 1), size):
+            frames = renderer.render(landmarks[start:start + size] * scale)
+            yield frames if crop_only or not len(frames) else paste(portrait, frames, still=renderer.portrait)
 
 
 def paste(portrait: Portrait, frames: np.ndarray, still: np.ndarray | None = None) -> np.ndarray:

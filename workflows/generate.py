@@ -181,31 +181,43 @@ def speak_text(text: str, language: str = "en", voice: str | None = None) -> tup
         raise GenerateError(str(exc)) from exc
 
 
-def _frames(generator: Any, motion: Any, portrait: Any, photo: np.ndarray, crop_only: bool) -> np.ndarray:
-    """The rendered video: the animated crop, or the photo with the animated face pasted in."""
-    if crop_only:
-        return generator.render(motion, portrait.crop, portrait.landmarks)
+def _frame_chunks(generator: Any, motion: Any, portrait: Any, photo: np.ndarray,
+                  crop_only: bool) -> Iterator[np.ndarray]:
+    """The rendered video a chunk at a time (the renderer's batch, so the frames are those
+    ``Generator.render`` draws at once): the animated crop, or the photo with the animated face
+    pasted in. Memory holds a chunk, not the video."""
+    if generator.bundle.morphable is None:
+        raise ValueError("this bundle has no morphable model, so it cannot render video")
     # drawn on the photo's own pixels (up to 512 px a side), so its detail stays
-    sharp = portrait.sharp_crop(photo)
-    drawn = generator.render(motion, portrait.crop, portrait.landmarks, sharp=sharp)
-    # only what moved is pasted: the rest of the photo keeps its own pixels
-    return portrait.paste(photo, drawn, still=portrait.crop if sharp is None else sharp)
+    sharp = None if crop_only else portrait.sharp_crop(photo)
+    marks = np.asarray(portrait.landmarks, dtype=np.float32)
+    landmarks = generator.landmarks(motion, marks)
+    renderer, scale = generator.renderer(portrait.crop, marks, sharp)
+    size = renderer.config.chunk_frames
+    for start in range(0, len(landmarks), size):
+        drawn = renderer.render(landmarks[start:start + size] * scale)
+        # only what moved is pasted: the rest of the photo keeps its own pixels
+        yield drawn if crop_only else portrait.paste(photo, drawn, still=portrait.crop if sharp is None else sharp)
 
 
-def _write_video(out: str, frames: np.ndarray, fps: float, speech: np.ndarray) -> None:
+def _write_video(out: str, chunks: Iterator[np.ndarray], fps: float, speech: np.ndarray) -> tuple[int, list[int]]:
+    """Each chunk encoded as it is made; the frame count and [H, W]."""
     from disenttalk import media
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    media.write_video(out, frames, fps, audio=speech, sample_rate=SAMPLE_RATE)
+    with media.VideoWriter(out, fps, speech, SAMPLE_RATE) as writer:
+        for frames in chunks:
+            writer.write(frames)
+    return writer.frames, list(writer.size or (0, 0))
 
 
-def _answer(out: str, frames: np.ndarray, speech: np.ndarray, crop_only: bool,
+def _answer(out: str, frames: int, size: list[int], speech: np.ndarray, crop_only: bool,
             blink_rate: float | None, portrait: Any, start: float) -> dict[str, Any]:
     return {
         "video": str(out),
-        "frames": int(len(frames)),
+        "frames": int(frames),
         "seconds_of_audio": round(len(speech) / SAMPLE_RATE, 3),
-        "size": list(frames.shape[1:3]),
+        "size": size,
         "output": "crop" if crop_only else "pasted into the photo",
         **({"blink_rate": round(blink_rate, 3)} if blink_rate is not None else {}),
         **portrait.to_dict(),  # face (index), box [x, y, w, h] and every face found
@@ -269,9 +281,9 @@ def run(
     portrait = portrait_of(photo, face, generator.bundle.meta.get("framing"))
     motion = generator.motion(speech, SAMPLE_RATE, steps=steps, sampler=sampler, guidance=guidance,
                               eta=eta, seed=seed, controls=controls)
-    frames = _frames(generator, motion, portrait, photo, crop_only)
-    _write_video(out, frames, motion.fps, speech)
-    return {**_answer(out, frames, speech, crop_only, blink_rate, portrait, start), **spoken}
+    chunks = _frame_chunks(generator, motion, portrait, photo, crop_only)
+    frames, size = _write_video(out, chunks, motion.fps, speech)
+    return {**_answer(out, frames, size, speech, crop_only, blink_rate, portrait, start), **spoken}
 
 
 @contextmanager

@@ -23,6 +23,10 @@ def test_cached_renderer_matches_generator_render(tiny_bundle, astronaut, speech
         np.testing.assert_array_equal(engine.frames(model, model.offline, motion, portrait, True), expected)
     pasted = engine.frames(model, model.offline, motion, portrait, False)
     assert pasted.shape == (len(motion), 512, 512, 3)
+    # a video is made a chunk at a time (Engine.video): the same frames
+    chunks = list(engine.frame_chunks(model, model.offline, motion, portrait, False, size=4))
+    assert {len(c) for c in chunks[:-1]} == {4}
+    np.testing.assert_array_equal(np.concatenate(chunks), pasted)
     tr, t = portrait.transform, len(expected)  # the whole-photo paste, as workflows.generate does it
     full = type(tr)(centres=np.repeat(tr.centres, t, 0), sides=np.repeat(tr.sides, t, 0), size=tr.size,
                     frame_shape=tr.frame_shape)

@@ -1,0 +1,72 @@
+"""MP4 written a chunk at a time: the same bytes as written at once, and memory of one chunk."""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import pytest
+
+from disenttalk import media
+
+
+def frames_and_audio(n: int = 40, h: int = 63, w: int = 85):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    frames[:, 10:40, 10:40] = 60  # something x264 can predict
+    audio = (0.3 * np.sin(np.arange(n * 640) / 7)).astype(np.float32)
+    return frames, audio
+
+
+def test_chunks_make_the_same_mp4_bytes_as_all_frames_at_once(tmp_path):
+    frames, audio = frames_and_audio()
+    media.write_video(tmp_path / "whole.mp4", frames, 25.0, audio=audio, preset="veryfast")
+    with media.VideoWriter(tmp_path / "chunks.mp4", 25.0, audio, preset="veryfast") as writer:
+        for start in range(0, len(frames), 7):
+            writer.write(frames[start:start + 7])
+        writer.write(frames[0][None][:0])  # an empty chunk writes nothing
+    assert writer.frames == len(frames) and writer.size == (63, 85)
+    assert (tmp_path / "chunks.mp4").read_bytes() == (tmp_path / "whole.mp4").read_bytes()
+    video = media.read_video(tmp_path / "chunks.mp4")
+    assert video.frames.shape == (40, 64, 86, 3) and video.audio is not None  # even sides
+
+
+def test_a_failed_write_leaves_no_file(tmp_path):
+    frames, _ = frames_and_audio(4)
+    with pytest.raises(ValueError, match="after frames of"):
+        with media.VideoWriter(tmp_path / "bad.mp4", 25.0) as writer:
+            writer.write(frames)
+            writer.write(frames[:, :32])  # another size
+    with pytest.raises(ValueError, match="non-empty"):
+        media.write_video(tmp_path / "empty.mp4", frames[:0], 25.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_engine_video_holds_one_chunk_at_a_time(tmp_path):
+    """Engine.video takes each chunk only after the previous one is encoded and let go: however
+    long the video, at most one chunk of frames is alive (the render path's memory bound)."""
+    import av
+
+    from serve.config import ServeConfig
+    from serve.engine import Engine
+
+    alive, most, made = set(), 0, 0
+
+    def chunks(count: int = 30, size: int = 8):
+        nonlocal most, made
+        rng = np.random.default_rng(1)
+        for _ in range(count):
+            frames = rng.integers(0, 256, (size, 48, 64, 3), dtype=np.uint8)
+            alive.add(id(frames))
+            weakref.finalize(frames, alive.discard, id(frames))
+            most, made = max(most, len(alive)), made + len(frames)
+            yield frames
+            del frames
+
+    engine = Engine(ServeConfig())
+    body, timing = engine.video(chunks(), 25.0, np.zeros(240 * 640, np.float32))
+    assert most == 1 and made == 240 and timing["size"] == [64, 48]
+    path = tmp_path / "v.mp4"
+    path.write_bytes(body)
+    with av.open(str(path)) as container:
+        assert sum(1 for _ in container.decode(container.streams.video[0])) == made
