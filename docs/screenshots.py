@@ -86,6 +86,8 @@ def page_screenshots(browser, url: str, out: Path, max_kb: int) -> None:
         page.click("#generate")
         page.wait_for_function("document.getElementById('status').textContent.startsWith('Done')",
                                timeout=600_000)
+        page.wait_for_function("(() => { const v = document.getElementById('video');"
+                               " return v.readyState >= 2 && Number.isFinite(v.duration); })()")
         # a frame in the middle of a word, paused, so the still shows speech
         page.evaluate("""new Promise((done) => { const v = document.getElementById('video');
             v.pause(); v.onseeked = () => done(); v.currentTime = Math.min(1.3, v.duration / 2); })""")
