@@ -370,6 +370,7 @@ def soak(
         raise typer.BadParameter("--chaos kills replicas through the server's Ray cluster: set RAY_ADDRESS "
                                  "(disenttalk serve prints it) or --ray-address")
     if ray_address:
+        os.environ["RAY_ADDRESS"] = ray_address  # the State API's too (one of several local clusters)
         soak_ray.use_token_auth()  # before ray is imported
     s = open_soak(url.rstrip("/"), api_key, seconds, upload_mb)
     state_api = False
