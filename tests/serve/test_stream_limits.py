@@ -2,7 +2,7 @@
 streams, a reader that fails, a generator replica that dies; and state that stays off the GPU.
 
 The first tests need no Ray (fake socket and handles); the rest run one app for the whole module
-with short session limits (see :func:`app_config`).
+with two generator replicas and short session limits (see :func:`app_config`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import requests
 from tests.serve.conftest import MODEL, SR, TINY
 
 TIMEOUT = 120
-IDLE_S, START_S, SESSION_S = 3, 2, 15
+IDLE_S, START_S, SESSION_S, AHEAD_S = 3, 2, 10, 4.0
 
 
 # -- no Ray: state, origins, caps, the session with fake handles ------------------------------
@@ -203,12 +203,14 @@ def test_audio_far_ahead_of_real_time_closes_4413_and_a_step_carries_one_hop():
 # -- one app with short session limits ------------------------------------------------------
 @pytest.fixture(scope="module")
 def app_config(registered):
-    """The tests' app with short stream timeouts and two streams per client."""
+    """The tests' app: two generator replicas, short stream timeouts, 4 s of audio ahead of real
+    time (an 8 s burst takes 4 s), two streams per client."""
     from serve.app import load
 
-    return load(None, [f"model_uri=models:/{MODEL}@champion", *TINY, "limits.max_stream_s=20",
-                       f"stream.idle_timeout_s={IDLE_S}", f"stream.start_timeout_s={START_S}",
-                       f"stream.max_session_s={SESSION_S}", "stream.max_streams_per_client=2"])
+    return load(None, [f"model_uri=models:/{MODEL}@champion", *TINY, "generator.num_replicas=2",
+                       "limits.max_stream_s=20", f"stream.idle_timeout_s={IDLE_S}",
+                       f"stream.start_timeout_s={START_S}", f"stream.max_session_s={SESSION_S}",
+                       f"stream.ahead_s={AHEAD_S}", "stream.max_streams_per_client=2"])
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +250,7 @@ def test_a_burst_of_8_s_is_generated_a_hop_a_step_and_every_frame_arrives(server
     stats = result.end["stats"]
     assert stats["most_step_samples"] <= stats["hop_samples"] == 8 * SR // 25
     assert stats["steps"] >= 200 // 8 and stats["retries"] == 0
-    assert result.ready["limits"]["ahead_s"] == 2.0
+    assert result.ready["limits"]["ahead_s"] == AHEAD_S
 
 
 @pytest.mark.ray
@@ -340,3 +342,47 @@ def test_streams_past_the_cap_get_1013(server, portrait_id):
             break
         time.sleep(0.5)
     assert first["type"] == "ready", first
+
+
+def _kill_a_busy_generator(deadline: float) -> str:
+    """Kill the generator replica running a request (a stream step); its actor name."""
+    import ray
+
+    while time.monotonic() < deadline:
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith("SERVE_REPLICA::disenttalk#Animator#")]
+        for name in names:
+            try:
+                actor = ray.get_actor(name, namespace="serve")
+                busy = ray.get(actor.get_num_ongoing_requests.remote(), timeout=10) > 0
+            except Exception:  # noqa: BLE001 - gone since the listing
+                continue
+            if busy:
+                ray.kill(actor, no_restart=True)
+                return name
+        time.sleep(0.01)
+    raise AssertionError("no generator replica ran a step")
+
+
+@pytest.mark.ray
+def test_a_generator_replica_killed_mid_stream_costs_no_frame(server, portrait_id):
+    import threading
+
+    from serve.client import stream
+    from tests.ray.conftest import tone
+
+    audio, result, going = tone(6.0), {}, threading.Event()
+
+    def run() -> None:
+        result["r"] = stream(server, portrait_id, audio, SR, chunk_ms=200, realtime=False, stats=True,
+                             timeout=TIMEOUT, on_frame=lambda n: n >= 40 and going.set())
+
+    client = threading.Thread(target=run)
+    client.start()
+    assert going.wait(TIMEOUT), "no frames"
+    _kill_a_busy_generator(time.monotonic() + 30)
+    client.join(TIMEOUT)
+    r = result["r"]
+    assert r.error is None and r.close_code == 1000, r.error
+    assert [h["index"] for h, _, _ in r.frames] == list(range(150)) and r.end["frames"] == 150
+    assert r.end["stats"]["retries"] == 1
