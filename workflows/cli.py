@@ -46,6 +46,7 @@ BENCH_COMMANDS = {
     "generate": "serve.bench:generate_bench",
     "serve": "serve.bench:serve_bench",
     "soak": "serve.soak:soak",
+    "stream": "serve.bench_stream:stream_bench",
 }
 # per-command settings Typer would otherwise take from the function (``disenttalk submit``
 # passes unknown options through to the stage it submits)
