@@ -39,6 +39,7 @@ class Case:
 
 # -- media ----------------------------------------------------------------------------------------
 def _crc(data: bytes, poly: int, bits: int) -> int:
+    """FLAC's CRC-8 (poly 0x07) and CRC-16 (poly 0x8005): MSB first, init 0."""
     top, mask, crc = 1 << (bits - 1), (1 << bits) - 1, 0
     for byte in data:
         crc ^= byte << (bits - 8)
@@ -47,19 +48,29 @@ def _crc(data: bytes, poly: int, bits: int) -> int:
     return crc
 
 
-def silent_flac(seconds: float, rate: int = 16000, block: int = 65535) -> bytes:
-    """Mono 16-bit FLAC silence in CONSTANT subframes: an hour in about 10 kB."""
+def _utf8_number(n: int) -> bytes:
+    """A FLAC frame number, coded like UTF-8 (up to 3 bytes here)."""
+    if n < 0x80:
+        return bytes([n])
+    if n < 0x800:
+        return bytes([0xC0 | n >> 6, 0x80 | n & 0x3F])
+    return bytes([0xE0 | n >> 12, 0x80 | (n >> 6) & 0x3F, 0x80 | n & 0x3F])
+
+
+def silent_flac(seconds: float, rate: int = 16000, block: int = 64000, declare: bool = True) -> bytes:
+    """Mono 16-bit FLAC silence, each frame one CONSTANT subframe of ``block`` samples: an hour is
+    ~13 kB. ``declare=False`` leaves STREAMINFO's total sample count 0 (unknown), so only
+    decoding tells the length."""
     total = int(seconds * rate)
-    info = struct.pack(">HH", block, block) + b"\0" * 6
-    info += ((rate << 44) | (15 << 36) | total).to_bytes(8, "big") + b"\0" * 16
-    out = bytearray(b"fLaC\x80" + len(info).to_bytes(3, "big") + info)
-    for n in range(-(-total // block)):
+    frames = -(-total // block)
+    info = struct.pack(">HH", block, block) + b"\0" * 6  # block sizes; frame sizes unknown
+    packed = (rate << 44) | (0 << 41) | (15 << 36) | (total if declare else 0)  # mono, 16 bits
+    info += packed.to_bytes(8, "big") + b"\0" * 16  # no MD5
+    out = bytearray(b"fLaC" + bytes([0x80]) + len(info).to_bytes(3, "big") + info)
+    for n in range(frames):
         size = min(block, total - n * block)
-        number = n.to_bytes(1, "big") if n < 0x80 else (  # frame number, UTF-8 style
-            bytes([0xC0 | n >> 6, 0x80 | n & 0x3F]) if n < 0x800
-            else bytes([0xE0 | n >> 12, 0x80 | (n >> 6) & 0x3F, 0x80 | n & 0x3F]))
-        header = bytes([0xFF, 0xF8, 0x70, 0x08]) + number + struct.pack(">H", size - 1)
-        frame = header + bytes([_crc(header, 0x07, 8)]) + b"\0\0\0"
+        header = bytes([0xFF, 0xF8, 0x70, 0x08]) + _utf8_number(n) + struct.pack(">H", size - 1)
+        frame = header + bytes([_crc(header, 0x07, 8)]) + b"\x00\x00\x00"  # CONSTANT 0
         out += frame + struct.pack(">H", _crc(frame, 0x8005, 16))
     return bytes(out)
 
