@@ -109,6 +109,7 @@ class PortraitStore:
         self.uri, self.max_bytes, self.max_age_s = str(uri), int(max_bytes), float(max_age_s)
         self.keep_s, self.sweep_s = min(float(keep_s), self.max_age_s), float(sweep_s)
         self.fs, self.root = storage.filesystem(self.uri)
+        storage.makedirs(f"{self.uri.rstrip('/')}/photos")  # local: listings never meet it half-made
         self._lock = threading.Lock()
         self._stored = 0  # bytes in the store at the last sweep plus this instance's puts since
         self._swept = -float("inf")  # monotonic time of the last sweep
@@ -214,8 +215,14 @@ class PortraitStore:
         from pyarrow import fs as pafs
 
         selector = pafs.FileSelector(f"{self.root}/photos", allow_not_found=True, recursive=True)
-        return [i for i in self.fs.get_file_info(selector)
-                if i.type == pafs.FileType.File and i.path.endswith(RECORD_SUFFIX)]
+        for attempt in range(3):
+            try:
+                infos = self.fs.get_file_info(selector)
+                break
+            except FileNotFoundError:  # a folder appeared or went while another writer walked it
+                if attempt == 2:
+                    raise
+        return [i for i in infos if i.type == pafs.FileType.File and i.path.endswith(RECORD_SUFFIX)]
 
     def _delete(self, path: str) -> None:
         try:

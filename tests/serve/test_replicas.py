@@ -88,6 +88,28 @@ def test_store_takes_concurrent_puts_and_another_process_reads_them(tmp_path):
     assert out.returncode == 0 and out.stdout == str(len(photos[5])), out.stderr
 
 
+def test_replicas_starting_together_on_an_empty_folder_all_store_their_first_photo(tmp_path):
+    """The first puts of replicas that start at once on a folder with nothing in it yet."""
+    from serve.store import RECORD_SUFFIX
+
+    failures = []
+
+    def first_put(root: Path, start: threading.Barrier, k: int) -> None:
+        store = _store(root, max_bytes=10_000_000)
+        start.wait()
+        try:
+            store.put(pid_of(k), 0, b"photo" * 20)
+        except Exception as exc:  # noqa: BLE001 - collected and reported below
+            failures.append(f"{root.name}/{k}: {exc}")
+
+    for trial in range(40):
+        root, start = tmp_path / f"store{trial}", threading.Barrier(6)
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda k: first_put(root, start, k), range(6)))  # noqa: B023 - joined here
+        assert len(list((root / "photos").rglob("*" + RECORD_SUFFIX))) == 6
+    assert failures == []
+
+
 def test_store_on_s3_shares_photos_and_secret(s3_endpoint):
     from workflows.platform import storage
 
