@@ -171,7 +171,7 @@ class FiLM(nn.Module):
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """x [B,T,D], temb [B,E] (embedded timestep) → [B,T,D]."""
+        """x [B,T,D], temb [B,E] or [1,E] (one timestep for all rows) → [B,T,D]."""
         d_gamma, beta = self.proj(temb)[:, None, :].chunk(2, dim=-1)
         return (1.0 + d_gamma) * x + beta
 
@@ -193,7 +193,7 @@ class DenoiserBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, audio: torch.Tensor, temb: torch.Tensor,
                 biases: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """h [B,T,D], e [B,T,C·N], audio [B,T,D], temb [B,D] → [B,T,D].
+        """h [B,T,D], e [B,T,C·N], audio [B,T,D], temb [B,D] or [1,D] → [B,T,D].
 
         ``biases`` = (self-attention, cross-attention) masks, shared by all blocks of a stack.
         """

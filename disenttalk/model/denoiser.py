@@ -67,7 +67,10 @@ class Denoiser(nn.Module):
         cond_mask = cond_mask.to(x_t.dtype)
         e = torch.cat([x_t, cond * cond_mask, cond_mask], dim=-1)  # [B,T,3N]
         a = self.embed_audio(audio, drop_audio, b, frames)  # [B,T,D]
-        temb = self.time_mlp(timestep_embedding(t, self.cfg.dim))  # [B,D]
+        # sampling steps every row at one timestep: embedded once ([1,D], broadcast by FiLM), so
+        # a row's numbers do not depend on how many rows share the batch (bit-identical batching)
+        one = t.numel() > 0 and bool((t == t[0]).all())
+        temb = self.time_mlp(timestep_embedding(t[:1] if one else t, self.cfg.dim))  # [1|B,D]
         slopes = alibi_slopes(self.cfg.heads).to(x_t.device)
         biases = (attention_bias(frames, frames, slopes).to(x_t.dtype),  # causal over time
                   attention_bias(frames, frames, slopes, self.cfg.look_ahead).to(x_t.dtype))
