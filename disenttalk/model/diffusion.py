@@ -27,6 +27,9 @@ from disenttalk.model.config import (  # noqa: F401
     Spacing,
 )
 
+# one generator for the whole batch, or one per row (each row's noise as drawn for it alone)
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
 
 def make_betas(cfg: DiffusionConfig) -> np.ndarray:
     """β_1..β_T in float64."""
@@ -182,7 +185,14 @@ class _Sampler:
         return t, float(abar[t]), float(abar[prev]) if prev >= 0 else 1.0
 
     @staticmethod
-    def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _noise(x: torch.Tensor, generator: Generators) -> torch.Tensor:
+        """Standard normal noise shaped like ``x``; with a sequence of generators, row i from
+        generator i, drawn as it would be for that row alone (batched sampling draws each
+        stream's own numbers)."""
+        if isinstance(generator, Sequence):
+            if len(generator) != x.shape[0]:
+                raise ValueError(f"{len(generator)} generators for {x.shape[0]} rows")
+            return torch.cat([_Sampler._noise(x[i:i + 1], g) for i, g in enumerate(generator)])
         # drawn on the generator's device, so a CPU generator gives the same numbers on any device
         device = generator.device if generator is not None else x.device
         return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
@@ -192,7 +202,7 @@ class DDPMSampler(_Sampler):
     """Ancestral sampling from the posterior q(x_prev | x_t, x0̂) with variance β̃ (Ho et al.)."""
 
     def step(self, eps: torch.Tensor, t: int | torch.Tensor, x_t: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: Generators = None) -> torch.Tensor:
         """One reverse step x_t → x_prev given the predicted ε; fewer than T steps = respaced DDPM."""
         t, a_t, a_prev = self._alphas(t)
         beta = 1.0 - a_t / a_prev  # effective β between the two kept timesteps
@@ -223,7 +233,7 @@ class DDIMSampler(_Sampler):
         self.eta: float | torch.Tensor = float(values) if values.dim() == 0 else values
 
     def step(self, eps: torch.Tensor, t: int | torch.Tensor, x_t: torch.Tensor,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: Generators = None) -> torch.Tensor:
         """x_prev = √ᾱ_prev x0̂ + √(1-ᾱ_prev-σ²) ε + σ z."""
         t, a_t, a_prev = self._alphas(t)
         x0 = (x_t - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
@@ -260,13 +270,20 @@ def make_sampler(diffusion: GaussianDiffusion, name: str, steps: int | None = No
 
 def cfg_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int, audio: torch.Tensor | None,
             cond: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None,
-            scale: float = 1.0) -> torch.Tensor:
-    """Eq. 9: ε* = s·ε(x_t, t, A) + (1-s)·ε(x_t, t, ∅), both halves in one batched forward."""
+            scale: float | Sequence[float] = 1.0) -> torch.Tensor:
+    """Eq. 9: ε* = s·ε(x_t, t, A) + (1-s)·ε(x_t, t, ∅), both halves in one batched forward.
+
+    ``scale``: one s for all rows, or one per row (rows of different streams sampled together);
+    each row's ε* is then the same numbers as that row sampled alone with its own s.
+    """
     B = x_t.shape[0]
     t = torch.as_tensor(t, device=x_t.device).long()
     t = t.expand(B) if t.dim() == 0 else t  # a scalar timestep applies to the whole batch
-    if scale == 1.0 or audio is None:  # s = 1 is exactly the conditional prediction
-        return model(x_t, t, audio, cond=cond, cond_mask=cond_mask)
+    rows = [float(v) for v in scale] if isinstance(scale, Sequence) else None
+    if rows is not None and len(rows) != B:
+        raise ValueError(f"{len(rows)} guidance scales for {B} rows")
+    if audio is None or (scale == 1.0 if rows is None else all(v == 1.0 for v in rows)):
+        return model(x_t, t, audio, cond=cond, cond_mask=cond_mask)  # s = 1: the conditional ε
 
     def twice(v: torch.Tensor | None) -> torch.Tensor | None:
         return None if v is None else torch.cat([v, v], dim=0)
@@ -276,7 +293,14 @@ def cfg_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int, audio: t
     eps = model(twice(x_t), twice(t), twice(audio), cond=twice(cond), cond_mask=twice(cond_mask),
                 drop_audio=drop)
     eps_c, eps_u = eps[:B], eps[B:]
-    return scale * eps_c + (1.0 - scale) * eps_u
+    if rows is None:
+        return scale * eps_c + (1.0 - scale) * eps_u
+    # per row as the scalar form computes it: s and 1 - s (in double) rounded to the tensor's dtype
+    w_c, w_u = (torch.tensor(w, dtype=eps.dtype, device=eps.device).view(B, *[1] * (eps.dim() - 1))
+                for w in (rows, [1.0 - v for v in rows]))
+    mixed = w_c * eps_c + w_u * eps_u
+    ones = torch.tensor([v == 1.0 for v in rows], device=eps.device).view_as(w_c)
+    return torch.where(ones, eps_c, mixed)  # s = 1: the conditional ε, as alone
 
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -284,7 +308,7 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @torch.no_grad()
 def sample(model_fn: ModelFn, shape: tuple[int, ...], sampler: Sampler, *,
-           generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+           generator: Generators = None, device: torch.device | str = "cpu",
            x_T: torch.Tensor | None = None, known: torch.Tensor | None = None,
            known_mask: torch.Tensor | None = None, clip_x0: float | None = None) -> torch.Tensor:
     """Run the reverse process: ``model_fn(x_t, t [B]) -> ε``; returns x0 [shape].
