@@ -26,7 +26,7 @@ from disenttalk.generate.motion import (
 )
 from disenttalk.generate.retarget import PoseLimits, limit_pose
 from disenttalk.generate.stream import MotionStream, WindowPlan
-from disenttalk.model.diffusion import GaussianDiffusion, Sampler, cfg_eps, make_sampler, sample
+from disenttalk.model.diffusion import GaussianDiffusion, Sampler, make_sampler
 
 DEFAULT_GUIDANCE = 2.0  # used when the bundle's meta.json carries no tuned "guidance"
 # DDIM's η (0 = deterministic ODE, 1 = as stochastic as DDPM), used when meta.json has no "eta".
@@ -111,6 +111,8 @@ class Generator:
             raise ValueError(f"motion_reference must be one of {MOTION_REFERENCES}, got {reference!r}")
         self.motion_reference = reference
         self.pose_limits = pose_limits or PoseLimits()
+        # windows of concurrent streams sampled together (disenttalk.generate.batching); None: alone
+        self.batcher: Any = None
 
     @classmethod
     def from_bundle(cls, path: str | Path, **kwargs: Any) -> Generator:
@@ -189,32 +191,37 @@ class Generator:
         feats = self.frontend(audio, sample_rate, num_frames=num_frames)
         return torch.as_tensor(np.asarray(feats, dtype=np.float32), device=self.device)
 
-    @torch.no_grad()
     def window(self, index: int, feats: torch.Tensor, prefix: torch.Tensor | None, start: int,
                settings: Settings) -> torch.Tensor:
-        """Sample one window [L,N] (normalised) given audio [L,F] and a known prefix [P,N]."""
+        """Sample one window [L,N] (normalised) given audio [L,F] and a known prefix [P,N]; with
+        a :attr:`batcher`, in a batch with the windows other threads sample at the same time
+        (the same numbers as alone)."""
+        from disenttalk.generate.batching import sample_windows
+
+        job = self.window_job(index, feats, prefix, start, settings)
+        if self.batcher is not None:
+            return self.batcher.run(self, job, CLIP_X0)
+        return sample_windows(self, [job], CLIP_X0)[0]
+
+    def window_job(self, index: int, feats: torch.Tensor, prefix: torch.Tensor | None, start: int,
+                   settings: Settings) -> Any:
+        """Window ``index``'s :class:`~disenttalk.generate.batching.WindowJob`: the prefix and any
+        reference eyes as known values, its noise seeded from (seed, index) alone (reproducible,
+        and the same offline and streamed)."""
+        from disenttalk.generate.batching import WindowJob, window_seed
+
         L, n = feats.shape[0], self.split.num_dims
-        cond = torch.zeros(1, L, n, device=self.device)
-        mask = torch.zeros(1, L, n, device=self.device)
+        cond = torch.zeros(L, n, device=self.device)
+        mask = torch.zeros(L, n, device=self.device)
         if prefix is not None and len(prefix):
-            cond[0, : len(prefix)], mask[0, : len(prefix)] = prefix, 1.0
+            cond[: len(prefix)], mask[: len(prefix)] = prefix, 1.0
         if settings.eyes_known is not None:  # reference eyes: known on every frame
             idx = pingpong(len(settings.eyes_known), np.arange(start, start + L))
             eye = list(self.split.eye)
-            cond[0, :, eye] = torch.as_tensor(settings.eyes_known[idx], device=self.device)
-            mask[0, :, eye] = 1.0
-        audio = feats[None]
-
-        def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            out = cfg_eps(self.denoiser, x, t, audio, cond, mask, settings.guidance)
-            return self.diffusion.to_eps(x, t, out)
-
-        # noise of window i from (seed, i) alone: reproducible, and the same offline and streamed
-        state = np.random.SeedSequence([settings.seed, index]).generate_state(1, dtype=np.uint64)[0]
-        gen = torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
-        x = sample(eps_fn, (1, L, n), settings.sampler, generator=gen, device=self.device,
-                   known=cond, known_mask=mask, clip_x0=CLIP_X0)
-        return torch.where(mask.bool(), cond, x)[0]  # known values exactly, not float round trips
+            cond[:, eye] = torch.as_tensor(settings.eyes_known[idx], device=self.device)
+            mask[:, eye] = 1.0
+        return WindowJob(feats=feats, cond=cond, mask=mask, settings=settings,
+                         seed=window_seed(settings.seed, index))
 
     def to_motion(self, x: torch.Tensor, start: int, settings: Settings) -> Motion:
         """Normalised [T,N] → Motion: corpus blinks added, region scales on the deviations from
