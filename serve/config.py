@@ -83,6 +83,15 @@ class StreamOptions(StrictConfig):
     max_streams_per_client: int = 4  # ... per client address
 
 
+class BatchingOptions(StrictConfig):
+    """Windows of concurrent streams and ``/v1/generate`` requests on one generator replica
+    sampled as one batch (:mod:`disenttalk.generate.batching`): each gets the frames it gets alone."""
+
+    enabled: bool = True
+    max_batch: int = 16  # windows per batch
+    wait_ms: float = 2.0  # once a window is ready, wait this long for others to join its batch
+
+
 class PortraitStoreOptions(StrictConfig):
     """Where every Portraits replica finds uploaded photos by portrait id (:mod:`serve.store`)."""
 
@@ -112,6 +121,7 @@ class ServeConfig(StrictConfig):
     shutdown_grace_s: float = 20.0
     limits: Limits = Limits()
     stream: StreamOptions = StreamOptions()
+    batching: BatchingOptions = BatchingOptions()
     ingress: DeploymentOptions = DeploymentOptions(
         max_ongoing_requests=32, max_queued_requests=64, ray_actor_options=ActorOptions(num_cpus=0.1))
     portraits: DeploymentOptions = DeploymentOptions(ray_actor_options=ActorOptions(num_cpus=0.5))

@@ -118,11 +118,17 @@ class Engine:
         # 10x rendering a stream step's 8 frames: built once per portrait and model, reused.
         self._renderers: OrderedDict[tuple[str, bool], Any] = OrderedDict()  # by portrait id, sharp
         self._framed: OrderedDict[str, Portrait] = OrderedDict()  # portraits re-cut for the model
+        self.batcher = None  # windows of concurrent requests sampled together (cfg.batching)
+        if cfg.batching.enabled:
+            from disenttalk.generate.batching import WindowBatcher
+
+            self.batcher = WindowBatcher(cfg.batching.max_batch, cfg.batching.wait_ms)
 
     # -- model ------------------------------------------------------------------------------
     def load(self, uri: str) -> dict[str, Any]:
         """Load ``uri`` and swap it in; the previous model's files are removed."""
         new = load_model(uri, self.cfg)
+        new.offline.batcher = new.live.batcher = self.batcher
         with self._lock:
             old, self.model, self.load_error = self.model, new, None
             self._renderers.clear()  # the new model may sit on another device
