@@ -42,9 +42,11 @@ def test_a_failed_write_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_engine_video_holds_one_chunk_at_a_time(tmp_path):
-    """Engine.video takes each chunk only after the previous one is encoded and let go: however
-    long the video, at most one chunk of frames is alive (the render path's memory bound)."""
+def test_engine_video_holds_three_chunks_at_most(tmp_path):
+    """Engine.video encodes a chunk in a worker while the next is made, and takes a chunk only
+    while at most one waits for the encoder: however long the video, at most three chunks of
+    frames are alive (one being made, one queued, one being encoded: the render path's memory
+    bound)."""
     import av
 
     from serve.config import ServeConfig
@@ -65,7 +67,7 @@ def test_engine_video_holds_one_chunk_at_a_time(tmp_path):
 
     engine = Engine(ServeConfig())
     body, timing = engine.video(chunks(), 25.0, np.zeros(240 * 640, np.float32))
-    assert most == 1 and made == 240 and timing["size"] == [64, 48]
+    assert most <= 3 and made == 240 and timing["size"] == [64, 48]
     path = tmp_path / "v.mp4"
     path.write_bytes(body)
     with av.open(str(path)) as container:

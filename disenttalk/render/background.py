@@ -1,0 +1,73 @@
+"""Encoding a chunk of frames while the next one renders: :class:`BackgroundWriter`.
+
+PyAV releases the GIL while x264 converts and encodes, so a video's chunk k can be encoded in a
+worker thread while chunk k+1 is rendered in the caller's: the video takes about the longer of
+the two instead of their sum.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+
+class BackgroundWriter:
+    """Hands chunks to ``writer.write`` in one worker thread, in order, at most ``depth`` waiting
+    (so memory holds the chunk being rendered, ``depth`` queued and the one being encoded).
+
+    An error of the writer comes back from the next :meth:`write` or from :meth:`close`;
+    ``busy_s`` is the time the worker spent writing. Used as a context manager, leaving on an
+    error drops what is queued and waits for the worker."""
+
+    def __init__(self, writer: Any, depth: int = 1) -> None:
+        self.writer, self.busy_s = writer, 0.0
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._abandon = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="video-encoder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (frames := self._queue.get()) is not None:
+            if self._error is not None or self._abandon.is_set():
+                continue  # drain: the caller learns of the error on its next call
+            start = time.perf_counter()
+            try:
+                self.writer.write(frames)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                self._error = exc
+            self.busy_s += time.perf_counter() - start
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, frames: np.ndarray) -> None:
+        """Queue a chunk (waits while ``depth`` chunks are queued); raises an earlier chunk's error."""
+        self._raise()
+        if not self._thread.is_alive():
+            raise RuntimeError("the background writer is closed")
+        self._queue.put(frames)
+
+    def close(self) -> None:
+        """Wait until every queued chunk is written; raises a chunk's error."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+            return
+        self._abandon.set()
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
