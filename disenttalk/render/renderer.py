@@ -8,8 +8,10 @@ painted where a warp cannot show the target: the inside of the mouth (teeth on t
 jaw, tongue, cavity) and a lowered eyelid (the photo's own lid drawn down). Painting reads the lip
 and lid contours as curves over image columns, which holds for faces within a few tens of degrees
 of upright.
-Per frame the cost is one GEMM for the spline, small grid_samples for its inverse, one
-full-size grid_sample and the painting of three small boxes; everything else is set up once.
+Per frame the cost is one GEMM for the spline, small grid_samples for its inverse, the
+upsampling and one grid_sample over the box where anything moves (the rest of the frame is the
+photo, copied) and the painting of three small boxes, a lid only in frames where it is lowered;
+everything else is set up once.
 
 The renderer's settings are in :mod:`disenttalk.render.config`, the colours it reads from the
 portrait in :mod:`disenttalk.render.colours`, the spline in :mod:`disenttalk.render.warp` and the
@@ -120,33 +122,61 @@ class WarpRenderer:
         with torch.inference_mode():
             for start in range(0, target.shape[0], self.config.chunk_frames):
                 chunk = target[start : start + self.config.chunk_frames, :, :2].to(self.device)
+                block = out[start : start + len(chunk)]
+                frames, (x0, y0, x1, y1) = self.render_box(chunk)
+                # what does not move is the photo's own pixels: around the box
+                block[:, :y0], block[:, y1:] = self.portrait[:y0], self.portrait[y1:]
+                block[:, y0:y1, :x0] = self.portrait[y0:y1, :x0]
+                block[:, y0:y1, x1:] = self.portrait[y0:y1, x1:]
                 # Bilinear sampling and alpha blending are convex, so frames stay within 0..255:
                 # no clamp needed. The cast truncates, so +0.5 rounds to nearest.
-                frames = self.render_tensor(chunk).add_(0.5)  # [B,3,H,W]
-                torch.from_numpy(out[start : start + len(chunk)]).copy_(frames.permute(0, 2, 3, 1))
+                torch.from_numpy(block[:, y0:y1, x0:x1]).copy_(frames.add_(0.5).permute(0, 2, 3, 1))
         return out[0] if single else out
 
     def render_tensor(self, target: torch.Tensor) -> torch.Tensor:
         """Batched core: target x, y [B,478,2] pixels → frames [B,3,H,W] float in 0..255."""
+        frames, (x0, y0, x1, y1) = self.render_box(target)
+        out = self.image.expand(target.shape[0], -1, -1, -1).clone()
+        out[:, :, y0:y1, x0:x1] = frames
+        return out
+
+    def render_box(self, target: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        """Target x, y [B,478,2] pixels → (frames [B,3,h,w] float 0..255 of the pixel box where
+        anything moves or is painted, the box (x0, y0, x1, y1)); the rest is the portrait."""
         cfg = self.config
         side = max(self.height, self.width)
-        grid = self.field.backward_grid(
+        back = self.field.backward_field(
             target - self._source_t, cfg.inverse_iterations,
             (cfg.still_below * side, cfg.moving_above * side),
         )
-        self._carry_lips(grid, target)
+        box = self._union(self.field.moving_box(back), self._face_box(target))
+        grid = self.field.sampling_grid(back, box)
+        self._carry_lips(grid, target, box)
         image = self.image.expand(target.shape[0], -1, -1, -1)
         frames = F.grid_sample(
             image, grid, mode=cfg.sampling, padding_mode="border", align_corners=True
         )
         if cfg.sampling == "bicubic":  # bicubic overshoots at edges; keep the photo's range
             frames = frames.clamp_(0.0, 255.0)
-        self._paint_mouth(frames, target)
+        self._paint_mouth(frames, target, box)
         for (upper, lower, _), skin in zip(_EYES, self._skin, strict=True):
-            self._paint_eye(frames, target, upper, lower, skin)
-        return frames
+            self._paint_eye(frames, target, upper, lower, skin, box)
+        return frames, box
 
-    def _carry_lips(self, grid: torch.Tensor, target: torch.Tensor) -> None:
+    def _face_box(self, target: torch.Tensor) -> tuple[int, int, int, int]:
+        """A box around the face of every frame with room for everything painted beside it (the
+        lip, mouth and lid boxes reach past their contours by a fraction of the mouth or eye)."""
+        lo, hi = target.reshape(-1, 2).amin(0), target.reshape(-1, 2).amax(0)
+        return self._box(target, 4.0 + self.config.feather + 0.15 * float((hi - lo).max()))
+
+    @staticmethod
+    def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        if a[2] <= a[0] or a[3] <= a[1]:
+            return b
+        return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+    def _carry_lips(self, grid: torch.Tensor, target: torch.Tensor,
+                    origin: tuple[int, ...]) -> None:
         """In place: each lip's band between its outer and inner contour reads the photo's own
         band (rows mapped linearly per column, columns by their share of the mouth width), so the
         vermilion is carried whole instead of stretched where the spline cannot split the lips."""
@@ -158,7 +188,7 @@ class WarpRenderer:
         box = self._box(torch.cat([curves[0], curves[3]], 1), float(margin.max()) + 2.0)
         if box[2] <= box[0] or box[3] <= box[1]:
             return
-        roi, xs, ys = self._crop(grid.permute(0, 3, 1, 2), box)  # [B,2,h,w] view
+        roi, xs, ys = self._crop(grid.permute(0, 3, 1, 2), box, origin)  # [B,2,h,w] view
         s_left, s_right = src[_OUTER_UPPER[0]], src[_OUTER_UPPER[-1]]
         share = (xs[None] - left[:, :1]) / span[:, None]  # [B,w]
         x_src = s_left[0] + share * (s_right[0] - s_left[0])  # [B,w]
@@ -189,7 +219,8 @@ class WarpRenderer:
         ], 1)  # [B,2,h,w]
         roi += weight * (carried - roi)
 
-    def _paint_mouth(self, frames: torch.Tensor, target: torch.Tensor) -> None:
+    def _paint_mouth(self, frames: torch.Tensor, target: torch.Tensor,
+                     origin: tuple[int, ...]) -> None:
         """The mouth interior, in place, where the target mouth opens or closes from the portrait's."""
         cfg = self.config
         upper, lower = target[:, _INNER_UPPER], target[:, _INNER_LOWER]  # [B,V,2]
@@ -203,7 +234,7 @@ class WarpRenderer:
             return
         rim = 3.0 * max(RIM * float(width.max()), 0.75)  # the inner lip rim, outside the opening
         box = self._box(torch.cat([upper, lower], 1), margin=2.0 + cfg.feather + rim)
-        roi, xs, ys = self._crop(frames, box)
+        roi, xs, ys = self._crop(frames, box, origin)
         # The skull's similarity from the portrait to each frame (least squares on rigid points,
         # as complex numbers z ↦ a·z + b) carries the upper teeth; the jaw carries the lower ones
         # by the chin's travel beyond what the skull's motion explains.
@@ -244,7 +275,7 @@ class WarpRenderer:
 
     def _paint_eye(
         self, frames: torch.Tensor, target: torch.Tensor, upper: list[int], lower: list[int],
-        skin: torch.Tensor,
+        skin: torch.Tensor, origin: tuple[int, ...],
     ) -> None:  # fmt: skip
         """Lid skin, in place, over the eye opening the target's lowered lid now covers."""
         cfg = self.config
@@ -259,11 +290,18 @@ class WarpRenderer:
         open_height = (open_up - low_t).norm(dim=-1).amax(-1)
         height = (up_t - low_t).norm(dim=-1).amax(-1)
         strength = ((open_height - height) / (0.3 * open_height.clamp_min(1e-3))).clamp(0, 1)
-        if not bool((strength > 0).any()):
+        shut = strength > 0
+        if not bool(shut.any()):
+            return
+        if not bool(shut.all()):  # a blink lowers the lid in a few frames of a chunk: paint those
+            some = frames[shut]
+            self._paint_eye(some, target[shut], upper, lower, skin, origin)
+            frames[shut] = some
             return
         grow = cfg.lid_grow * eye_width
         margin = 2.0 + cfg.feather + float(grow.max()) + cfg.lid_band * float(eye_width.max())
-        roi, xs, ys = self._crop(frames, self._box(torch.cat([open_up, low_t], 1), margin))
+        box = self._box(torch.cat([open_up, low_t], 1), margin)
+        roi, xs, ys = self._crop(frames, box, origin)
         # The lid is the photo's own lid drawn down: the band of skin above its old edge is
         # stretched from there to the new edge, the photo's lash line landing on the new edge,
         # so the lashes and the lid's own skin texture come down with it.
@@ -301,11 +339,14 @@ class WarpRenderer:
         return x0, y0, max(min(hi[0], self.width), x0), max(min(hi[1], self.height), y0)
 
     def _crop(
-        self, frames: torch.Tensor, box: tuple[int, int, int, int]
+        self, frames: torch.Tensor, box: tuple[int, int, int, int], origin: tuple[int, ...]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A view [B,3,h,w] of one box of every frame and its pixel-centre columns [w], rows [h]."""
-        x0, y0, x1, y1 = box
+        """A view [B,C,h,w] of one box of every frame and its pixel-centre columns [w], rows [h];
+        ``frames`` [B,C,H',W'] hold the pixels from ``origin`` (x, y) on (the box is kept in them)."""
+        ox, oy = origin[:2]
+        x0, y0 = max(box[0], ox), max(box[1], oy)
+        x1, y1 = max(min(box[2], ox + frames.shape[-1]), x0), max(min(box[3], oy + frames.shape[-2]), y0)
         # Landmarks are normalised coordinates × size, so pixel i's centre sits at i + 0.5.
         xs = torch.arange(x0, x1, device=frames.device, dtype=torch.float32) + 0.5
         ys = torch.arange(y0, y1, device=frames.device, dtype=torch.float32) + 0.5
-        return frames[:, :, y0:y1, x0:x1], xs, ys
+        return frames[:, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox], xs, ys

@@ -20,6 +20,12 @@ def tps_kernel(r2: np.ndarray) -> np.ndarray:
         return np.where(r2 > 0, r2 * np.log(np.maximum(r2, 1e-30)), 0.0)
 
 
+def _hat_weights(n: int, g: int) -> np.ndarray:
+    """[n,g] weights of bilinear upsampling (corners aligned) from g nodes to n pixels."""
+    at = np.arange(n) * ((g - 1) / max(n - 1, 1))  # each pixel's place among the nodes
+    return np.maximum(0.0, 1.0 - np.abs(at[:, None] - np.arange(g)[None]))
+
+
 def still_anchors(
     contour: np.ndarray, scale: float, height: int, width: int, lattice: int
 ) -> np.ndarray:
@@ -81,6 +87,15 @@ class ThinPlateField:
         self.grid = torch.as_tensor(grid, dtype=torch.float32, device=device).view(
             1, grid_size, grid_size, 2
         )
+        # upsampling weights: row y of the image reads coarse rows by a hat around y·(G−1)/(H−1)
+        self._rows, self._cols = (
+            torch.as_tensor(_hat_weights(n, grid_size), dtype=torch.float32, device=device)
+            for n in (height, width)
+        )  # [H,G], [W,G]
+        self._pixels_x, self._pixels_y = (
+            torch.arange(n, dtype=torch.float32, device=device) * t - 1.0
+            for n, t in ((width, self.to_norm[0]), (height, self.to_norm[1]))
+        )  # pixel centres in normalised units
 
     def forward_field(self, displacement: torch.Tensor) -> torch.Tensor:
         """Control displacements [B,N,2] pixels → forward field u [B,2,G,G] in normalised units."""
@@ -95,10 +110,21 @@ class ThinPlateField:
         iterations: int = 4,
         still: tuple[float, float] | None = None,
     ) -> torch.Tensor:
-        """Sampling grid [B,H,W,2] for grid_sample: output pixel x reads the portrait at s(x).
+        """Sampling grid [B,H,W,2] for grid_sample: output pixel x reads the portrait at s(x)
+        (:meth:`backward_field` upsampled over the whole image)."""
+        back = self.backward_field(displacement, iterations, still)
+        return self.sampling_grid(back, (0, 0, self.width, self.height))
+
+    def backward_field(
+        self,
+        displacement: torch.Tensor,
+        iterations: int = 4,
+        still: tuple[float, float] | None = None,
+    ) -> torch.Tensor:
+        """Backward displacement s(x) − x [B,2,G,G] on the coarse grid, normalised units.
 
         s solves s + u(s) = x (u the forward field on the portrait plane): fixed point
-        s ← x − u(s), started from s = x − u(x), evaluated on the coarse grid then upsampled.
+        s ← x − u(s), started from s = x − u(x), evaluated on the coarse grid.
 
         ``still = (below, above)`` pixels: where the backward displacement is under ``below`` it
         is zero (the pixel reads its own place, so it keeps the portrait's exact value), over
@@ -114,8 +140,28 @@ class ThinPlateField:
             below, above = still
             pixels = (back / self.to_norm[None, :, None, None]).square().sum(1, keepdim=True).sqrt()
             back = back * ((pixels - below) / max(above - below, 1e-6)).clamp(0.0, 1.0)
+        return back
+
+    def moving_box(self, back: torch.Tensor) -> tuple[int, int, int, int]:
+        """Pixel box (x0, y0, x1, y1) outside which the upsampled ``back`` [B,2,G,G] is zero in
+        every frame (there a pixel reads its own place); empty (x1 = x0) where nothing moves."""
+        nodes = back.ne(0).any(1).any(0)  # [G,G]
+        rows, cols = nodes.any(1).nonzero()[:, 0], nodes.any(0).nonzero()[:, 0]
+        if len(rows) == 0:
+            return 0, 0, 0, 0
+        step = ((self.width - 1) / (self.grid_size - 1), (self.height - 1) / (self.grid_size - 1))
+        # a pixel reads the nodes either side of it: the box reaches to the next nodes out
+        x0, x1 = int((int(cols[0]) - 1) * step[0]) + 1, int((int(cols[-1]) + 1) * step[0]) + 1
+        y0, y1 = int((int(rows[0]) - 1) * step[1]) + 1, int((int(rows[-1]) + 1) * step[1]) + 1
+        return max(x0, 0), max(y0, 0), min(x1, self.width), min(y1, self.height)
+
+    def sampling_grid(self, back: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+        """Sampling grid [B,h,w,2] of one pixel box: s = x + ``back`` [B,2,G,G] upsampled
+        bilinearly (corners aligned) to the box's pixels, as two small matrix products."""
+        x0, y0, x1, y1 = box
         # Bilinear upsampling reproduces the affine identity grid exactly, so upsampling the
         # sampling positions s = x + back equals upsampling back and adding the pixel grid.
-        s = x.permute(0, 3, 1, 2) + back  # [B,2,G,G]
-        grid = F.interpolate(s, size=(self.height, self.width), mode="bilinear", align_corners=True)
-        return grid.permute(0, 2, 3, 1).contiguous()  # [B,H,W,2]
+        up = self._rows[y0:y1] @ back @ self._cols[x0:x1].T  # [B,2,h,w]
+        xs = self._pixels_x[x0:x1]
+        ys = self._pixels_y[y0:y1]
+        return torch.stack([up[:, 0] + xs, up[:, 1] + ys[:, None]], -1)

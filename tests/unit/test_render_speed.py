@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from disenttalk import media
 from disenttalk.render.background import BackgroundWriter
@@ -70,3 +71,54 @@ def test_the_engine_video_is_the_video_of_the_same_frames_written_at_once(tmp_pa
                       preset=engine.cfg.video_preset)
     assert body == (tmp_path / "whole.mp4").read_bytes()
     assert timing["size"] == [64, 48] and timing["encode_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def talking(astronaut_256):
+    """The renderer on the astronaut and 40 frames of speech-like targets with two blinks."""
+    from disenttalk.render import WarpRenderer
+    from disenttalk.render.benchmark import talking_targets
+
+    portrait, landmarks = astronaut_256
+    return WarpRenderer(portrait, landmarks), talking_targets(landmarks, 40)
+
+
+def test_a_frame_is_the_same_whatever_chunk_renders_it(talking):
+    """Each frame is drawn on its own: a blink in a chunk does not paint the open-eyed frames
+    beside it, and the box a chunk renders does not change a frame."""
+    renderer, targets = talking
+    whole = renderer.render(targets)
+    alone = np.stack([renderer.render(t) for t in targets[:12]])
+    diff = np.abs(alone.astype(int) - whole[:12])
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-4  # float sums in another order
+
+
+def test_only_the_moving_box_is_drawn_the_rest_is_the_photo(talking):
+    renderer, targets = talking
+    frames = renderer.render(targets[:8])
+    with torch.inference_mode():
+        float_frames, (x0, y0, x1, y1) = renderer.render_box(torch.as_tensor(targets[:8, :, :2]))
+    assert 0 < x1 - x0 < renderer.width or 0 < y1 - y0 < renderer.height  # a part, not all
+    outside = np.ones(frames.shape[1:3], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(frames[:, outside], np.broadcast_to(renderer.portrait[outside],
+                                                              frames[:, outside].shape))
+    inside = (float_frames + 0.5).permute(0, 2, 3, 1).to(torch.uint8).numpy()
+    assert np.array_equal(frames[:, y0:y1, x0:x1], inside)
+
+
+def test_the_sampling_grid_is_bilinear_upsampling_of_the_coarse_field(talking):
+    """sampling_grid (two small matrix products over a box) = F.interpolate over the image."""
+    import torch.nn.functional as F
+
+    renderer, targets = talking
+    field = renderer.field
+    with torch.inference_mode():
+        t = torch.as_tensor(targets[:4, :, :2])
+        back = field.backward_field(t - renderer._source_t, 4)
+        s = field.grid.expand(4, -1, -1, -1).permute(0, 3, 1, 2) + back
+        full = F.interpolate(s, size=(field.height, field.width), mode="bilinear",
+                             align_corners=True).permute(0, 2, 3, 1)
+        box = (30, 40, 200, 230)
+        ours = field.sampling_grid(back, box)
+    torch.testing.assert_close(ours, full[:, 40:230, 30:200], atol=2e-6, rtol=0)
