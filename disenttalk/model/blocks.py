@@ -84,14 +84,23 @@ class RegionAwareSpatialAttention(nn.Module):
         self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
         self.dropout = dropout
 
+    def embed_weight(self) -> torch.Tensor:
+        """The block-masked embedding weight [R·d, C·N]: branch r sees only region r's dims."""
+        return self.embed.weight * self.embed_mask
+
     def forward(self, h: torch.Tensor, e: torch.Tensor,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
         """h [B,T,D] hidden state, e [B,T,C·N] stacked raw inputs → F_spatial [B,T,D]."""
+        # region tokens' own parameters, [B,T,R·d]
+        return self.attend_regions(h, F.linear(e, self.embed_weight(), self.embed.bias), bias)
+
+    def attend_regions(self, h: torch.Tensor, e_r: torch.Tensor,
+                       bias: torch.Tensor | None = None) -> torch.Tensor:
+        """h [B,T,D], e_r [B,T,R·d] embedded inputs (any strides) → F_spatial [B,T,D]."""
         b, t, regions = h.shape[0], h.shape[1], len(REGIONS)
         d = self.fuse.in_features // regions  # branch width
         # region tokens: hidden state plus that region's own parameters, [B,T,R,d]
-        e_r = F.linear(e, self.embed.weight * self.embed_mask, self.embed.bias)
-        qkv = self.qkv(h).view(b, t, 3, regions, d) + e_r.view(b, t, 1, regions, d)
+        qkv = self.qkv(h).view(b, t, 3, regions, d) + e_r.unflatten(-1, (1, regions, d))
         # [B,T,3,R,d] → 3 × [B·R, H, T, d/H]: one causal attention over time per region, batched
         q, k, v = (qkv.view(b, t, 3, regions, self.heads, -1).permute(2, 0, 3, 4, 1, 5)
                    .reshape(3, b * regions, self.heads, t, -1))
@@ -124,10 +133,16 @@ class MultiScaleTemporalConv(nn.Module):
             self.depthwise.weight.mul_(math.sqrt(span / kernel))
         self.pointwise = nn.Linear(len(dilations) * dim, dim)  # F_pw, a 1×1 convolution
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B,T,D] → [B,T,D]
+    def kernel(self) -> torch.Tensor:
+        """The grouped kernel [D·R, 1, span] with each branch's taps only."""
+        return self.depthwise.weight * self.taps
+
+    def forward(self, x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """[B,T,D] → [B,T,D]; ``kernel`` = :meth:`kernel` when the caller has it already."""
         conv = self.depthwise
         pad = conv.kernel_size[0] - 1
-        branches = F.conv1d(F.pad(x.transpose(1, 2), (pad, 0)), conv.weight * self.taps,
+        branches = F.conv1d(F.pad(x.transpose(1, 2), (pad, 0)),
+                            self.kernel() if kernel is None else kernel,
                             conv.bias, groups=conv.groups)  # [B, D·R, T]
         return self.pointwise(F.gelu(branches.transpose(1, 2)))
 
@@ -147,15 +162,21 @@ class AudioExpressionCrossAttention(nn.Module):
         self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, audio: torch.Tensor,
-                bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B,T,D] expression features, audio [B,T,D] projected audio → [B,T,D]."""
+    def keys_values(self, audio: torch.Tensor) -> torch.Tensor:
+        """Projected audio [B,Ta,D] → its keys and values [2,B,H,Ta,D/H] (fixed for a window)."""
+        b, d = audio.shape[0], self.q.out_features
+        return self.kv(audio).view(b, -1, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+
+    def forward(self, x: torch.Tensor, audio: torch.Tensor | None,
+                bias: torch.Tensor | None = None, kv: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B,T,D] expression features, audio [B,T,D] projected audio → [B,T,D];
+        ``kv`` = :meth:`keys_values` of the audio when the caller has them already."""
         b, t, d = x.shape
         q = self.q(x).view(b, t, self.heads, -1).transpose(1, 2)  # [B,H,T,D/H]
-        k, v = self.kv(audio).view(b, -1, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        k, v = self.keys_values(audio) if kv is None else kv
         # causal cross-attention: frame t attends audio frames ≤ t + look_ahead, nearer ones more
         if bias is None:
-            bias = attention_bias(t, audio.shape[1], self.slopes, self.look_ahead).to(x.dtype)
+            bias = attention_bias(t, k.shape[2], self.slopes, self.look_ahead).to(x.dtype)
         attn = attend(q, k, v, bias, self.dropout if self.training else 0.0)
         attn = attn.transpose(1, 2).reshape(b, t, d)
         return self.out(torch.cat([F.gelu(self.local(x)), attn], dim=-1))
@@ -170,10 +191,16 @@ class FiLM(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """x [B,T,D], temb [B,E] or [1,E] (one timestep for all rows) → [B,T,D]."""
+    def coefficients(self, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """temb [B,E] or [1,E] (one timestep for all rows) → (γ, β), each [B|1,1,D]."""
         d_gamma, beta = self.proj(temb)[:, None, :].chunk(2, dim=-1)
-        return (1.0 + d_gamma) * x + beta
+        return 1.0 + d_gamma, beta
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None,
+                coefficients: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x [B,T,D], temb [B,E] or [1,E] → [B,T,D]; or (γ, β) from :meth:`coefficients`."""
+        gamma, beta = self.coefficients(temb) if coefficients is None else coefficients
+        return gamma * x + beta
 
 
 class DenoiserBlock(nn.Module):
@@ -197,8 +224,18 @@ class DenoiserBlock(nn.Module):
 
         ``biases`` = (self-attention, cross-attention) masks, shared by all blocks of a stack.
         """
+        e_r = F.linear(e, self.spatial.embed_weight(), self.spatial.embed.bias)
+        return self.run(h, e_r, self.cross.keys_values(audio), self.film.coefficients(temb),
+                        biases)
+
+    def run(self, h: torch.Tensor, e_r: torch.Tensor, kv: torch.Tensor,
+            film: tuple[torch.Tensor, torch.Tensor],
+            biases: tuple[torch.Tensor, torch.Tensor] | None = None,
+            kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """The block on inputs prepared once per window or step: e_r [B,T,R·d] the embedded
+        inputs, kv the audio's keys/values, film (γ, β), kernel the temporal conv's taps."""
         self_bias, cross_bias = biases if biases is not None else (None, None)
-        h = h + self.drop(self.spatial(self.norm_s(h), e, self_bias))  # Eq. 4
-        h = h + self.drop(self.temporal(self.norm_t(h)))  # Eq. 5
-        f = self.cross(self.norm_a(h), audio, cross_bias)  # Eq. 6
-        return h + self.drop(self.film(f, temb))  # Eq. 7
+        h = h + self.drop(self.spatial.attend_regions(self.norm_s(h), e_r, self_bias))  # Eq. 4
+        h = h + self.drop(self.temporal(self.norm_t(h), kernel))  # Eq. 5
+        f = self.cross(self.norm_a(h), None, cross_bias, kv)  # Eq. 6
+        return h + self.drop(self.film(f, None, film))  # Eq. 7
