@@ -47,14 +47,10 @@ def attach(state: dict[str, Any], fresh: Any) -> Any:
 
 
 def jpeg(frame: np.ndarray, quality: int) -> bytes:
-    """uint8 [H,W,3] → JPEG bytes."""
-    import io
+    """uint8 [H,W,3] → JPEG bytes (libjpeg-turbo through simplejpeg where installed)."""
+    from disenttalk.render.jpeg import encode_jpeg
 
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
+    return encode_jpeg(frame, quality)
 
 
 def _fresh(model: Any, start: StartMessage, steps: int) -> Any:
