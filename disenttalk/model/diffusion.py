@@ -268,30 +268,33 @@ def make_sampler(diffusion: GaussianDiffusion, name: str, steps: int | None = No
     return sampler
 
 
-def cfg_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int, audio: torch.Tensor | None,
-            cond: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None,
-            scale: float | Sequence[float] = 1.0) -> torch.Tensor:
-    """Eq. 9: ε* = s·ε(x_t, t, A) + (1-s)·ε(x_t, t, ∅), both halves in one batched forward.
+def _timesteps(t: torch.Tensor | int, batch: int, device: torch.device) -> torch.Tensor:
+    t = torch.as_tensor(t, device=device).long()
+    return t.expand(batch) if t.dim() == 0 else t  # a scalar timestep applies to the whole batch
 
-    ``scale``: one s for all rows, or one per row (rows of different streams sampled together);
-    each row's ε* is then the same numbers as that row sampled alone with its own s.
-    """
-    B = x_t.shape[0]
-    t = torch.as_tensor(t, device=x_t.device).long()
-    t = t.expand(B) if t.dim() == 0 else t  # a scalar timestep applies to the whole batch
+
+def _scales(scale: float | Sequence[float], batch: int) -> tuple[list[float] | None, bool]:
+    """(per-row scales or None, whether every row is s = 1: the conditional ε alone)."""
     rows = [float(v) for v in scale] if isinstance(scale, Sequence) else None
-    if rows is not None and len(rows) != B:
-        raise ValueError(f"{len(rows)} guidance scales for {B} rows")
-    if audio is None or (scale == 1.0 if rows is None else all(v == 1.0 for v in rows)):
-        return model(x_t, t, audio, cond=cond, cond_mask=cond_mask)  # s = 1: the conditional ε
+    if rows is not None and len(rows) != batch:
+        raise ValueError(f"{len(rows)} guidance scales for {batch} rows")
+    return rows, (scale == 1.0 if rows is None else all(v == 1.0 for v in rows))
 
-    def twice(v: torch.Tensor | None) -> torch.Tensor | None:
-        return None if v is None else torch.cat([v, v], dim=0)
 
-    # second half: audio replaced by the learned null embedding (∅)
-    drop = torch.cat([torch.zeros(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)]).to(x_t.device)
-    eps = model(twice(x_t), twice(t), twice(audio), cond=twice(cond), cond_mask=twice(cond_mask),
-                drop_audio=drop)
+def _twice(v: torch.Tensor | None) -> torch.Tensor | None:
+    return None if v is None else torch.cat([v, v], dim=0)
+
+
+def _drop_second_half(batch: int, device: torch.device) -> torch.Tensor:
+    """drop_audio of a doubled batch: its second half gets the learned null embedding (∅)."""
+    return torch.cat([torch.zeros(batch, dtype=torch.bool),
+                      torch.ones(batch, dtype=torch.bool)]).to(device)
+
+
+def _guide(eps: torch.Tensor, scale: float | Sequence[float], rows: list[float] | None
+           ) -> torch.Tensor:
+    """Eq. 9 on the doubled batch's output [2B,…] (conditional rows first) → ε* [B,…]."""
+    B = eps.shape[0] // 2
     eps_c, eps_u = eps[:B], eps[B:]
     if rows is None:
         return scale * eps_c + (1.0 - scale) * eps_u
@@ -301,6 +304,52 @@ def cfg_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int, audio: t
     mixed = w_c * eps_c + w_u * eps_u
     ones = torch.tensor([v == 1.0 for v in rows], device=eps.device).view_as(w_c)
     return torch.where(ones, eps_c, mixed)  # s = 1: the conditional ε, as alone
+
+
+def cfg_eps(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int, audio: torch.Tensor | None,
+            cond: torch.Tensor | None = None, cond_mask: torch.Tensor | None = None,
+            scale: float | Sequence[float] = 1.0) -> torch.Tensor:
+    """Eq. 9: ε* = s·ε(x_t, t, A) + (1-s)·ε(x_t, t, ∅), both halves in one batched forward.
+
+    ``scale``: one s for all rows, or one per row (rows of different streams sampled together);
+    each row's ε* is then the same numbers as that row sampled alone with its own s.
+    """
+    B = x_t.shape[0]
+    t = _timesteps(t, B, x_t.device)
+    rows, conditional = _scales(scale, B)
+    if audio is None or conditional:
+        return model(x_t, t, audio, cond=cond, cond_mask=cond_mask)  # s = 1: the conditional ε
+    eps = model(_twice(x_t), _twice(t), _twice(audio), cond=_twice(cond),
+                cond_mask=_twice(cond_mask), drop_audio=_drop_second_half(B, x_t.device))
+    return _guide(eps, scale, rows)
+
+
+def cfg_bind(model: Any, audio: torch.Tensor | None, cond: torch.Tensor | None = None,
+             cond_mask: torch.Tensor | None = None, scale: float | Sequence[float] = 1.0
+             ) -> Callable[[torch.Tensor, torch.Tensor | int], torch.Tensor]:
+    """:func:`cfg_eps` for one window, bound once: ``eps_fn(x_t, t) → ε*``.
+
+    ``model`` has ``bind`` (a :class:`~disenttalk.model.denoiser.Denoiser`, or
+    :func:`disenttalk.model.fast.accelerate`'s result); the audio, known values and guidance
+    rows are prepared once and every call runs the bound step (ε* as cfg_eps gives with
+    ``forward``, to the bound step's tolerance).
+    """
+    ref = cond if cond is not None else audio
+    if ref is None:
+        raise ValueError("cfg_bind needs audio or cond to know the window's shape")
+    B, device = ref.shape[0], ref.device
+    rows, conditional = _scales(scale, B)
+    if audio is None or conditional:
+        bound = model.bind(audio, cond, cond_mask)
+        return lambda x_t, t: bound(x_t, _timesteps(t, B, device))
+    bound = model.bind(_twice(audio), _twice(cond), _twice(cond_mask),
+                       _drop_second_half(B, device))
+
+    def eps_fn(x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        t = _timesteps(t, B, device)
+        return _guide(bound(_twice(x_t), _twice(t)), scale, rows)
+
+    return eps_fn
 
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
