@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     den, diffusion, features = load(args.bundle)
     la = den.cfg.look_ahead
     engines: dict[str, object] = {"forward": den, "eager": den,
-                                  "onnx": accelerate(den, "onnx", threads=args.threads)}
+                                  "onnx": accelerate(den, "onnx", threads=args.threads),
+                                  "auto": accelerate(den, "auto", threads=args.threads)}
     if args.compiled:
         engines["compiled"] = accelerate(den, "compiled")
     print(f"threads {torch.get_num_threads()}; ms per DDIM-{STEPS} + guidance window group")

@@ -10,6 +10,9 @@ returns ``step(x_t, t) → ε̂`` for one window; they differ only in what runs 
   graph fusions. ε̂ within 1e-5 of eager. A row's numbers did not depend on the rows beside it
   on this machine's CPU (MLAS kernels; tested), but ONNX Runtime does not promise it. The
   weights are those of the first ``bind`` (a snapshot): for inference, not training. CPU only.
+- ``"auto"``: ``"onnx"`` for windows shorter than two causal-attention chunks (streams: many
+  small calls, where ONNX Runtime's lower per-operator cost wins), ``"eager"`` for longer ones
+  (offline windows, where eager's chunked causal attention, not in the exported graph, wins).
 - ``"compiled"``: ``torch.compile`` (inductor, C++ kernels; needs a C++ compiler) of the bound
   step, one graph per (batch, frames) shape; the first call of a shape compiles for tens of
   seconds, so it suits fixed offline shapes. ε̂ within 1e-5 of eager; batching invariance is
@@ -28,24 +31,29 @@ import numpy as np
 import torch
 from torch import nn
 
+from disenttalk.model.blocks import CAUSAL_CHUNK
 from disenttalk.model.denoiser import BoundDenoiser, Denoiser, bound_step
 
-Mode = Literal["eager", "onnx", "compiled"]
-MODES: tuple[str, ...] = ("eager", "onnx", "compiled")
+Mode = Literal["eager", "onnx", "auto", "compiled"]
+MODES: tuple[str, ...] = ("eager", "onnx", "auto", "compiled")
 
 
 class Accelerated:
-    """A denoiser whose :meth:`bind` runs the bound step with a faster engine."""
+    """A denoiser whose :meth:`bind` runs the bound step with a faster engine; with
+    ``long_step``, windows of at least ``long_from`` frames run that one instead."""
 
-    def __init__(self, denoiser: Denoiser, step: Any, mode: str) -> None:
+    def __init__(self, denoiser: Denoiser, step: Any, mode: str, long_step: Any = None,
+                 long_from: int = 0) -> None:
         self.denoiser, self.step, self.mode = denoiser, step, mode
+        self.long_step, self.long_from = long_step, long_from
 
     def bind(self, audio: torch.Tensor | None, cond: torch.Tensor | None,
              cond_mask: torch.Tensor | None, drop_audio: torch.Tensor | None = None
              ) -> BoundDenoiser:
         """As :meth:`Denoiser.bind`, the step run by this engine."""
         bound = self.denoiser.bind(audio, cond, cond_mask, drop_audio)
-        bound.step = self.step
+        long = self.long_step is not None and bound.frames >= self.long_from
+        bound.step = self.long_step if long else self.step
         return bound
 
 
@@ -59,6 +67,9 @@ def accelerate(denoiser: Denoiser, mode: Mode = "eager", *, threads: int | None 
         return denoiser
     if mode == "onnx":
         return Accelerated(denoiser, OnnxStep(denoiser, threads), mode)
+    if mode == "auto":  # eager's chunked causal attention wins from 2 chunks on
+        return Accelerated(denoiser, OnnxStep(denoiser, threads), mode, long_step=bound_step,
+                           long_from=2 * CAUSAL_CHUNK)
     if mode == "compiled":
         return Accelerated(denoiser, torch.compile(bound_step, dynamic=False), mode)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

@@ -54,6 +54,15 @@ def test_onnx_mode_rows_do_not_depend_on_the_batch(model):
             assert torch.equal(_eps(fast, {k: v[rows] for k, v in w.items()}, 77), whole[rows])
 
 
+def test_auto_mode_runs_short_windows_by_onnx_and_long_ones_eagerly(model):
+    fast = accelerate(model, "auto", threads=1)
+    short, long = window(2, 18, seed=1), window(2, 162, seed=2)
+    with torch.no_grad():
+        assert fast.bind(short["audio"], short["cond"], short["mask"]).step is fast.step
+        assert (_eps(fast, short, 5) - _eps(model, short, 5)).abs().max() <= MODE_ATOL
+        assert torch.equal(_eps(fast, long, 5), _eps(model, long, 5))
+
+
 @pytest.mark.slow
 def test_compiled_mode_matches_eager(model):
     fast = accelerate(model, "compiled")
