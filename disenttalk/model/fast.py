@@ -10,8 +10,8 @@ returns ``step(x_t, t) → ε̂`` for one window; they differ only in what runs 
   graph fusions. ε̂ within 1e-5 of eager. A row's numbers did not depend on the rows beside it
   on this machine's CPU (MLAS kernels; tested), but ONNX Runtime does not promise it. The
   weights are those of the first ``bind`` (a snapshot): for inference, not training. CPU only.
-- ``"auto"``: ``"onnx"`` for windows shorter than two causal-attention chunks (streams: many
-  small calls, where ONNX Runtime's lower per-operator cost wins), ``"eager"`` for longer ones
+- ``"auto"``: ``"onnx"`` for windows shorter than two causal-attention chunks of at most 8 rows
+  (streams: small calls, where ONNX Runtime's lower per-operator cost wins), ``"eager"`` else
   (offline windows, where eager's chunked causal attention, not in the exported graph, wins).
 - ``"compiled"``: ``torch.compile`` (inductor, C++ kernels; needs a C++ compiler) of the bound
   step, one graph per (batch, frames) shape; the first call of a shape compiles for tens of
@@ -36,23 +36,26 @@ from disenttalk.model.denoiser import BoundDenoiser, Denoiser, bound_step
 
 Mode = Literal["eager", "onnx", "auto", "compiled"]
 MODES: tuple[str, ...] = ("eager", "onnx", "auto", "compiled")
+AUTO_ONNX_ROWS = 8  # "auto": the most rows (2 per guided stream) a short window runs by ONNX
 
 
 class Accelerated:
     """A denoiser whose :meth:`bind` runs the bound step with a faster engine; with
-    ``long_step``, windows of at least ``long_from`` frames run that one instead."""
+    ``long_step``, windows of at least ``long_from`` frames or more than ``max_rows`` rows run
+    that one instead."""
 
     def __init__(self, denoiser: Denoiser, step: Any, mode: str, long_step: Any = None,
-                 long_from: int = 0) -> None:
+                 long_from: int = 0, max_rows: int = 1 << 30) -> None:
         self.denoiser, self.step, self.mode = denoiser, step, mode
-        self.long_step, self.long_from = long_step, long_from
+        self.long_step, self.long_from, self.max_rows = long_step, long_from, max_rows
 
     def bind(self, audio: torch.Tensor | None, cond: torch.Tensor | None,
              cond_mask: torch.Tensor | None, drop_audio: torch.Tensor | None = None
              ) -> BoundDenoiser:
         """As :meth:`Denoiser.bind`, the step run by this engine."""
         bound = self.denoiser.bind(audio, cond, cond_mask, drop_audio)
-        long = self.long_step is not None and bound.frames >= self.long_from
+        long = self.long_step is not None and (bound.frames >= self.long_from
+                                               or bound.batch > self.max_rows)
         bound.step = self.long_step if long else self.step
         return bound
 
@@ -67,9 +70,10 @@ def accelerate(denoiser: Denoiser, mode: Mode = "eager", *, threads: int | None 
         return denoiser
     if mode == "onnx":
         return Accelerated(denoiser, OnnxStep(denoiser, threads), mode)
-    if mode == "auto":  # eager's chunked causal attention wins from 2 chunks on
+    if mode == "auto":  # eager's chunked causal attention wins from 2 chunks on, and at 2
+        # threads eager wins from 8 rows on (4 guided streams; benchmark_hot_path)
         return Accelerated(denoiser, OnnxStep(denoiser, threads), mode, long_step=bound_step,
-                           long_from=2 * CAUSAL_CHUNK)
+                           long_from=2 * CAUSAL_CHUNK, max_rows=AUTO_ONNX_ROWS)
     if mode == "compiled":
         return Accelerated(denoiser, torch.compile(bound_step, dynamic=False), mode)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -123,6 +127,9 @@ class OnnxStep:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # no busy-waiting between runs: spinning workers took the cores from torch's own threads
+        # (the sampler between steps, other engines), 2× slower windows at 2 threads on 2 cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(buffer.getvalue(), options,
                                             providers=["CPUExecutionProvider"])
