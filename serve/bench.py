@@ -258,6 +258,7 @@ def generate_bench(
     steps: int = typer.Option(DEFAULT_STEPS, help="DDIM steps."),
     repeats: int = typer.Option(3, help="Timed runs per case (the median is reported)."),
     threads: int | None = typer.Option(None, help="torch threads (a 1-CPU Serve replica has 1)."),
+    hot_path: str = typer.Option("eager", help="What runs the sampler steps: eager | onnx | auto | compiled."),
 ) -> None:
     """Audio → mp4 speed with the model loaded and the portrait prepared (what a serving replica does)."""
     from types import SimpleNamespace
@@ -272,12 +273,13 @@ def generate_bench(
     if threads:
         torch.set_num_threads(threads)
     photo_bytes, speech = bench_inputs(image, audio, seconds)
-    engine = Engine(ServeConfig())
+    engine = Engine(ServeConfig.from_dict({"hot_path": hot_path}))
     t0 = time.perf_counter()
     info = engine.load(model)
     cfg = engine.cfg.limits
     portrait = prepare(content_id(photo_bytes), decode_image(photo_bytes, cfg, cfg.max_photo_side))
     emit(model=model, version=info["version"], device=info["device"], threads=torch.get_num_threads(),
+         hot_path=hot_path,
          load_s=round(time.perf_counter() - t0, 2), audio_s=round(len(speech) / SAMPLE_RATE, 2),
          photo=portrait.summary()["image_size"])
     options = dict(steps=steps, guidance=None, seed=0, lip_scale=1.0, eye_scale=1.0, global_scale=1.0,

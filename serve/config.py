@@ -7,7 +7,7 @@ Serve config file and the RayService manifest all come from the same numbers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from disenttalk.config import StrictConfig
 from disenttalk.constants import CHAMPION_URI, DEFAULT_STEPS
@@ -122,6 +122,10 @@ class ServeConfig(StrictConfig):
     limits: Limits = Limits()
     stream: StreamOptions = StreamOptions()
     batching: BatchingOptions = BatchingOptions()
+    # what runs the denoiser's sampler steps (disenttalk.model.fast): eager PyTorch; onnx (ONNX
+    # Runtime); auto (onnx for stream windows of ≤ 4 streams, eager else); compiled (torch.compile,
+    # tens of seconds per new window shape)
+    hot_path: Literal["eager", "onnx", "auto", "compiled"] = "eager"
     ingress: DeploymentOptions = DeploymentOptions(
         max_ongoing_requests=32, max_queued_requests=64, ray_actor_options=ActorOptions(num_cpus=0.1))
     portraits: DeploymentOptions = DeploymentOptions(ray_actor_options=ActorOptions(num_cpus=0.5))

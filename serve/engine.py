@@ -128,7 +128,10 @@ class Engine:
     def load(self, uri: str) -> dict[str, Any]:
         """Load ``uri`` and swap it in; the previous model's files are removed."""
         new = load_model(uri, self.cfg)
+        from disenttalk.model.fast import accelerate
+
         new.offline.batcher = new.live.batcher = self.batcher
+        new.offline.hot_path = new.live.hot_path = accelerate(new.offline.denoiser, self.cfg.hot_path)
         with self._lock:
             old, self.model, self.load_error = self.model, new, None
             self._renderers.clear()  # the new model may sit on another device

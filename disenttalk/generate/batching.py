@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from disenttalk.model.diffusion import cfg_eps, sample
+from disenttalk.model.diffusion import cfg_bind, cfg_eps, sample
 
 if TYPE_CHECKING:
     from disenttalk.generate.generator import Generator, Settings
@@ -68,9 +68,17 @@ def sample_windows(gen: Generator, jobs: Sequence[WindowJob], clip_x0: float) ->
     scales = [job.settings.guidance for job in jobs]
     generators = [torch.Generator().manual_seed(job.seed) for job in jobs]
 
+    # the window's audio and known values prepared once for every step (Denoiser.bind), the
+    # steps run by the generator's engine (disenttalk.model.fast; default the module itself)
+    model = gen.hot_path
+    if hasattr(model, "bind"):
+        guided = cfg_bind(model, audio, cond, mask, scales)
+    else:  # any other ε-network: called whole at every step
+        def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return cfg_eps(model, x, t, audio, cond, mask, scales)
+
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = cfg_eps(gen.denoiser, x, t, audio, cond, mask, scales)
-        return gen.diffusion.to_eps(x, t, out)
+        return gen.diffusion.to_eps(x, t, guided(x, t))
 
     x = sample(eps_fn, tuple(cond.shape), jobs[0].settings.sampler, generator=generators,
                device=gen.device, known=cond, known_mask=mask, clip_x0=clip_x0)

@@ -113,6 +113,8 @@ class Generator:
         self.pose_limits = pose_limits or PoseLimits()
         # windows of concurrent streams sampled together (disenttalk.generate.batching); None: alone
         self.batcher: Any = None
+        # what runs the sampler's steps: the denoiser, or disenttalk.model.fast.accelerate's engine
+        self.hot_path: Any = self.denoiser
 
     @classmethod
     def from_bundle(cls, path: str | Path, **kwargs: Any) -> Generator:
