@@ -9,9 +9,9 @@ one another (:class:`~disenttalk.model.denoiser.Denoiser` embeds the shared time
 window's numbers are exactly those it gets sampled alone.
 
 :class:`WindowBatcher` is the meeting point: callers in any thread hand it a :class:`WindowJob`
-and wait; one worker thread takes whatever is queued (waiting up to ``wait_ms`` for more once
-the first arrives, at most ``max_batch``), samples each compatible group as one batch and hands
-every caller its window.
+and wait; one of them at a time takes whatever is queued (waiting up to ``wait_ms`` for more
+once the first arrives, at most ``max_batch``), samples each compatible group as one batch and
+hands every caller its window.
 """
 
 from __future__ import annotations
@@ -87,7 +87,14 @@ def sample_windows(gen: Generator, jobs: Sequence[WindowJob], clip_x0: float) ->
 
 
 class WindowBatcher:
-    """Samples the windows handed to it from any thread in shared batches (see the module)."""
+    """Samples the windows handed to it from any thread in shared batches (see the module).
+
+    No thread of its own: the first caller that finds no batch running leads, waits ``wait_ms``
+    for others to join, samples what is queued and hands every caller its window; callers that
+    arrive meanwhile wait and the next of them leads the next batch. (PyTorch runs its parallel
+    kernels slower from a helper thread than from the thread that asked, so the work stays on
+    the callers' threads.)
+    """
 
     def __init__(self, max_batch: int = 16, wait_ms: float = 2.0) -> None:
         if max_batch < 1 or wait_ms < 0:
@@ -95,50 +102,48 @@ class WindowBatcher:
         self.max_batch, self.wait_s = int(max_batch), float(wait_ms) / 1000.0
         self._queue: list[tuple[Generator, WindowJob, float, Future]] = []
         self._ready = threading.Condition()
-        self._closed = False
+        self._leading = False
         self.batches = 0  # batches run, and windows in them (what batching achieved)
         self.windows = 0
-        self._worker = threading.Thread(target=self._loop, name="window-batcher", daemon=True)
-        self._worker.start()
 
     def run(self, gen: Generator, job: WindowJob, clip_x0: float) -> torch.Tensor:
         """Sample ``job`` on ``gen`` with whatever else is ready; blocks until it is done."""
         done: Future = Future()
         with self._ready:
-            if self._closed:
-                raise RuntimeError("the window batcher is closed")
             self._queue.append((gen, job, clip_x0, done))
-            self._ready.notify()
+            self._ready.notify_all()
+        while not done.done():
+            taken = self._lead()
+            if taken:
+                try:
+                    self._run(taken)
+                finally:
+                    with self._ready:
+                        self._leading = False
+                        self._ready.notify_all()
         return done.result()
 
-    def close(self) -> None:
-        """Stop the worker once the queue is empty (waiting callers still get their windows)."""
+    def _lead(self) -> list[tuple[Generator, WindowJob, float, Future]]:
+        """The next batch if this caller leads it (none is running), else [] once the running
+        one ends or this caller's window is done."""
         with self._ready:
-            self._closed = True
-            self._ready.notify()
-        self._worker.join(timeout=30)
-
-    def _take(self) -> list[tuple[Generator, WindowJob, float, Future]]:
-        """The next batch: what is queued once the first job has waited ``wait_s``."""
-        with self._ready:
-            while not self._queue and not self._closed:
-                self._ready.wait()
-            if not self._queue:
+            if self._leading or not self._queue:
+                self._ready.wait(0.05)
                 return []
+            self._leading = True
             deadline = time.monotonic() + self.wait_s
             while len(self._queue) < self.max_batch and (left := deadline - time.monotonic()) > 0:
                 self._ready.wait(left)
             taken, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             return taken
 
-    def _loop(self) -> None:
-        while taken := self._take():
-            groups: dict[tuple[Any, ...], list[tuple[Generator, WindowJob, float, Future]]] = {}
-            for item in taken:
-                gen, job, clip_x0, _ = item
-                groups.setdefault((id(gen), clip_x0, job.key), []).append(item)
-            for group in groups.values():
-                self._sample(group)
+    def _run(self, taken: list[tuple[Generator, WindowJob, float, Future]]) -> None:
+        groups: dict[tuple[Any, ...], list[tuple[Generator, WindowJob, float, Future]]] = {}
+        for item in taken:
+            gen, job, clip_x0, _ = item
+            groups.setdefault((id(gen), clip_x0, job.key), []).append(item)
+        for group in groups.values():
+            self._sample(group)
 
     def _sample(self, group: list[tuple[Generator, WindowJob, float, Future]]) -> None:
         gen, _, clip_x0, _ = group[0]
@@ -148,7 +153,8 @@ class WindowBatcher:
             for *_, done in group:
                 done.set_exception(exc)
             return
-        self.batches += 1
-        self.windows += len(group)
+        with self._ready:
+            self.batches += 1
+            self.windows += len(group)
         for (*_, done), window in zip(group, windows, strict=True):
             done.set_result(window)
