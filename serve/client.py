@@ -62,7 +62,7 @@ def stream(base_url: str, portrait_id: str, audio: np.ndarray, sample_rate: int 
     ``origin``: the Origin header a browser page would send; ``on_frame(n)`` is called with the
     count of frames so far as each arrives. A refused handshake gives ``http_status``.
     """
-    from websockets.exceptions import InvalidStatus
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
     from websockets.sync.client import connect
 
     start = {"type": "start", "portrait_id": portrait_id, "sample_rate": sample_rate,
@@ -70,13 +70,17 @@ def stream(base_url: str, portrait_id: str, audio: np.ndarray, sample_rate: int 
     if api_key:
         start["api_key"] = api_key
     try:
+        # JPEG frames do not deflate: per-message compression would only cost both ends CPU
         ws = connect(ws_url(base_url), max_size=None, open_timeout=timeout, close_timeout=5,
-                     origin=origin, proxy=None)
+                     origin=origin, proxy=None, compression=None)
     except InvalidStatus as exc:
         return StreamResult(ready={}, http_status=exc.response.status_code)
     with ws:
-        ws.send(json.dumps(start))
         result = StreamResult(ready={})
+        try:
+            ws.send(json.dumps(start))
+        except ConnectionClosed:  # refused at once (a cap, 1013): the error and code follow
+            pass
         if not _ready(ws, result, timeout):
             return result
         sender = threading.Thread(target=_send_audio, args=(ws, result, audio, sample_rate, chunk_ms,
