@@ -258,7 +258,7 @@ def generate_bench(
     steps: int = typer.Option(DEFAULT_STEPS, help="DDIM steps."),
     repeats: int = typer.Option(3, help="Timed runs per case (the median is reported)."),
     threads: int | None = typer.Option(None, help="torch threads (a 1-CPU Serve replica has 1)."),
-    hot_path: str = typer.Option("eager", help="What runs the sampler steps: eager | onnx | auto | compiled."),
+    hot_path: str = typer.Option("auto", help="What runs the sampler steps: eager | onnx | auto | compiled."),
 ) -> None:
     """Audio → mp4 speed with the model loaded and the portrait prepared (what a serving replica does)."""
     from types import SimpleNamespace

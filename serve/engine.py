@@ -97,6 +97,20 @@ def load_model(uri: str, cfg: ServeConfig, device: str | None = None) -> Loaded:
     return Loaded(info=info, offline=offline, live=live, workdir=workdir)
 
 
+def warm_up(model: Loaded) -> None:
+    """One stream window of silence before the model serves: what a first window pays once (the
+    hot path's export or compilation, lazy imports, first allocations) is not a live stream's
+    stall."""
+    from disenttalk.generate.batching import sample_windows
+    from disenttalk.generate.generator import CLIP_X0
+
+    live = model.live
+    stream = live.open_stream(SAMPLE_RATE, steps=2)
+    feats = live.features(np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE, live.plan.hop + live.plan.prefix)
+    job = live.window_job(0, feats, None, 0, stream.settings)
+    sample_windows(live, [job], CLIP_X0)
+
+
 def controls(options: Any) -> Any:
     """Per-region intensities of a request as :class:`Controls`."""
     from disenttalk.generate import Controls
@@ -132,6 +146,7 @@ class Engine:
 
         new.offline.batcher = new.live.batcher = self.batcher
         new.offline.hot_path = new.live.hot_path = accelerate(new.offline.denoiser, self.cfg.hot_path)
+        warm_up(new)
         with self._lock:
             old, self.model, self.load_error = self.model, new, None
             self._renderers.clear()  # the new model may sit on another device
