@@ -167,6 +167,11 @@ class Engine:
         model = self.current()
         out = {k: v for k, v in model.info.items() if k not in ("load_uri", "bundle")}
         out["load_error"] = self.load_error
+        out["hot_path"] = self.cfg.hot_path
+        batcher = self.batcher  # this replica's batches since it started (windows / batches)
+        out["batching"] = {"enabled": batcher is not None,
+                           "batches": batcher.batches if batcher else 0,
+                           "windows": batcher.windows if batcher else 0}
         return out
 
     # -- offline ----------------------------------------------------------------------------

@@ -60,7 +60,9 @@ def test_streams_batched_on_one_replica_send_the_frames_they_send_alone(tiny_bun
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert batched.batcher.windows >= 2 * batched.batcher.batches  # the windows shared batches
+    shared = batched.info()["batching"]  # what /v1/model reports of the replica
+    assert shared["enabled"] and shared["windows"] >= 2 * shared["batches"] > 0  # windows shared batches
+    assert alone.info()["batching"] == {"enabled": False, "batches": 0, "windows": 0}
     for k in range(len(STARTS)):
         assert len(got[k]) == len(expected[k]) > 0
         assert got[k] == expected[k]  # header and JPEG bytes of every frame
