@@ -138,3 +138,20 @@ def test_strict_validation_rejects_what_kubernetes_would(mutate, where):
     mutate(doc)
     problems = errors(doc)
     assert problems and any(where in p for p in problems), problems
+
+
+def test_the_ingress_fronts_the_rayservice_and_caps_bodies_at_the_uploads_limit():
+    """infra/ingress.yaml: nginx buffers a body and caps it before Serve's proxy reads any (two
+    files of limits.max_upload_mb and a megabyte of fields), on KubeRay's serve service."""
+    from serve.app import load
+
+    ingress = yaml.safe_load((INFRA / "ingress.yaml").read_text())
+    service = yaml.safe_load((INFRA / "rayservice.yaml").read_text())
+    cfg = load(None, [])
+    notes = ingress["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/proxy-body-size"] == f"{2 * round(cfg.limits.max_upload_mb) + 1}m"
+    assert notes["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "on"
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > cfg.stream.max_session_s
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == f"{service['metadata']['name']}-serve-svc"  # KubeRay's naming
+    assert backend["port"]["number"] == 8000 == yaml.safe_load(service["spec"]["serveConfigV2"])["http_options"]["port"]
