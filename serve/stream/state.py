@@ -84,8 +84,7 @@ def needs_portrait() -> Iterator[dict[str, Any]]:
 def step_stream(engine: Any, state: dict[str, Any], audio: np.ndarray, final: bool,
                 portrait: Any) -> Iterator[dict[str, Any]]:
     """Push audio (and flush when ``final``): ``{"frames": [(index, message), ...]}`` as each
-    window is rendered, the last of them with ``"state"``, the stream's new state (one message
-    for the usual step of one window: each is a round trip through Ray)."""
+    window is rendered, then ``{"state": ...}``, the stream's new state."""
     model = engine.current()
     start = StartMessage(**state["start"])
     stream = attach(state["stream"], _fresh(model, start, state["steps"]))
@@ -95,7 +94,7 @@ def step_stream(engine: Any, state: dict[str, Any], audio: np.ndarray, final: bo
     sr, fps = start.sample_rate, model.live.fps
     quality = engine.cfg.stream.jpeg_quality
     frames = state["frames"]
-    for n, motion in enumerate(motions, 1):
+    for motion in motions:
         packets = []
         for k, frame in enumerate(engine.frames(model, model.live, motion, portrait, start.crop_only)):
             i = motion.start + k
@@ -103,9 +102,5 @@ def step_stream(engine: Any, state: dict[str, Any], audio: np.ndarray, final: bo
                       "audio": [round(i * sr / fps), round((i + 1) * sr / fps)]}
             packets.append((i, pack_frame(header, jpeg(frame, quality))))
         frames += len(packets)
-        if n < len(motions):
-            yield {"frames": packets}
-        else:
-            yield {"frames": packets, "state": {**state, "stream": detach(stream), "frames": frames}}
-    if not motions:
-        yield {"state": {**state, "stream": detach(stream), "frames": frames}}
+        yield {"frames": packets}
+    yield {"state": {**state, "stream": detach(stream), "frames": frames}}
