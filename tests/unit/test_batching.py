@@ -55,6 +55,7 @@ def _stream(gen: Generator, k: int, chunks_of: float = 0.2, start: threading.Bar
     return Motion.concat(out).expression
 
 
+@pytest.mark.slow
 def test_streams_sampled_together_get_exactly_what_they_get_alone(gen):
     alone = [_stream(gen, k) for k in range(len(STREAMS))]
     gen.batcher = batcher = WindowBatcher(max_batch=16, wait_ms=20.0)
