@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import Field
 
 from disenttalk.augment import AugmentConfig
 from disenttalk.config import StrictConfig, apply_overrides
+from disenttalk.face.regions import RegionSplit
 from disenttalk.model.config import ModelConfig, TrainConfig
 from workflows.common import default_config_path
 from workflows.platform.raycluster import RayConfig
@@ -81,3 +83,22 @@ def model_config_for(cfg: ModelConfig, split: Any, feature_dim: int) -> ModelCon
                              f"{feature_dim}-d ones: use the preprocess stage's audio settings")
     return cfg.with_overrides(
         [f"n_expression={split.num_dims}", f"k_lip={len(split.lip)}", f"k_eye={len(split.eye)}"])
+
+
+@dataclass(frozen=True)
+class LoopInputs:
+    """What every Ray Train worker's loop starts from, resolved once in the driver: the stage
+    config, the model config with the fit's N, K_lip and K_eye, the region split, the training
+    clips' normalisation statistics, absolute (or s3://) locations and the clip rows of the
+    train and val splits."""
+
+    stage: TrainStageConfig
+    model: ModelConfig
+    split: RegionSplit
+    norm: Mapping[str, Any]  # name → float32 array (workflows.train.data.norm_stats)
+    data: str
+    fit: str
+    out: str
+    train_rows: tuple[dict[str, Any], ...]
+    val_rows: tuple[dict[str, Any], ...]
+    feature_dim: int

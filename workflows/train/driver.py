@@ -12,7 +12,7 @@ import typer
 
 from workflows.common import format_summary, user_errors
 from workflows.platform import storage
-from workflows.train.config import TrainStageConfig, load_stage_config, model_config_for
+from workflows.train.config import LoopInputs, TrainStageConfig, load_stage_config, model_config_for
 
 
 def _absolute(uri: str) -> str:
@@ -21,7 +21,7 @@ def _absolute(uri: str) -> str:
     return uri if storage.is_s3(uri) else str(Path(uri).expanduser().resolve())
 
 
-def _loop_config(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any) -> dict[str, Any]:
+def _loop_inputs(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any) -> LoopInputs:
     """What every worker's loop starts from: configs, the split, the normalisation statistics
     and the clips of the train and val splits."""
     from workflows.train import data as train_data
@@ -33,18 +33,8 @@ def _loop_config(data: str, fit: str, out: str, cfg: TrainStageConfig, split: An
     feature_dim = int(train_rows[0]["feature_dim"])
     model_cfg = model_config_for(cfg.model, split, feature_dim)
     norm = train_data.norm_stats(data, fit, train_rows)
-    return {
-        "stage": cfg.to_dict(),
-        "model": model_cfg.to_dict(),
-        "split": split.to_dict(),
-        "norm": {k: v.tolist() for k, v in norm.items()},
-        "data": data,
-        "fit": fit,
-        "out": out,
-        "train_rows": train_rows,
-        "val_rows": val_rows,
-        "feature_dim": feature_dim,
-    }
+    return LoopInputs(stage=cfg, model=model_cfg, split=split, norm=norm, data=data, fit=fit, out=out,
+                      train_rows=tuple(train_rows), val_rows=tuple(val_rows), feature_dim=feature_dim)
 
 
 def _run_config(cfg: TrainStageConfig, out: str, callbacks: Sequence[Any]) -> Any:
@@ -77,7 +67,7 @@ def _run_config(cfg: TrainStageConfig, out: str, callbacks: Sequence[Any]) -> An
     )
 
 
-def _fit(cfg: TrainStageConfig, loop_config: dict[str, Any], run_config: Any) -> tuple[Any, dict]:
+def _fit(cfg: TrainStageConfig, inputs: LoopInputs, run_config: Any) -> tuple[Any, dict]:
     """Run the ``TorchTrainer``; its result and the work per Ray node ({} without the State API)."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -94,7 +84,7 @@ def _fit(cfg: TrainStageConfig, loop_config: dict[str, Any], run_config: Any) ->
     try:
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config=loop_config,
+            train_loop_config={"inputs": inputs},  # Ray Train passes a dict
             scaling_config=ray.train.ScalingConfig(
                 num_workers=cfg.scaling.num_workers,
                 use_gpu=cfg.scaling.use_gpu,
@@ -109,12 +99,12 @@ def _fit(cfg: TrainStageConfig, loop_config: dict[str, Any], run_config: Any) ->
         shutdown_if_started(started)
 
 
-def _summary(cfg: TrainStageConfig, loop_config: dict[str, Any], result: Any, nodes: dict,
+def _summary(cfg: TrainStageConfig, inputs: LoopInputs, result: Any, nodes: dict,
              out: str) -> dict[str, Any]:
     metrics = dict(result.metrics or {})
     return {
-        "train_clips": len(loop_config["train_rows"]),
-        "val_clips": len(loop_config["val_rows"]),
+        "train_clips": len(inputs.train_rows),
+        "val_clips": len(inputs.val_rows),
         "workers": cfg.scaling.num_workers,
         "sync_steps": cfg.train.sync_steps,
         "denoiser_steps": cfg.train.denoiser_steps,
@@ -137,10 +127,10 @@ def run(data: str, fit: str, out: str, cfg: TrainStageConfig, split: Any = None,
 
     start = time.perf_counter()
     data, fit, out = (_absolute(u) for u in (data, fit, out))
-    loop_config = _loop_config(data, fit, out, cfg, split or fit_stage.read_split(fit))
+    inputs = _loop_inputs(data, fit, out, cfg, split or fit_stage.read_split(fit))
     storage.makedirs(out)
-    result, nodes = _fit(cfg, loop_config, _run_config(cfg, out, callbacks))
-    return {**_summary(cfg, loop_config, result, nodes, out), "seconds": time.perf_counter() - start}
+    result, nodes = _fit(cfg, inputs, _run_config(cfg, out, callbacks))
+    return {**_summary(cfg, inputs, result, nodes, out), "seconds": time.perf_counter() - start}
 
 
 @user_errors("train")

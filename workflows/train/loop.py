@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from disenttalk.face.regions import RegionSplit
-from disenttalk.model.config import ModelConfig
 from workflows.train import data as train_data
 from workflows.train.checkpoint import (
     PHASES,
@@ -29,6 +27,7 @@ from workflows.train.checkpoint import (
     plain,
     save_checkpoint,
 )
+from workflows.train.config import LoopInputs
 from workflows.train.distributed import average_gradients, check_replicas_equal, world_mean
 
 log = logging.getLogger(__name__)
@@ -46,29 +45,26 @@ def _to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, t
 class Loop:
     """One worker's training run; see the module docstring."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, inputs: LoopInputs) -> None:
         import ray.train
         import ray.train.torch
 
         from disenttalk.model.denoiser import Denoiser
         from disenttalk.model.diffusion import GaussianDiffusion
         from disenttalk.model.sync import SyncExpert
-        from workflows.train.config import TrainStageConfig
-
-        self.config = config
-        self.stage = TrainStageConfig.from_dict(config["stage"])
-        self.model = ModelConfig.from_dict(config["model"])
+        self.inputs = inputs
+        self.stage, self.model = inputs.stage, inputs.model
         # what actually trains: the stage config with N, K_lip, K_eye taken from the fit
         self.effective = self.stage.model_copy(update={"model": self.model})
         self.train = self.stage.train
-        self.split = RegionSplit.from_dict(config["split"])
-        self.norm = {k: np.asarray(v, dtype=np.float32) for k, v in config["norm"].items()}
+        self.split = inputs.split
+        self.norm = {k: np.asarray(v, dtype=np.float32) for k, v in inputs.norm.items()}
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
         torch.set_num_threads(max(1, int(self.stage.scaling.cpus_per_worker)))
 
-        f = int(config["feature_dim"])
+        f = inputs.feature_dim
         # on the device before the optimisers exist, so restored Adam state lands beside them
         expert = SyncExpert(self.model.sync, audio_dim=f, lip_dim=len(self.split.lip)).to(self.device)
         denoiser = Denoiser(self.model.denoiser, self.split, audio_dim=f).to(self.device)
@@ -92,8 +88,8 @@ class Loop:
 
     def _samplers(self) -> tuple[train_data.WindowSampler, train_data.WindowSampler | None]:
         """Windows over this worker's share of the training clips; rank 0 also validation."""
-        data, fit = self.config["data"], self.config["fit"]
-        rows = train_data.shard_rows(self.config["train_rows"], self.rank, self.world)
+        data, fit = self.inputs.data, self.inputs.fit
+        rows = train_data.shard_rows(self.inputs.train_rows, self.rank, self.world)
         clips = [train_data.load_clip(data, fit, r) for r in rows]
         augment = self.stage.augment
         # the model's audio settings are the preprocess stage's (checked by the driver), so the
@@ -106,9 +102,9 @@ class Loop:
         self.augment_stats = stats
         sampler = train_data.WindowSampler(clips, self.train.window, self.norm,
                                            keep_prob=augment.keep_prob if augment.active else 1.0)
-        if self.rank != 0 or not self.config["val_rows"] or not self.stage.run.val_batches:
+        if self.rank != 0 or not self.inputs.val_rows or not self.stage.run.val_batches:
             return sampler, None
-        val = [train_data.load_clip(data, fit, r) for r in self.config["val_rows"]]
+        val = [train_data.load_clip(data, fit, r) for r in self.inputs.val_rows]
         try:
             return sampler, train_data.WindowSampler(val, self.train.window, self.norm)
         except ValueError:  # validation clips shorter than a window: no validation
@@ -121,7 +117,7 @@ class Loop:
 
         if self.val_sampler is None:
             return None
-        morphable = read_morphable(self.config["fit"])
+        morphable = read_morphable(self.inputs.fit)
         if morphable is None:
             return None
         return LipError(self.val_sampler, morphable, self.norm, self.train.batch_size, self.device)
@@ -293,7 +289,7 @@ class _Tracker:
         if run_id is None:
             loop.progress.mlflow_run_id = self.run.info.run_id
             mlflow.log_params(tracking.config_params(loop.effective))
-            mlflow.log_params({k: loop.config[k] for k in ("data", "fit", "out")})
+            mlflow.log_params({k: getattr(loop.inputs, k) for k in ("data", "fit", "out")})
             mlflow.set_tags({"stage": "train"})
         else:
             mlflow.set_tag("resumed_from_step", str(loop.resumed_from))
@@ -328,10 +324,10 @@ def quiet_train_reports() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def train_loop_per_worker(config: dict[str, LoopInputs]) -> None:
     """Ray Train entry point of every worker."""
     quiet_train_reports()
-    loop = Loop(config)
+    loop = Loop(config["inputs"])
     try:
         loop.run()
     except BaseException:

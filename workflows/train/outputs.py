@@ -51,7 +51,7 @@ def write_outputs(loop: Loop, run: Any | None) -> str:
     from disenttalk.bundle import write_bundle
     from workflows.train.checkpoint import plain
 
-    out = loop.config["out"]
+    out = loop.inputs.out
     target = storage.join(out, BUNDLE)
     extra = {"train": {"sync_steps": loop.train.sync_steps,
                        "denoiser_steps": loop.train.denoiser_steps,
@@ -59,11 +59,11 @@ def write_outputs(loop: Loop, run: Any | None) -> str:
                        "history": loop.progress.history}}
     # the corpus statistics a bundle carries come from every training clip (loop.sampler holds
     # only this rank's share)
-    data, fit = loop.config["data"], loop.config["fit"]
+    data, fit = loop.inputs.data, loop.inputs.fit
     framing = clipstore.read_framing(data)
     if framing:
         extra["framing"] = framing
-    clips = [train_data.load_clip(data, fit, r) for r in loop.config["train_rows"]]
+    clips = [train_data.load_clip(data, fit, r) for r in loop.inputs.train_rows]
     if loop.model.audio.frontend == "mel":  # quiet frames are found by log-mel energy
         rest = train_data.rest_expression(clips)
         if rest is not None:
