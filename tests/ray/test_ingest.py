@@ -126,7 +126,7 @@ def test_memory_does_not_grow_with_the_videos_length(folder, tmp_path):
 
     short = tmp_path / "short.mp4"
     write_video(short, FrameStream(folder / "dave/long.mp4").read(0, 500), 25.0, tone(20.0))
-    proc = ClipProcessor(_config().to_json(), str(tmp_path / "store"), frozenset())
+    proc = ClipProcessor(_config(), str(tmp_path / "store"), frozenset())
     peaks = {}
     for name, path in (("short", short), ("long", folder / "dave/long.mp4")):
         tracemalloc.start()

@@ -120,14 +120,14 @@ def test_preprocess_actor_without_an_audio_frontend_fails_instead_of_storing_no_
 
     from workflows.preprocess.worker import ClipProcessor, PreprocessConfig
 
-    cfg = PreprocessConfig().to_json()
+    cfg = PreprocessConfig()
     monkeypatch.setitem(sys.modules, "disenttalk.audio", None)  # the frontend module cannot load
     with pytest.raises(ImportError):
         ClipProcessor(cfg, str(tmp_path), frozenset())
     monkeypatch.delitem(sys.modules, "disenttalk.audio")
     missing = PreprocessConfig.from_dict({"audio": {"frontend": "hubert", "hubert_model": str(tmp_path / "none")}})
     with pytest.raises(OSError):  # HuBERT weights that are not there
-        ClipProcessor(missing.to_json(), str(tmp_path), frozenset())
+        ClipProcessor(missing, str(tmp_path), frozenset())
 
 
 @pytest.mark.parametrize("source_fps", [30.0, 25.0])
@@ -144,7 +144,7 @@ def test_preprocess_stores_clips_at_the_models_frame_rate(tmp_path, astronaut, s
     path = tmp_path / "clip.mp4"
     media.write_video(path, frames, source_fps, audio=(0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32),
                       sample_rate=44100)
-    processor = ClipProcessor(PreprocessConfig().to_json(), str(tmp_path / "store"), frozenset())
+    processor = ClipProcessor(PreprocessConfig(), str(tmp_path / "store"), frozenset())
     [(part, record)] = processor.build({"clip_id": "c", "uri": str(path)}, path, "0" * 64)
     assert part is None  # one clip: it keeps the manifest's id
     assert record.fps == 25.0 and record.num_frames == 40  # 1.6 s at 25 fps, whatever the source
@@ -173,7 +173,7 @@ def test_generation_uses_the_hubert_features_preprocessing_stored(tmp_path, astr
     path = tmp_path / "clip.mp4"
     media.write_video(path, frames, 25.0, audio=speech, sample_rate=16000)
     cfg = PreprocessConfig.from_dict({"audio": audio_cfg})
-    [(_, record)] = ClipProcessor(cfg.to_json(), str(tmp_path / "store"), frozenset()).build(
+    [(_, record)] = ClipProcessor(cfg, str(tmp_path / "store"), frozenset()).build(
         {"clip_id": "c", "uri": str(path)}, path, "0" * 64)
 
     split = RegionSplit.contiguous(10, k_lip=3, k_eye=2)

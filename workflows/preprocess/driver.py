@@ -73,7 +73,7 @@ def _process(rows: list[dict[str, Any]], out: str, cfg: PreprocessConfig,
         pool = cfg.actors
         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             ClipProcessor,
-            fn_constructor_kwargs={"config_json": cfg.to_json(), "out": out, "done_hashes": done},
+            fn_constructor_kwargs={"cfg": cfg, "out": out, "done_hashes": done},
             compute=ray.data.ActorPoolStrategy(
                 min_size=pool.min_size, max_size=min(pool.max_size, len(rows))
             ),

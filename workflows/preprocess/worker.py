@@ -132,10 +132,10 @@ class ClipProcessor:
     see :mod:`workflows.preprocess.segments`), or one ``rejected`` / ``skipped`` row.
     """
 
-    def __init__(self, config_json: str, out: str, done_hashes: frozenset[str]) -> None:
+    def __init__(self, cfg: PreprocessConfig, out: str, done_hashes: frozenset[str]) -> None:
         from disenttalk.face.tracker import FaceTracker
 
-        self.cfg = PreprocessConfig.from_json(config_json)
+        self.cfg = cfg
         self.out = out
         self.done = done_hashes
         face = self.cfg.face
