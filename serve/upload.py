@@ -6,11 +6,21 @@ the app receives them, so a chunked upload (no ``Content-Length``) is stopped th
 passes the limit: two files and the fields for ``/v1/generate``, one for ``/v1/portraits``, 64 KiB
 for any other body (``/v1/speech``'s JSON). :func:`read_form` parses ``multipart/form-data`` with a cap on each file part,
 checked as the part streams in (files past 1 MB spool to disk, never whole in memory).
+
+A body of many megabytes passes through the ingress as many pickled messages from Serve's proxy;
+once they are freed, glibc keeps most of their pages in its heaps (it only gives back the top
+of a heap by itself), so every large upload, refused or not, would leave the ingress larger.
+Half a second after a request that read at least :data:`TRIM_BYTES`, :func:`release_freed_heap`
+hands the freed pages back (``malloc_trim``), off the event loop and one at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import json
+import threading
 from typing import Any
 
 from starlette.formparsers import MultiPartParser
@@ -18,6 +28,33 @@ from starlette.formparsers import MultiPartParser
 from serve.errors import ApiError
 
 FIELDS_BYTES = 65536  # the text fields of a form, all together
+TRIM_BYTES = 4 * 1024 * 1024  # a body at least this large is followed by release_freed_heap()
+
+_trimming = threading.Lock()
+
+
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None (another C library)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_heap() -> bool:
+    """Give the pages of freed heap memory back to the OS (glibc's ``malloc_trim(0)``, which
+    also releases free pages inside a heap, not only at its top). False when another call is
+    under way or the C library has no ``malloc_trim``."""
+    if _MALLOC_TRIM is None or not _trimming.acquire(blocking=False):
+        return False
+    try:
+        _MALLOC_TRIM(0)
+        return True
+    finally:
+        _trimming.release()
 
 
 def too_large(what: str, limit: int, field: str | None = None, size: int | None = None) -> ApiError:
@@ -44,6 +81,22 @@ async def _answer(send: Any, err: ApiError) -> None:
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+_pending: set[asyncio.Task] = set()
+
+
+def _trim_soon(delay_s: float = 0.5) -> None:
+    """:func:`release_freed_heap` in a thread ``delay_s`` from now, once Serve has dropped the
+    request's messages (its receive queue lives until the request is done)."""
+
+    async def later() -> None:
+        await asyncio.sleep(delay_s)
+        await asyncio.to_thread(release_freed_heap)
+
+    task = asyncio.get_running_loop().create_task(later())
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 class BodyLimit:
@@ -92,12 +145,16 @@ class BodyLimit:
                 await send(message)
 
         try:
-            await self.app(scope, counted, guarded)
-        except Exception:
-            if state["error"] is None:
-                raise
-        if state["error"] is not None and not state["started"]:
-            await _answer(send, state["error"])
+            try:
+                await self.app(scope, counted, guarded)
+            except Exception:
+                if state["error"] is None:
+                    raise
+            if state["error"] is not None and not state["started"]:
+                await _answer(send, state["error"])
+        finally:
+            if state["bytes"] >= TRIM_BYTES:
+                _trim_soon()
 
 
 class _CappedParser(MultiPartParser):
