@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 import threading
 import time
 from collections import Counter, defaultdict
@@ -54,7 +55,8 @@ class Minute:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     streams: Counter = field(default_factory=Counter)  # (kind, close code) → n
     frames: Counter = field(default_factory=Counter)  # kind → frames received
-    rss: dict[str, int] = field(default_factory=dict)  # replica → last RSS sample (bytes)
+    # replica → its (RSS, RSS less shared object-store pages) samples, bytes
+    rss: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
     events: list[str] = field(default_factory=list)
 
 
@@ -94,9 +96,16 @@ class Tally:
             if frames:
                 m.frames[kind] += frames
 
-    def rss(self, replica: str, rss_bytes: int, t: float | None = None) -> None:
+    def rss(self, replica: str, rss_bytes: int, t: float | None = None, shared: int = 0) -> None:
+        """A replica's RSS sample; ``shared``: the part of it that is Ray's object store
+        (``RssShmem``: pages of the shared plasma file the replica has read objects from)."""
         with self.lock:
-            self.minutes[self.minute_of(t)].rss[replica] = rss_bytes
+            self.minutes[self.minute_of(t)].rss[replica].append((rss_bytes, rss_bytes - shared))
+
+    @staticmethod
+    def _rss_mb(m: Minute, which: int) -> dict[str, float]:
+        """Per replica, the median of the minute's samples (``which``: 0 RSS, 1 private)."""
+        return {k: round(statistics.median(v[which] for v in vs) / 2**20, 1) for k, vs in sorted(m.rss.items()) if vs}
 
     def event(self, text: str, t: float | None = None) -> None:
         with self.lock:
@@ -122,7 +131,7 @@ class Tally:
                     "p95_s": _pct(ok, 95), "by_kind": dict(kinds), "streams": dict(streams),
                     "streams_completed": m.streams[("stream", 1000)],
                     "streams_failed": sum(n for (k, c), n in m.streams.items() if k == "stream" and c != 1000),
-                    "frames": dict(m.frames), "rss_mb": {k: round(v / 2**20, 1) for k, v in sorted(m.rss.items())},
+                    "frames": dict(m.frames), "rss_mb": self._rss_mb(m, 0), "private_rss_mb": self._rss_mb(m, 1),
                     "events": list(m.events)}
 
     def failures(self) -> list[str]:
@@ -142,22 +151,21 @@ class Tally:
         return [f"{what} ×{n}" for what, n in sorted(out.items())]
 
     def summary(self) -> dict[str, Any]:
-        """Totals, RSS growth from minute 5 (the first in runs under 6 minutes) to the end, and
+        """Totals, RSS growth from minute 5 (the first in runs under 6 minutes) to the end (the
+        minutes' medians; RSS and private RSS, without the shared object-store pages), and
         /v1/generate successes per minute in the first third against the last third."""
         with self.lock:
             minutes = sorted(self.minutes)
             done = [sum(n for (k, s), n in self.minutes[i].requests.items()
                         if s == 200 and k.startswith("generate")) for i in minutes]
             start = 4 if len(minutes) > 5 else 0  # minute 5 (warmed up), else the first
-            first_rss = self.minutes[minutes[start]].rss if minutes else {}
-            last_rss = self.minutes[minutes[-1]].rss if minutes else {}
-        growth = {r: round(100 * (last_rss[r] - first_rss[r]) / first_rss[r], 1)
-                  for r in sorted(set(first_rss) & set(last_rss)) if first_rss[r]}
+            first, last = (self.minutes[minutes[i]] for i in (start, -1)) if minutes else (Minute(), Minute())
+            growth = [_growth(self._rss_mb(first, which), self._rss_mb(last, which)) for which in (0, 1)]
         third = max(1, len(done) // 3)
         failures = self.failures()
         return {"summary": True, "minutes": len(minutes), "generate_ok_per_minute": done,
                 "throughput_first_vs_last": [sum(done[:third]) / third, sum(done[-third:]) / third],
-                "rss_growth_pct": growth, "contract_misses": self.misses(), "failures": failures,
+                "rss_growth_pct": growth[0], "private_rss_growth_pct": growth[1], "contract_misses": self.misses(), "failures": failures,
                 "ok": not failures}
 
     def misses(self) -> dict[str, dict[str, int]]:
@@ -170,6 +178,10 @@ class Tally:
                     if kind in self.expected and outcome not in (*self.expected[kind], "open"):
                         out[kind][str(outcome)] += n
         return {kind: dict(got) for kind, got in sorted(out.items())}
+
+
+def _growth(first: dict[str, float], last: dict[str, float]) -> dict[str, float]:
+    return {r: round(100 * (last[r] - first[r]) / first[r], 1) for r in sorted(set(first) & set(last)) if first[r]}
 
 
 def _pct(values: list[float], q: float) -> float | None:

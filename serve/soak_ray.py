@@ -86,15 +86,16 @@ def local_replica_pids(app: str) -> dict[str, int]:
     return found
 
 
-def rss_bytes(pid: int) -> int | None:
-    """Resident memory of a process on this machine (None: gone or elsewhere)."""
+def memory_bytes(pid: int) -> tuple[int, int] | None:
+    """Resident memory of a process on this machine and the part of it that is shared memory
+    (``RssShmem``: for a Ray worker, pages of the object store it has read objects from, which
+    belong to the store and stay mapped); None: gone or elsewhere."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":" in line)
+        return int(fields["VmRSS"].split()[0]) * 1024, int(fields.get("RssShmem", "0 kB").split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
         return None
-    return None
 
 
 def kill_replica(app: str, deployment: str) -> str | None:
@@ -112,11 +113,11 @@ def kill_replica(app: str, deployment: str) -> str | None:
 
 
 def rss_loop(soak: Any, app: str, state_api: bool, every_s: float = 10.0) -> None:
-    """Sample every replica's RSS into the tally every ``every_s``."""
+    """Sample every replica's RSS (and its shared part) into the tally every ``every_s``."""
     while True:
         for label, pid in replica_pids(app, state_api).items():
-            if (rss := rss_bytes(pid)) is not None:
-                soak.tally.rss(label, rss)
+            if (memory := memory_bytes(pid)) is not None:
+                soak.tally.rss(label, memory[0], shared=memory[1])
         if soak.stop.wait(every_s):
             return
 

@@ -79,6 +79,20 @@ def test_late_outcomes_count_in_the_last_minute_and_the_summary_compares_ends():
     assert summary["contract_misses"] == {"hostile:chunked_200mb": {"200": 1}}
 
 
+def test_rss_is_the_minutes_median_with_and_without_shared_object_store_pages():
+    t = tally()
+    t.last = 6
+    for minute in range(7):
+        shared = 100 + 20 * minute  # object-store pages mapped grow; the replica's own memory does not
+        for k, private in enumerate([300, 800, 320]):  # an upload in flight at the second sample
+            t.rss("Ingress#a", (private + shared) * 2**20, t=1000 + 60 * minute + 10 * k, shared=shared * 2**20)
+    minute_5 = t.report(4)
+    assert minute_5["rss_mb"] == {"Ingress#a": 500.0} and minute_5["private_rss_mb"] == {"Ingress#a": 320.0}
+    summary = t.summary()  # minute 5 → minute 7: 500 → 540 MB; private 320 → 320 MB
+    assert summary["rss_growth_pct"] == {"Ingress#a": 8.0}
+    assert summary["private_rss_growth_pct"] == {"Ingress#a": 0.0}
+
+
 @pytest.fixture
 def early_413():
     """A server that answers 413 as soon as it has the headers, reading no body."""
