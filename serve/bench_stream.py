@@ -17,7 +17,6 @@ import math
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,24 +32,14 @@ def emit(**fields: Any) -> None:
 
 
 def replica_rss_mb(app: str = "disenttalk") -> dict[str, list[float]]:
-    """RSS (MB) of this machine's Serve replica processes of ``app``, by deployment (Ray titles a
-    replica's process ``ray::ServeReplica:<app>:<deployment>``, with ``.<method>`` while busy)."""
+    """RSS (MB) of this machine's Serve replica processes of ``app``, by deployment."""
+    from serve.soak_ray import local_replica_pids, memory_bytes
+
     out: dict[str, list[float]] = {name: [] for name in DEPLOYMENTS}
-    prefix = f"ray::ServeReplica:{app}:"
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            if not title.startswith(prefix):
-                continue
-            status = (proc / "status").read_text()
-        except OSError:  # gone, or not ours to read
-            continue
-        name = title[len(prefix):].split(".")[0].split()[0]  # busy: "...:Animator.stream_step"
-        kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-        if name in out:
-            out[name].append(round(kb / 1024, 1))
+    for label, pid in local_replica_pids(app).items():
+        name = label.split("@")[0]
+        if name in out and (memory := memory_bytes(pid)) is not None:
+            out[name].append(round(memory[0] / 2**20, 1))
     return {name: sorted(v) for name, v in out.items()}
 
 

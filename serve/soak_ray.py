@@ -81,7 +81,8 @@ def local_replica_pids(app: str) -> dict[str, int]:
             except OSError:
                 continue
             if cmd.startswith(marker):
-                deployment = cmd[len(marker):].split(b"\0")[0].split(b" ")[0].decode(errors="replace")
+                # the title names the method a busy replica runs: "Animator.handle_request_..."
+                deployment = cmd[len(marker):].split(b"\0")[0].split(b" ")[0].split(b".")[0].decode(errors="replace")
                 found[f"{deployment}@{entry.name}"] = int(entry.name)
     return found
 
