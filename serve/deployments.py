@@ -7,6 +7,7 @@ ingress only routes and validates; it holds no model.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -185,12 +186,19 @@ class Ingress:
 
     def __init__(self, portraits: Any, animator: Any, cfg: dict[str, Any],
                  api_key_sha256: str | None = None) -> None:
+        from serve.loopwatch import LoopWatch
         from serve.shutdown import Connections
 
         self.portraits, self.animator = portraits, animator
         self.cfg = ServeConfig.from_dict(cfg)
         self.api_key = api_key_sha256
         self.connections = Connections()
+        self.watch = LoopWatch()
+
+    async def check_health(self) -> None:
+        """Serve's health check, run on the event loop the routes run on: the first one starts
+        the watch that logs every thread's stack should that loop stop (:mod:`serve.loopwatch`)."""
+        self.watch.attach(asyncio.get_running_loop())
 
     def key_ok(self, key: str | None) -> bool:
         """Whether ``key`` is the configured key (constant-time comparison of SHA-256 digests)."""
