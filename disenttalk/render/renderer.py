@@ -79,7 +79,8 @@ class WarpRenderer:
             centres, anchors, h, w, cfg.grid_size, cfg.regularization, self.device
         )
         self.portrait = portrait  # uint8 [H,W,3]: what a frame is where nothing moves
-        self.image = torch.as_tensor(portrait, device=self.device).permute(2, 0, 1)[None].float()
+        # (a copy: the portrait may be a read-only view, e.g. of a Ray object)
+        self.image = torch.tensor(portrait, dtype=torch.float32, device=self.device).permute(2, 0, 1)[None]
         self._source_t = src = torch.as_tensor(self.source, device=self.device)
         self._mouth_width = (src[_OUTER_UPPER[-1]] - src[_OUTER_UPPER[0]]).norm()  # at rest
         self._colours = MouthColours(*(
@@ -130,7 +131,9 @@ class WarpRenderer:
                 block[:, y0:y1, x1:] = self.portrait[y0:y1, x1:]
                 # Bilinear sampling and alpha blending are convex, so frames stay within 0..255:
                 # no clamp needed. The cast truncates, so +0.5 rounds to nearest.
-                torch.from_numpy(block[:, y0:y1, x0:x1]).copy_(frames.add_(0.5).permute(0, 2, 3, 1))
+                # (channels last first, in float: a casting copy into a transposed layout is slow)
+                frames = frames.permute(0, 2, 3, 1).contiguous().add_(0.5)
+                torch.from_numpy(block[:, y0:y1, x0:x1]).copy_(frames)
         return out[0] if single else out
 
     def render_tensor(self, target: torch.Tensor) -> torch.Tensor:
@@ -293,11 +296,11 @@ class WarpRenderer:
         shut = strength > 0
         if not bool(shut.any()):
             return
-        if not bool(shut.all()):  # a blink lowers the lid in a few frames of a chunk: paint those
-            some = frames[shut]
-            self._paint_eye(some, target[shut], upper, lower, skin, origin)
-            frames[shut] = some
-            return
+        # a blink lowers the lid in a few frames of a chunk: only those are painted
+        some = None if bool(shut.all()) else shut.nonzero()[:, 0]
+        if some is not None:
+            strength, eye_width, k = strength[some], eye_width[some], k[some]
+            up_t, low_t, open_up, t_up = up_t[some], low_t[some], open_up[some], t_up[some]
         grow = cfg.lid_grow * eye_width
         margin = 2.0 + cfg.feather + float(grow.max()) + cfg.lid_band * float(eye_width.max())
         box = self._box(torch.cat([open_up, low_t], 1), margin)
@@ -326,10 +329,14 @@ class WarpRenderer:
         grid = (at - 0.5) * self.field.to_norm - 1.0  # [B,h,w,2]
         lid = F.grid_sample(self.image.expand(len(k), -1, -1, -1), grid, mode="bilinear",
                             padding_mode="border", align_corners=True)
-        roi[:] = paint_eyelid(
-            roi, xs, ys, open_up, up_t, low_t, strength, lid, band, skin * cfg.lash_darkness,
-            lash_width, grow, cfg.feather, cfg.lid_shade,
+        painted = paint_eyelid(
+            roi if some is None else roi[some], xs, ys, open_up, up_t, low_t, strength, lid,
+            band, skin * cfg.lash_darkness, lash_width, grow, cfg.feather, cfg.lid_shade,
         )  # fmt: skip
+        if some is None:
+            roi[:] = painted
+        else:
+            roi[some] = painted  # (copies of the eye box only)
 
     def _box(self, points: torch.Tensor, margin: float) -> tuple[int, int, int, int]:
         """Integer pixel box (x0, y0, x1, y1) around points [B,V,2] of a whole chunk, clipped."""
