@@ -130,7 +130,10 @@ class ServeConfig(StrictConfig):
         max_ongoing_requests=32, max_queued_requests=64, ray_actor_options=ActorOptions(num_cpus=0.1))
     portraits: DeploymentOptions = DeploymentOptions(ray_actor_options=ActorOptions(num_cpus=0.5))
     generator: DeploymentOptions = DeploymentOptions()
-    ray: RayConfig = RayConfig(progress_bars=False)  # `disenttalk serve` only
+    # `disenttalk serve` only. Request bodies, audio and videos up to 8 MB pass between the
+    # proxy and the replicas inside the calls, not through the object store: a replica's RSS
+    # then stays its own memory over a long run (RayConfig.inline_object_kb).
+    ray: RayConfig = RayConfig(progress_bars=False, inline_object_kb=8192)
 
 
 def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:

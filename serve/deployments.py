@@ -188,6 +188,9 @@ class Ingress:
                  api_key_sha256: str | None = None) -> None:
         from serve.loopwatch import LoopWatch
         from serve.shutdown import Connections
+        from serve.upload import bound_heap
+
+        bound_heap()
 
         self.portraits, self.animator = portraits, animator
         self.cfg = ServeConfig.from_dict(cfg)

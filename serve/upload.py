@@ -33,15 +33,30 @@ TRIM_BYTES = 4 * 1024 * 1024  # a body at least this large is followed by releas
 _trimming = threading.Lock()
 
 
-def _malloc_trim() -> Any:
-    """glibc's ``malloc_trim``, or None (another C library)."""
+def _glibc(name: str) -> Any:
+    """A function of glibc's malloc (``malloc_trim``, ``mallopt``), or None (another C library)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
 
 
-_MALLOC_TRIM = _malloc_trim()
+_MALLOC_TRIM = _glibc("malloc_trim")
+_MALLOPT = _glibc("mallopt")
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt parameters (malloc.h)
+MMAP_BYTES = 1024 * 1024  # bound_heap(): allocations this large are mapped on their own
+
+
+def bound_heap() -> bool:
+    """Keep this process's heaps near what it holds, for a process that passes large short-lived
+    buffers (the ingress: request bodies, videos): an allocation of :data:`MMAP_BYTES` or more is
+    mapped on its own and unmapped when freed (by default glibc raises that threshold to the
+    largest block freed so far, up to 32 MB, and keeps such blocks in its heaps), and threads
+    share at most two heaps (arenas) instead of up to eight per core. Call it early, before the
+    threads start; False off glibc."""
+    if _MALLOPT is None:
+        return False
+    return bool(_MALLOPT(M_MMAP_THRESHOLD, MMAP_BYTES)) & bool(_MALLOPT(M_ARENA_MAX, 2))
 
 
 def release_freed_heap() -> bool:

@@ -155,3 +155,18 @@ def test_the_ingress_fronts_the_rayservice_and_caps_bodies_at_the_uploads_limit(
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == f"{service['metadata']['name']}-serve-svc"  # KubeRay's naming
     assert backend["port"]["number"] == 8000 == yaml.safe_load(service["spec"]["serveConfigV2"])["http_options"]["port"]
+
+
+def test_every_rayservice_node_passes_objects_inline_up_to_the_serve_configs_size():
+    """The RayService's pods set Ray's inline object size (every process reads it from its own
+    environment) to what ``disenttalk serve`` gives a local cluster (``ray.inline_object_kb``)."""
+    from serve.app import load
+
+    service = yaml.safe_load((INFRA / "rayservice.yaml").read_text())
+    cluster = service["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    want = str(load(None, []).ray.inline_object_kb * 1024)
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env.get("RAY_max_direct_call_object_size") == want, container["name"]

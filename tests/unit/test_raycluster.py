@@ -19,3 +19,21 @@ def test_quiet_state_api_warnings_drops_only_that_warning(caplog):
         assert [r.getMessage() for r in caplog.records] == ["Failed to remove placement group"]
     finally:
         logger.filters[:] = before
+
+
+def test_a_local_cluster_gets_the_inline_object_size_and_an_existing_one_is_left_alone(monkeypatch):
+    import ray
+
+    from workflows.platform.raycluster import RayConfig, init_ray
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    init_ray(RayConfig(progress_bars=False, inline_object_kb=8192))
+    init_ray(RayConfig(progress_bars=False))
+    assert calls[0]["_system_config"] == {"max_direct_call_object_size": 8 * 1024 * 1024}
+    assert calls[1]["_system_config"] is None  # Ray's own default
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    init_ray(RayConfig(progress_bars=False, inline_object_kb=8192))
+    assert "_system_config" not in calls[2]  # a running cluster's settings are its own

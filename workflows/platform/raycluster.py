@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from pydantic import Field
+
 from disenttalk.config import StrictConfig
 
 # Environment that workers need to reach the same S3 endpoint, MLflow server and workspace.
@@ -43,6 +45,14 @@ class RayConfig(StrictConfig):
     include_dashboard: bool = False
     dashboard_port: int | None = None  # None: a free port on 127.0.0.1
     progress_bars: bool = True
+    # local cluster only: an object up to this size travels inside the call that passes or
+    # returns it instead of through the shared object store (Ray's max_direct_call_object_size,
+    # 100 KB by default). A store object a process reads stays mapped in it, so a long-running
+    # process that reads many megabyte-sized objects (a Serve ingress: request bodies, videos)
+    # grows in RSS by the store pages it has touched; inline, the bytes are its own heap and go
+    # back when freed. None: Ray's default. On a cluster started elsewhere set
+    # RAY_max_direct_call_object_size (bytes) in every node's environment.
+    inline_object_kb: int | None = Field(None, ge=1, le=262_144)
 
 
 # Ray Train's placement-group cleaner asks the State API (served by the dashboard) once a
@@ -138,11 +148,14 @@ def init_ray(cfg: RayConfig) -> bool:
             runtime_env["env_vars"]["RAY_ADDRESS"] = f"http://127.0.0.1:{port}"
         else:
             runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_state_api_warnings"
+        system = {} if cfg.inline_object_kb is None else {
+            "max_direct_call_object_size": cfg.inline_object_kb * 1024}
         ray.init(
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
             include_dashboard=cfg.include_dashboard,
             runtime_env=runtime_env,
+            _system_config=system or None,
             **dashboard,
         )
     # DataContext is per driver process; set again in case ray.init replaced it.
