@@ -72,3 +72,42 @@ def test_a_refused_body_is_followed_by_a_heap_release_and_a_small_one_is_not(mon
     assert status == 413 and len(released) == 1, released
     status, released = released_after(monkeypatch, upload.TRIM_BYTES - 1)
     assert status == 200 and released == []
+
+
+HEAP_PROBE = """
+import sys
+from pathlib import Path
+from serve import upload
+
+def rss_anon_kb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+
+if sys.argv[1] == "bound":
+    assert upload.bound_heap()
+# glibc raises its mmap threshold to a mapped block's size once one is freed: blocks of that
+# size then come from the heap, and freed in a row they stay there
+big = bytes(4 << 20); del big
+held = [bytearray(2 << 20) for _ in range(60)]  # 120 MB written
+keep = held[-1]  # the heap's top stays in use, so glibc cannot trim it by itself
+before = rss_anon_kb()
+del held
+print((before - rss_anon_kb()) // 1024)
+"""
+
+
+@pytest.mark.skipif(upload._MALLOC_TRIM is None, reason=f"not glibc ({ctypes.util.find_library('c')})")
+def test_a_bounded_heap_hands_back_large_blocks_as_they_are_freed():
+    """After bound_heap() (the ingress calls it first thing), blocks of 1 MB and more are mapped
+    on their own: freeing 118 MB of them hands it back at once; glibc's default keeps it."""
+    import subprocess
+    import sys
+
+    def freed_mb(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).resolve().parents[2])
+        return int(out.stdout.strip())
+
+    assert freed_mb("bound") > 100
+    assert freed_mb("default") < 20  # what the ingress would keep without it
