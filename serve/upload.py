@@ -10,8 +10,10 @@ checked as the part streams in (files past 1 MB spool to disk, never whole in me
 A body of many megabytes passes through the ingress as many pickled messages from Serve's proxy;
 once they are freed, glibc keeps most of their pages in its heaps (it only gives back the top
 of a heap by itself), so every large upload, refused or not, would leave the ingress larger.
-Half a second after a request that read at least :data:`TRIM_BYTES`, :func:`release_freed_heap`
-hands the freed pages back (``malloc_trim``), off the event loop and one at a time.
+The ingress calls :func:`bound_heap` first thing, so blocks of a megabyte or more are unmapped
+as soon as they are freed; and half a second after a request that read at least
+:data:`TRIM_BYTES`, :func:`release_freed_heap` hands back the freed pages left inside the heaps
+(``malloc_trim``), off the event loop and one at a time.
 """
 
 from __future__ import annotations

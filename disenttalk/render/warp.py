@@ -164,6 +164,6 @@ class ThinPlateField:
         up = self._rows[y0:y1] @ back @ self._cols[x0:x1].T  # [B,2,h,w]
         up[:, 0] += self._pixels_x[x0:x1]
         up[:, 1] += self._pixels_y[y0:y1, None]
-        # a view in grid_sample's layout: interleaving x and y into a copy costs more than
-        # grid_sample's strided reads of it
-        return up.permute(0, 2, 3, 1)
+        # grid_sample's layout, x and y interleaved (it reads a strided view of planes slower
+        # than this one copy once the grid outgrows the cache)
+        return up.permute(0, 2, 3, 1).contiguous()
