@@ -166,6 +166,17 @@ def exposure_check(host: str, insecure: bool) -> str | None:
     return key
 
 
+def cap_proxy_bodies(cfg: Any) -> None:
+    """Have Serve's HTTP proxy stop reading a request body past the largest any route takes
+    (:class:`serve.upload.ProxyBodyCap`): set in this process's environment, which a Ray
+    cluster started from here hands to its processes (a cluster started elsewhere needs the two
+    variables in its nodes' environment, as ``infra/rayservice.yaml`` sets them)."""
+    from serve.upload import PROXY_CALLBACK, PROXY_CALLBACK_ENV, PROXY_LIMIT_ENV, proxy_body_limit
+
+    os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
+    os.environ[PROXY_LIMIT_ENV] = str(proxy_body_limit(cfg.limits.max_upload_mb))
+
+
 def run_until_stopped(cfg: Any, host: str, port: int, api_key_sha256: str | None) -> None:
     """Start Ray (unless connected) and the app; serve until SIGTERM or Ctrl-C; then drain and
     stop everything started here (:func:`serve.shutdown.stop`) and exit 0 (the process ends here:
@@ -177,6 +188,7 @@ def run_until_stopped(cfg: Any, host: str, port: int, api_key_sha256: str | None
 
     started = False
     catch_stop_signals()
+    cap_proxy_bodies(cfg)
     try:
         started = init_ray(cfg.ray)
         catch_stop_signals()  # ray.init installed its own SIGTERM handler (an abrupt exit)

@@ -130,10 +130,11 @@ class ServeConfig(StrictConfig):
         max_ongoing_requests=32, max_queued_requests=64, ray_actor_options=ActorOptions(num_cpus=0.1))
     portraits: DeploymentOptions = DeploymentOptions(ray_actor_options=ActorOptions(num_cpus=0.5))
     generator: DeploymentOptions = DeploymentOptions()
-    # `disenttalk serve` only. Request bodies, audio and videos up to 8 MB pass between the
-    # proxy and the replicas inside the calls, not through the object store: a replica's RSS
-    # then stays its own memory over a long run (RayConfig.inline_object_kb).
-    ray: RayConfig = RayConfig(progress_bars=False, inline_object_kb=8192)
+    # `disenttalk serve` only. Request bodies (which Serve's proxy stops reading past the
+    # largest a route takes), audio and videos up to 64 MB pass between the proxy and the
+    # replicas inside the calls, not through the object store: a replica's RSS then stays its
+    # own memory over a long run (RayConfig.inline_object_kb).
+    ray: RayConfig = RayConfig(progress_bars=False, inline_object_kb=65536)
 
 
 def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import json
+import os
 import threading
 from typing import Any
 
@@ -172,6 +173,73 @@ class BodyLimit:
         finally:
             if state["bytes"] >= TRIM_BYTES:
                 _trim_soon()
+
+
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"  # read by Serve's HTTP proxy
+PROXY_CALLBACK = "serve.upload:proxy_middlewares"
+PROXY_LIMIT_ENV = "DISENTTALK_PROXY_MAX_BODY_BYTES"
+
+
+def proxy_body_limit(max_upload_mb: float) -> int:
+    """What Serve's HTTP proxy lets through of any request body: the largest body a route takes
+    (two files and the fields) and a megabyte, as ``infra/ingress.yaml`` caps it in front."""
+    return body_limit(max_upload_mb, 2) + 1024 * 1024
+
+
+class ProxyBodyCap:
+    """ASGI middleware for Serve's HTTP proxy: a request body stops being read at ``limit``.
+
+    The proxy reads a body into a queue of its own without bound and hands everything queued to
+    the replica in one call, so without a cap a fast client's chunked upload fills the proxy's
+    memory and reaches the ingress in batches of tens of megabytes through Ray's object store.
+    Over a declared ``Content-Length`` it answers 413 ``upload_too_large`` without reading;
+    counting a chunked body, past the limit it answers 413 (unless the app has begun its own
+    answer, e.g. the ingress's 413 for a route limit) and tells the app the client has gone.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.max_bytes = app, int(limit)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _answer(send, too_large("the request body", self.max_bytes, size=int(declared)))
+            return
+        state = {"bytes": 0, "over": False, "started": False, "answered": False}
+
+        async def capped() -> dict:
+            if state["over"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                state["bytes"] += len(message.get("body", b""))
+                if state["bytes"] > self.max_bytes:
+                    state["over"] = True
+                    if not state["started"]:
+                        state["answered"] = True
+                        await _answer(send, too_large("the request body", self.max_bytes))
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: dict) -> None:
+            if not state["answered"]:  # after its own 413 the app's answer is dropped
+                state["started"] = True
+                await send(message)
+
+        await self.app(scope, capped, guarded)
+
+
+def proxy_middlewares() -> list:
+    """Serve's HTTP proxy callback (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` =
+    :data:`PROXY_CALLBACK`): :class:`ProxyBodyCap` at ``DISENTTALK_PROXY_MAX_BODY_BYTES``
+    (``disenttalk serve`` sets both for the cluster it starts); none when that is not set."""
+    from starlette.middleware import Middleware
+
+    limit = os.environ.get(PROXY_LIMIT_ENV, "")
+    return [Middleware(ProxyBodyCap, limit=int(limit))] if limit.isdigit() else []
 
 
 class _CappedParser(MultiPartParser):

@@ -157,16 +157,21 @@ def test_the_ingress_fronts_the_rayservice_and_caps_bodies_at_the_uploads_limit(
     assert backend["port"]["number"] == 8000 == yaml.safe_load(service["spec"]["serveConfigV2"])["http_options"]["port"]
 
 
-def test_every_rayservice_node_passes_objects_inline_up_to_the_serve_configs_size():
-    """The RayService's pods set Ray's inline object size (every process reads it from its own
-    environment) to what ``disenttalk serve`` gives a local cluster (``ray.inline_object_kb``)."""
+def test_every_rayservice_node_gets_the_inline_size_and_the_proxys_body_cap_of_disenttalk_serve():
+    """The RayService's pods set what ``disenttalk serve`` gives a local cluster (every process
+    reads these from its own environment): Ray's inline object size (``ray.inline_object_kb``)
+    and the body cap of Serve's HTTP proxy (``serve.upload.ProxyBodyCap``)."""
     from serve.app import load
+    from serve.upload import PROXY_CALLBACK, PROXY_CALLBACK_ENV, PROXY_LIMIT_ENV, proxy_body_limit
 
     service = yaml.safe_load((INFRA / "rayservice.yaml").read_text())
     cluster = service["spec"]["rayClusterConfig"]
     groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
-    want = str(load(None, []).ray.inline_object_kb * 1024)
+    cfg = load(None, [])
+    want = {"RAY_max_direct_call_object_size": str(cfg.ray.inline_object_kb * 1024),
+            PROXY_CALLBACK_ENV: PROXY_CALLBACK,
+            PROXY_LIMIT_ENV: str(proxy_body_limit(cfg.limits.max_upload_mb))}
     for group in groups:
         for container in group["template"]["spec"]["containers"]:
             env = {e["name"]: e.get("value") for e in container.get("env", [])}
-            assert env.get("RAY_max_direct_call_object_size") == want, container["name"]
+            assert {k: env.get(k) for k in want} == want, container["name"]
