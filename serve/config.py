@@ -133,8 +133,9 @@ class ServeConfig(StrictConfig):
     # `disenttalk serve` only. Request bodies (which Serve's proxy stops reading past the
     # largest a route takes), audio and videos up to 64 MB pass between the proxy and the
     # replicas inside the calls, not through the object store: a replica's RSS then stays its
-    # own memory over a long run (RayConfig.inline_object_kb).
-    ray: RayConfig = RayConfig(progress_bars=False, inline_object_kb=65536)
+    # own memory over a long run (RayConfig.inline_object_kb). Ray's metrics are off: the
+    # ingress would keep growing with every generator replica autoscaling starts.
+    ray: RayConfig = RayConfig(progress_bars=False, inline_object_kb=65536, metrics=False)
 
 
 def deployment_options(opts: DeploymentOptions) -> dict[str, Any]:

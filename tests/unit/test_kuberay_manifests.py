@@ -157,10 +157,10 @@ def test_the_ingress_fronts_the_rayservice_and_caps_bodies_at_the_uploads_limit(
     assert backend["port"]["number"] == 8000 == yaml.safe_load(service["spec"]["serveConfigV2"])["http_options"]["port"]
 
 
-def test_every_rayservice_node_gets_the_inline_size_and_the_proxys_body_cap_of_disenttalk_serve():
+def test_every_rayservice_node_gets_the_ray_settings_and_the_proxys_body_cap_of_disenttalk_serve():
     """The RayService's pods set what ``disenttalk serve`` gives a local cluster (every process
-    reads these from its own environment): Ray's inline object size (``ray.inline_object_kb``)
-    and the body cap of Serve's HTTP proxy (``serve.upload.ProxyBodyCap``)."""
+    reads these from its own environment): Ray's inline object size (``ray.inline_object_kb``),
+    its metrics switch (``ray.metrics``) and the body cap of Serve's HTTP proxy (``serve.upload.ProxyBodyCap``)."""
     from serve.app import load
     from serve.upload import PROXY_CALLBACK, PROXY_CALLBACK_ENV, PROXY_LIMIT_ENV, proxy_body_limit
 
@@ -169,6 +169,7 @@ def test_every_rayservice_node_gets_the_inline_size_and_the_proxys_body_cap_of_d
     groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     cfg = load(None, [])
     want = {"RAY_max_direct_call_object_size": str(cfg.ray.inline_object_kb * 1024),
+            "RAY_enable_metrics_collection": str(int(cfg.ray.metrics)),
             PROXY_CALLBACK_ENV: PROXY_CALLBACK,
             PROXY_LIMIT_ENV: str(proxy_body_limit(cfg.limits.max_upload_mb))}
     for group in groups:

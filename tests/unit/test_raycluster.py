@@ -21,7 +21,8 @@ def test_quiet_state_api_warnings_drops_only_that_warning(caplog):
         logger.filters[:] = before
 
 
-def test_a_local_cluster_gets_the_inline_object_size_and_an_existing_one_is_left_alone(monkeypatch):
+def test_a_local_cluster_gets_the_inline_object_size_and_metrics_setting_and_an_existing_one_is_left_alone(
+        monkeypatch):
     import ray
 
     from workflows.platform.raycluster import RayConfig, init_ray
@@ -32,8 +33,10 @@ def test_a_local_cluster_gets_the_inline_object_size_and_an_existing_one_is_left
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     init_ray(RayConfig(progress_bars=False, inline_object_kb=8192))
     init_ray(RayConfig(progress_bars=False))
+    init_ray(RayConfig(progress_bars=False, metrics=False))
     assert calls[0]["_system_config"] == {"max_direct_call_object_size": 8 * 1024 * 1024}
     assert calls[1]["_system_config"] is None  # Ray's own default
+    assert calls[2]["_system_config"] == {"enable_metrics_collection": False}
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    init_ray(RayConfig(progress_bars=False, inline_object_kb=8192))
-    assert "_system_config" not in calls[2]  # a running cluster's settings are its own
+    init_ray(RayConfig(progress_bars=False, inline_object_kb=8192, metrics=False))
+    assert "_system_config" not in calls[3]  # a running cluster's settings are its own

@@ -10,6 +10,7 @@ computed itself (a workspace under its current directory) would be another, empt
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from pydantic import Field
 
@@ -53,6 +54,13 @@ class RayConfig(StrictConfig):
     # back when freed. None: Ray's default. On a cluster started elsewhere set
     # RAY_max_direct_call_object_size (bytes) in every node's environment.
     inline_object_kb: int | None = Field(None, ge=1, le=262_144)
+    # local cluster only: Ray's own metrics (the Prometheus series behind the dashboard's and
+    # Grafana's panels; Ray's enable_metrics_collection). Serve tags some by replica, and a
+    # process keeps every series it has recorded, so a Serve ingress grows by about half a
+    # megabyte for each replica ever started behind it (autoscaling, restarts); recording them
+    # also costs every request CPU. Serve's autoscaling does not read them. On a cluster
+    # started elsewhere set RAY_enable_metrics_collection=0 in every node's environment.
+    metrics: bool = True
 
 
 # Ray Train's placement-group cleaner asks the State API (served by the dashboard) once a
@@ -123,6 +131,17 @@ def job_env_vars() -> dict[str, str]:
         return {}
 
 
+def system_config(cfg: RayConfig) -> dict[str, Any]:
+    """Ray's ``_system_config`` of a local cluster started with ``cfg`` (only what differs from
+    Ray's defaults)."""
+    system: dict[str, Any] = {}
+    if cfg.inline_object_kb is not None:
+        system["max_direct_call_object_size"] = cfg.inline_object_kb * 1024
+    if not cfg.metrics:
+        system["enable_metrics_collection"] = False
+    return system
+
+
 def init_ray(cfg: RayConfig) -> bool:
     """Connect to / start Ray unless already initialised; True if this call started it."""
     import ray
@@ -148,8 +167,7 @@ def init_ray(cfg: RayConfig) -> bool:
             runtime_env["env_vars"]["RAY_ADDRESS"] = f"http://127.0.0.1:{port}"
         else:
             runtime_env["worker_process_setup_hook"] = f"{__name__}.quiet_state_api_warnings"
-        system = {} if cfg.inline_object_kb is None else {
-            "max_direct_call_object_size": cfg.inline_object_kb * 1024}
+        system = system_config(cfg)
         ray.init(
             num_cpus=cfg.num_cpus,
             num_gpus=cfg.num_gpus,
