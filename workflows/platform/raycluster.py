@@ -55,11 +55,11 @@ class RayConfig(StrictConfig):
     # RAY_max_direct_call_object_size (bytes) in every node's environment.
     inline_object_kb: int | None = Field(None, ge=1, le=262_144)
     # local cluster only: Ray's own metrics (the Prometheus series behind the dashboard's and
-    # Grafana's panels; Ray's enable_metrics_collection). Serve tags some by replica, and a
-    # process keeps every series it has recorded, so a Serve ingress grows by about half a
-    # megabyte for each replica ever started behind it (autoscaling, restarts); recording them
-    # also costs every request CPU. Serve's autoscaling does not read them. On a cluster
-    # started elsewhere set RAY_enable_metrics_collection=0 in every node's environment.
+    # Grafana's panels; Ray's enable_metrics_collection). With them a Serve ingress grows by
+    # about half a megabyte of native memory for each replica ever started behind it
+    # (autoscaling, restarts; Serve labels some series by replica), and recording them costs
+    # every request CPU. Serve's autoscaling does not read them. On a cluster started elsewhere
+    # set RAY_enable_metrics_collection=0 in every node's environment.
     metrics: bool = True
 
 
