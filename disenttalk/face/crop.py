@@ -42,7 +42,8 @@ def framing(recorded: Mapping[str, Any] | None = None) -> tuple[int, float]:
 def _to_tensor(frames: np.ndarray):
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    # one copy, straight to float (a read-only array, e.g. a Ray object, cannot be shared)
+    return torch.tensor(frames, dtype=torch.float32).permute(0, 3, 1, 2)
 
 
 def _to_uint8(images) -> np.ndarray:
