@@ -313,8 +313,10 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | Path, fps: float, audio: np.ndarray | None = None,
-                 sample_rate: int = SAMPLE_RATE, preset: str | None = None) -> None:
+                 sample_rate: int = SAMPLE_RATE, preset: str | None = None,
+                 threads: int | None = None) -> None:
         self.path, self.fps, self.preset, self.audio, self.sample_rate = Path(path), fps, preset, audio, sample_rate
+        self.threads = threads  # x264's threads (None: its own choice, about 1.5 per core)
         self.frames, self.size = 0, None  # frames written, (height, width) as given
         self._stack, self._out = contextlib.ExitStack(), None
 
@@ -329,6 +331,8 @@ class VideoWriter:
         vstream.codec_context.gop_size = GOP_SIZE
         if self.preset:
             vstream.options = {"preset": self.preset}
+        if self.threads:
+            vstream.codec_context.thread_count = self.threads
         if self.audio is not None:
             self._astream = out.add_stream("aac", rate=self.sample_rate, layout="mono")
         self._out, self._vstream, self.size = out, vstream, (height, width)

@@ -210,7 +210,7 @@ class Engine:
         render_s = 0.0
         with tempfile.TemporaryDirectory(prefix="disenttalk-video-") as tmp:
             out = Path(tmp) / "talk.mp4"
-            with media.VideoWriter(out, fps, audio, SAMPLE_RATE, self.cfg.video_preset) as writer:
+            with media.VideoWriter(out, fps, audio, SAMPLE_RATE, self.cfg.video_preset, threads=1) as writer:
                 with BackgroundWriter(writer) as encoder:
                     while True:
                         t0 = time.perf_counter()

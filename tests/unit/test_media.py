@@ -83,6 +83,21 @@ def test_video_without_audio_and_odd_size(tmp_path):
     assert video.fps == pytest.approx(30.0)
 
 
+def test_a_single_threaded_writer_encodes_the_same_frames(tmp_path, still_frames):
+    """threads=1 (a server encoding beside its own rendering) is x264 on one thread: the same
+    video as its own threading, frame for frame within the codec's loss."""
+    frames = np.stack([np.roll(f, 3 * i, axis=1) for i, f in enumerate(still_frames[:20])])
+    videos = []
+    for name, threads in (("auto.mp4", None), ("one.mp4", 1)):
+        with media.VideoWriter(tmp_path / name, 25, preset="veryfast", threads=threads) as writer:
+            writer.write(frames[:7])
+            writer.write(frames[7:])
+        videos.append(read_video(tmp_path / name).frames)
+    assert videos[0].shape == videos[1].shape == frames.shape
+    errors = [float(np.abs(video.astype(int) - frames).mean()) for video in videos]
+    assert max(errors) < 6.0 and abs(errors[0] - errors[1]) < 0.5, errors
+
+
 def test_wav_round_trip_and_read_audio_from_video(tmp_path, still_frames):
     wav = tmp_path / "tone.wav"
     write_audio(wav, _tone(1.0, 44_100), sample_rate=44_100)
