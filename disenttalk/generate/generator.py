@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +118,10 @@ class Generator:
         self.batcher: Any = None
         # what runs the sampler's steps: the denoiser, or disenttalk.model.fast.accelerate's engine
         self.hot_path: Any = self.denoiser
+        # a portrait's fit to the morphable model (four encodings), by its landmarks: a stream
+        # asks for it at every step (LRU, shared by the threads of a serving replica)
+        self._fits: OrderedDict[bytes, tuple[np.ndarray, ...]] = OrderedDict()
+        self._fits_lock = threading.Lock()
 
     @classmethod
     def from_bundle(cls, path: str | Path, **kwargs: Any) -> Generator:
@@ -309,10 +316,9 @@ class Generator:
         morphable = self.bundle.morphable
         if morphable is None:
             raise ValueError("this bundle has no morphable model, so it cannot render video")
-        portrait_landmarks = np.asarray(portrait_landmarks, dtype=np.float32)
-        own, pose0, identity = morphable.encode(portrait_landmarks[None])
+        own, pose0, identity, detail, relative = self._portrait_fit(portrait_landmarks)
         if rest is None:
-            rest = "portrait" if self.motion_reference == "absolute" else self.portrait_rest(portrait_landmarks)
+            rest = "portrait" if self.motion_reference == "absolute" else relative
         if isinstance(rest, str):
             if rest != "portrait":
                 raise ValueError(f"rest must be None, 'portrait' or an [N] array, got {rest!r}")
@@ -321,8 +327,26 @@ class Generator:
         expression = np.asarray(motion.expression, np.float64) - np.asarray(rest, np.float64) + own[0]
         deviation = limit_pose(motion.pose, self.pose_limits)
         pose = compose_pose(np.asarray(pose0).reshape(-1), deviation)  # [T,6]
-        detail = morphable.detail(portrait_landmarks)
         return np.asarray(morphable.decode(expression, pose, identity, detail), dtype=np.float32)
+
+    def _portrait_fit(self, portrait_landmarks: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(own expression [1,N], pose [1,6], identity [K], detail [478,3], portrait_rest [N]) of
+        a portrait's landmarks [478,3], computed once per portrait (shared: not to be changed)."""
+        lm = np.ascontiguousarray(portrait_landmarks, dtype=np.float32)
+        key = hashlib.sha256(lm.tobytes()).digest() + repr(lm.shape).encode()
+        with self._fits_lock:
+            fit = self._fits.get(key)
+            if fit is not None:
+                self._fits.move_to_end(key)
+                return fit
+        morphable = self.bundle.morphable
+        own, pose0, identity = morphable.encode(lm[None])
+        fit = (own, pose0, identity, morphable.detail(lm), self.portrait_rest(lm))
+        with self._fits_lock:
+            self._fits[key] = fit
+            while len(self._fits) > 64:
+                self._fits.popitem(last=False)
+        return fit
 
     def render(self, motion: Motion, portrait: np.ndarray,
                portrait_landmarks: np.ndarray | None = None,

@@ -387,6 +387,33 @@ def test_relative_motion_is_the_default_and_absolute_keeps_the_portraits_own_exp
         make_gen(bundle, motion_reference="sideways")
 
 
+def test_a_portraits_fit_is_made_once_and_gives_the_same_landmarks(bundle, face, monkeypatch):
+    """A stream asks for landmarks at every step: the portrait's four encodings are made on the
+    first call only, per portrait, and later calls give exactly what a fresh generator gives."""
+    import dataclasses
+
+    portrait, lm, morphable = face
+    with_face = dataclasses.replace(bundle, morphable=morphable)
+    gen = make_gen(with_face, window=30, prefix=8)
+    rng = np.random.default_rng(3)
+    motion = Motion((gen.rest_expression() + 0.5 * morphable.expression_std[None]
+                     * rng.standard_normal((3, N))).astype(np.float32), np.zeros((3, 6), np.float32))
+    other = lm.copy()
+    other[:, 0] += 7.0
+    first = gen.landmarks(motion, lm)
+    calls = []
+    real_encode = type(morphable).encode
+    monkeypatch.setattr(type(morphable), "encode", lambda self, *a, **k: calls.append(1) or real_encode(self, *a, **k))
+    for _ in range(3):
+        np.testing.assert_array_equal(gen.landmarks(motion, lm), first)
+    assert calls == []  # cached
+    moved = gen.landmarks(motion, other)
+    assert len(calls) == 4  # a new portrait: its own fit
+    np.testing.assert_array_equal(moved, make_gen(with_face, window=30, prefix=8).landmarks(motion, other))
+    np.testing.assert_array_equal(gen.landmarks(motion, lm, rest="portrait"),
+                                  make_gen(with_face, window=30, prefix=8).landmarks(motion, lm, rest="portrait"))
+
+
 def test_corpus_blinks_set_the_eyes_blink_coordinate_only_and_stream_like_offline(bundle):
     import dataclasses
 
