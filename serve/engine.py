@@ -210,6 +210,8 @@ class Engine:
         render_s = 0.0
         with tempfile.TemporaryDirectory(prefix="disenttalk-video-") as tmp:
             out = Path(tmp) / "talk.mp4"
+            # x264 on one thread: as fast as its own threading for these sizes, and it leaves the
+            # other core to the renderer instead of competing with it
             with media.VideoWriter(out, fps, audio, SAMPLE_RATE, self.cfg.video_preset, threads=1) as writer:
                 with BackgroundWriter(writer) as encoder:
                     while True:
