@@ -6,15 +6,21 @@ STAMP := $(VENV)/.installed
 
 PHOTOS ?= $(or $(DISENTTALK_PHOTOS),$(HOME)/.cache/disenttalk/photos)
 
-.PHONY: demo test check docs test-gpu lint bench clean photos voices recordings
+.PHONY: demo test check docs test-gpu lint bench clean photos voices recordings lock
 
-$(STAMP): pyproject.toml
+# constraints.txt holds the exact versions the suite passes with (the registry moves on: pyarrow 26
+# needs NumPy 2, which mediapipe 0.10.21 cannot take); `make lock` writes it from a working .venv.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch pinned to the CPU build that this machine carries; pip would otherwise pull a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+lock: $(STAMP)
+	{ echo "# Exact versions for .venv (Makefile: pip install -c constraints.txt); written by make lock."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt
 
 demo: $(STAMP) voices
 	$(BIN)/disenttalk quickstart
