@@ -10,9 +10,13 @@ returns ``step(x_t, t) → ε̂`` for one window; they differ only in what runs 
   graph fusions. ε̂ within 1e-5 of eager. A row's numbers did not depend on the rows beside it
   on this machine's CPU (MLAS kernels; tested), but ONNX Runtime does not promise it. The
   weights are those of the first ``bind`` (a snapshot): for inference, not training. CPU only.
-- ``"auto"``: ``"onnx"`` for windows shorter than two causal-attention chunks of at most 8 rows
+- ``"auto"``: with one intra-op thread (a Serve replica of under 2 CPUs, where Ray sets
+  ``OMP_NUM_THREADS=1``), ``"onnx"`` for every window: there it was 25–32 % faster than eager
+  for every shape measured, 1 to 16 guided streams and the 160-frame offline window. With more
+  threads, ``"onnx"`` for windows shorter than two causal-attention chunks of at most 8 rows
   (streams: small calls, where ONNX Runtime's lower per-operator cost wins), ``"eager"`` else
-  (offline windows, where eager's chunked causal attention, not in the exported graph, wins).
+  (eager's threaded kernels and chunked causal attention, not in the exported graph, draw level
+  with it or win).
 - ``"compiled"``: ``torch.compile`` (inductor, C++ kernels; needs a C++ compiler) of the bound
   step, one graph per (batch, frames) shape; the first call of a shape compiles for tens of
   seconds, so it suits fixed offline shapes. ε̂ within 1e-5 of eager; batching invariance is
@@ -36,7 +40,7 @@ from disenttalk.model.denoiser import BoundDenoiser, Denoiser, bound_step
 
 Mode = Literal["eager", "onnx", "auto", "compiled"]
 MODES: tuple[str, ...] = ("eager", "onnx", "auto", "compiled")
-AUTO_ONNX_ROWS = 8  # "auto": the most rows (2 per guided stream) a short window runs by ONNX
+AUTO_ONNX_ROWS = 8  # "auto" on 2+ threads: the most rows (2 per guided stream) a short window runs by ONNX
 
 
 class Accelerated:
@@ -70,9 +74,12 @@ def accelerate(denoiser: Denoiser, mode: Mode = "eager", *, threads: int | None 
         return denoiser
     if mode == "onnx":
         return Accelerated(denoiser, OnnxStep(denoiser, threads), mode)
-    if mode == "auto":  # eager's chunked causal attention wins from 2 chunks on, and at 2
-        # threads eager wins from 8 rows on (4 guided streams; benchmark_hot_path)
-        return Accelerated(denoiser, OnnxStep(denoiser, threads), mode, long_step=bound_step,
+    if mode == "auto":  # benchmark_hot_path: at 1 thread ONNX wins at every shape; at 2 threads
+        # eager draws level from 8 rows on (4 guided streams) and with 2 chunks of causal attention
+        step = OnnxStep(denoiser, threads)
+        if (threads or torch.get_num_threads()) == 1:
+            return Accelerated(denoiser, step, mode)
+        return Accelerated(denoiser, step, mode, long_step=bound_step,
                            long_from=2 * CAUSAL_CHUNK, max_rows=AUTO_ONNX_ROWS)
     if mode == "compiled":
         return Accelerated(denoiser, torch.compile(bound_step, dynamic=False), mode)
