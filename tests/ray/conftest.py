@@ -144,9 +144,10 @@ EVAL_CLIPS = (  # clip_id, split, language, tone frequency
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def eval_store(tmp_path_factory, astronaut):
-    """A clip store written directly (video files + tracked records + index) with 5 short clips."""
+    """A clip store written directly (video files + tracked records + index) with 5 short clips;
+    read-only for the tests (made once per session: a face tracked over 40 frames, 5 videos)."""
     from disenttalk.face.tracker import FaceTracker
     from disenttalk.media import write_video
     from workflows.platform import clipstore
@@ -175,9 +176,10 @@ def eval_store(tmp_path_factory, astronaut):
     return root, tracks.landmarks
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, eval_store):
-    """A bundle with random weights: tiny denoiser and sync expert, morphable model fit on the store."""
+    """A bundle with random weights: tiny denoiser and sync expert, morphable model fit on the
+    store. Read-only: a test that edits a bundle edits its own copy."""
     import torch
 
     from disenttalk.audio import make_frontend
