@@ -124,8 +124,8 @@ class ServeConfig(StrictConfig):
     batching: BatchingOptions = BatchingOptions()
     # what runs the denoiser's sampler steps (disenttalk.model.fast): eager PyTorch; onnx (ONNX
     # Runtime); auto (on one thread, as a replica of under 2 CPUs runs, onnx; on more, onnx for
-    # stream windows of ≤ 4 streams, eager else); compiled (torch.compile, tens of seconds per new
-    # window shape)
+    # windows of ≤ 8 rows, eager for wider batches); compiled (torch.compile, tens of seconds per
+    # new window shape)
     hot_path: Literal["eager", "onnx", "auto", "compiled"] = "auto"
     ingress: DeploymentOptions = DeploymentOptions(
         max_ongoing_requests=32, max_queued_requests=64, ray_actor_options=ActorOptions(num_cpus=0.1))

@@ -13,10 +13,9 @@ returns ``step(x_t, t) → ε̂`` for one window; they differ only in what runs 
 - ``"auto"``: with one intra-op thread (a Serve replica of under 2 CPUs, where Ray sets
   ``OMP_NUM_THREADS=1``), ``"onnx"`` for every window: there it was 25–32 % faster than eager
   for every shape measured, 1 to 16 guided streams and the 160-frame offline window. With more
-  threads, ``"onnx"`` for windows shorter than two causal-attention chunks of at most 8 rows
-  (streams: small calls, where ONNX Runtime's lower per-operator cost wins), ``"eager"`` else
-  (eager's threaded kernels and chunked causal attention, not in the exported graph, draw level
-  with it or win).
+  threads, ``"onnx"`` for windows of at most 8 rows, short (streams of up to 4 guided streams)
+  or long (an offline window, 14 % faster than eager on 2 threads), ``"eager"`` for wider
+  batches, where eager's threaded kernels win (11 % at 16 rows on 2 threads).
 - ``"compiled"``: ``torch.compile`` (inductor, C++ kernels; needs a C++ compiler) of the bound
   step, one graph per (batch, frames) shape; the first call of a shape compiles for tens of
   seconds, so it suits fixed offline shapes. ε̂ within 1e-5 of eager; batching invariance is
@@ -35,32 +34,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from disenttalk.model.blocks import CAUSAL_CHUNK
 from disenttalk.model.denoiser import BoundDenoiser, Denoiser, bound_step
 
 Mode = Literal["eager", "onnx", "auto", "compiled"]
 MODES: tuple[str, ...] = ("eager", "onnx", "auto", "compiled")
-AUTO_ONNX_ROWS = 8  # "auto" on 2+ threads: the most rows (2 per guided stream) a short window runs by ONNX
+AUTO_ONNX_ROWS = 8  # "auto" on 2+ threads: the most rows (2 per guided stream) a window runs by ONNX
 
 
 class Accelerated:
     """A denoiser whose :meth:`bind` runs the bound step with a faster engine; with
-    ``long_step``, windows of at least ``long_from`` frames or more than ``max_rows`` rows run
-    that one instead."""
+    ``wide_step``, windows of more than ``max_rows`` rows run that one instead."""
 
-    def __init__(self, denoiser: Denoiser, step: Any, mode: str, long_step: Any = None,
-                 long_from: int = 0, max_rows: int = 1 << 30) -> None:
+    def __init__(self, denoiser: Denoiser, step: Any, mode: str, wide_step: Any = None,
+                 max_rows: int = 1 << 30) -> None:
         self.denoiser, self.step, self.mode = denoiser, step, mode
-        self.long_step, self.long_from, self.max_rows = long_step, long_from, max_rows
+        self.wide_step, self.max_rows = wide_step, max_rows
 
     def bind(self, audio: torch.Tensor | None, cond: torch.Tensor | None,
              cond_mask: torch.Tensor | None, drop_audio: torch.Tensor | None = None
              ) -> BoundDenoiser:
         """As :meth:`Denoiser.bind`, the step run by this engine."""
         bound = self.denoiser.bind(audio, cond, cond_mask, drop_audio)
-        long = self.long_step is not None and (bound.frames >= self.long_from
-                                               or bound.batch > self.max_rows)
-        bound.step = self.long_step if long else self.step
+        wide = self.wide_step is not None and bound.batch > self.max_rows
+        bound.step = self.wide_step if wide else self.step
         return bound
 
 
@@ -75,12 +71,11 @@ def accelerate(denoiser: Denoiser, mode: Mode = "eager", *, threads: int | None 
     if mode == "onnx":
         return Accelerated(denoiser, OnnxStep(denoiser, threads), mode)
     if mode == "auto":  # benchmark_hot_path: at 1 thread ONNX wins at every shape; at 2 threads
-        # eager draws level from 8 rows on (4 guided streams) and with 2 chunks of causal attention
+        # eager wins from 16 rows on (8 guided streams)
         step = OnnxStep(denoiser, threads)
         if (threads or torch.get_num_threads()) == 1:
             return Accelerated(denoiser, step, mode)
-        return Accelerated(denoiser, step, mode, long_step=bound_step,
-                           long_from=2 * CAUSAL_CHUNK, max_rows=AUTO_ONNX_ROWS)
+        return Accelerated(denoiser, step, mode, wide_step=bound_step, max_rows=AUTO_ONNX_ROWS)
     if mode == "compiled":
         return Accelerated(denoiser, torch.compile(bound_step, dynamic=False), mode)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
