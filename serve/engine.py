@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from disenttalk.constants import SAMPLE_RATE
+from disenttalk.face import topology as topo
+from disenttalk.render.background import Ahead
 from serve.config import ServeConfig
 from serve.errors import ApiError
 from serve.portraits import Portrait
@@ -179,35 +181,39 @@ class Engine:
         """A talking video (mp4 bytes with the audio) or the motion (JSON / npz)."""
         model = self.current()
         gen = model.offline
+        kwargs = dict(steps=options.steps, guidance=options.guidance, seed=options.seed,
+                      controls=controls(options))
+        meta = {"fps": float(gen.fps), "seconds_of_audio": round(len(audio) / SAMPLE_RATE, 3),
+                "model_version": model.info["version"]}
+        if options.output == "mp4":
+            # window k+1 of the motion samples in a worker thread while window k's frames render
+            with Ahead(gen.motion_chunks(audio, SAMPLE_RATE, **kwargs)) as motions:
+                chunks = self.frame_chunks(model, gen, motions, portrait, options.crop_only)
+                body, timing = self.video(chunks, gen.fps, audio)
+            meta.update(frames=timing.pop("frames"), motion_s=round(motions.busy_s, 3), **timing)
+            return {"body": body, "media_type": "video/mp4", "meta": meta}
         t0 = time.perf_counter()
-        motion = gen.motion(audio, SAMPLE_RATE, steps=options.steps, guidance=options.guidance,
-                            seed=options.seed, controls=controls(options))
-        t1 = time.perf_counter()
-        meta = {"frames": len(motion), "fps": float(motion.fps),
-                "seconds_of_audio": round(len(audio) / SAMPLE_RATE, 3), "model_version": model.info["version"],
-                "motion_s": round(t1 - t0, 3)}
+        motion = gen.motion(audio, SAMPLE_RATE, **kwargs)
+        meta.update(frames=len(motion), motion_s=round(time.perf_counter() - t0, 3))
         if options.output in ("json", "motion"):
             body = json.dumps({**meta, "expression": motion.expression.tolist(),
                                "pose": motion.pose.tolist()}).encode()
             return {"body": body, "media_type": "application/json", "meta": meta}
-        if options.output == "npz":
-            buf = io.BytesIO()
-            np.savez(buf, expression=motion.expression, pose=motion.pose, fps=motion.fps)
-            return {"body": buf.getvalue(), "media_type": "application/octet-stream", "meta": meta}
-        chunks = self.frame_chunks(model, gen, motion, portrait, options.crop_only)
-        body, timing = self.video(chunks, motion.fps, audio)
-        meta.update(timing)
-        return {"body": body, "media_type": "video/mp4", "meta": meta}
+        if options.output != "npz":
+            raise ValueError(f"unknown output {options.output!r}")
+        buf = io.BytesIO()
+        np.savez(buf, expression=motion.expression, pose=motion.pose, fps=motion.fps)
+        return {"body": buf.getvalue(), "media_type": "application/octet-stream", "meta": meta}
 
     def video(self, chunks: Iterator[np.ndarray], fps: float, audio: np.ndarray) -> tuple[bytes, dict]:
         """MP4 bytes of the frames in ``chunks`` with ``audio``, each chunk encoded in a worker
         thread while the next one is made (memory holds about three chunks, not the video); and
-        the render / encode seconds (they overlap, so the video takes about the larger) and the
-        size."""
+        the render / encode seconds (they overlap, so the video takes about the larger), the
+        size and the frame count."""
         from disenttalk import media
         from disenttalk.render.background import BackgroundWriter
 
-        render_s = 0.0
+        render_s, count = 0.0, 0
         with tempfile.TemporaryDirectory(prefix="disenttalk-video-") as tmp:
             out = Path(tmp) / "talk.mp4"
             # x264 on one thread: as fast as its own threading for these sizes, and it leaves the
@@ -220,6 +226,7 @@ class Engine:
                         render_s += time.perf_counter() - t0
                         if frames is None:
                             break
+                        count += len(frames)
                         encoder.write(frames)
                         del frames  # the next chunk is made without this one alive here
                 t1 = time.perf_counter()  # the encoder's flush and the audio
@@ -227,7 +234,7 @@ class Engine:
             body = out.read_bytes()
         height, width = writer.size
         return body, {"render_s": round(render_s, 3), "encode_s": round(encode_s, 3),
-                      "size": [int(width), int(height)]}
+                      "size": [int(width), int(height)], "frames": count}
 
     def renderer(self, model: Loaded, portrait: Portrait, sharp: bool = False) -> tuple[Any, float]:
         """The portrait's WarpRenderer on ``model``'s device (cached, LRU) and its pixels per crop
@@ -271,21 +278,35 @@ class Engine:
                crop_only: bool) -> np.ndarray:
         """Rendered crops [T,S,S,3], or pasted into the photo [T,H,W,3] (as Generator.render),
         all at once: a stream step's few frames (a whole video: :meth:`frame_chunks`)."""
-        return next(self.frame_chunks(model, gen, motion, portrait, crop_only, size=max(len(motion), 1)))
+        return next(self.frame_chunks(model, gen, [motion], portrait, crop_only, size=max(len(motion), 1)))
 
-    def frame_chunks(self, model: Loaded, gen: Any, motion: Any, portrait: Portrait, crop_only: bool,
-                     size: int | None = None) -> Iterator[np.ndarray]:
-        """:meth:`frames` made ``size`` frames at a time (default: the renderer's batch, so the
-        frames are the same as made at once), each made only when the previous one is taken."""
+    def frame_chunks(self, model: Loaded, gen: Any, motions: Iterable[Any], portrait: Portrait,
+                     crop_only: bool, size: int | None = None) -> Iterator[np.ndarray]:
+        """The frames of consecutive motion chunks, ``size`` frames at a time (default: the
+        renderer's batch), each made only when the previous one is taken and drawn as soon as
+        the motion chunks taken so far hold its frames (a frame is the same whichever batch
+        draws it)."""
         portrait = self.framed(model, portrait)
-        # each portrait's own rest (Generator.portrait_rest), the same in both windows
-        landmarks = gen.landmarks(motion, portrait.crop_landmarks)
         # into the photo: drawn on its own pixels (up to 512 px a side), so its detail stays
         renderer, scale = self.renderer(model, portrait, sharp=not crop_only)
         size = size or renderer.config.chunk_frames
-        for start in range(0, max(len(landmarks), 1), size):
-            frames = renderer.render(landmarks[start:start + size] * scale)
-            yield frames if crop_only or not len(frames) else paste(portrait, frames, still=renderer.portrait)
+
+        def draw(landmarks: np.ndarray) -> np.ndarray:
+            frames = renderer.render(landmarks * scale)
+            return frames if crop_only or not len(frames) else paste(portrait, frames, still=renderer.portrait)
+
+        pending, drawn = [], False
+        for motion in motions:
+            # each portrait's own rest (Generator.portrait_rest), the same in both windows
+            pending.append(gen.landmarks(motion, portrait.crop_landmarks))
+            landmarks = np.concatenate(pending)
+            for start in range(0, len(landmarks) - size + 1, size):
+                yield draw(landmarks[start:start + size])
+                drawn = True
+            pending = [landmarks[len(landmarks) - len(landmarks) % size:]]
+        rest = np.concatenate(pending) if pending else np.zeros((0, topo.NUM_LANDMARKS, 3), np.float32)
+        if len(rest) or not drawn:
+            yield draw(rest)
 
 
 def paste(portrait: Portrait, frames: np.ndarray, still: np.ndarray | None = None) -> np.ndarray:

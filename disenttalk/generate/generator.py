@@ -176,15 +176,24 @@ class Generator:
         exactly as preprocessing computed the training clips'; a stream (which cannot wait for
         the whole audio) computes them per window, so it approximates this motion.
         """
-        stream = self.open_stream(sample_rate, **kwargs)
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-        if not getattr(self.frontend, "local", True) and len(audio):
-            stream.whole = self.features(audio, sample_rate, self.frontend.num_frames(len(audio), sample_rate))
-        chunks = stream.push(audio) + stream.flush()
+        chunks = list(self.motion_chunks(audio, sample_rate, **kwargs))
         if not chunks:
             n = self.split.num_dims
             return Motion(np.zeros((0, n), np.float32), np.zeros((0, 6), np.float32), self.fps)
         return Motion.concat(chunks)
+
+    def motion_chunks(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, **kwargs: Any
+                      ) -> Iterator[Motion]:
+        """:meth:`motion` a window at a time, each window sampled when the next chunk is asked
+        for (so a caller can draw one window's frames while the next samples); the chunks
+        concatenate to :meth:`motion`."""
+        stream = self.open_stream(sample_rate, **kwargs)
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if not getattr(self.frontend, "local", True) and len(audio):
+            stream.whole = self.features(audio, sample_rate, self.frontend.num_frames(len(audio), sample_rate))
+        stream.add(audio)
+        yield from stream.ready()
+        yield from stream.rest()
 
     def stream(self, audio_chunks: Iterable[np.ndarray], sample_rate: int = SAMPLE_RATE,
                **kwargs: Any) -> Iterator[Motion]:

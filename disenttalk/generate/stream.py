@@ -19,6 +19,7 @@ cheaper long hop.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -98,25 +99,33 @@ class MotionStream:
 
     def push(self, chunk: np.ndarray) -> list[Motion]:
         """Add mono float audio samples; return the windows now complete."""
+        self.add(chunk)
+        return list(self.ready())
+
+    def flush(self) -> list[Motion]:
+        """End of audio: generate the remaining (possibly shorter) windows."""
+        return list(self.rest())
+
+    def add(self, chunk: np.ndarray) -> None:
+        """Add mono float audio samples; :meth:`ready` then samples the windows they complete."""
         if self._done:
             raise RuntimeError("stream already flushed")
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
         self._audio = np.concatenate([self._audio, chunk])
-        out = []
-        while self._sample(self.plan.audio_frames(self._index)[1]) <= self.received:
-            out.append(self._run(total=None))
-        return out
 
-    def flush(self) -> list[Motion]:
-        """End of audio: generate the remaining (possibly shorter) windows."""
+    def ready(self) -> Iterator[Motion]:
+        """The windows the audio added so far completes, each sampled when it is asked for."""
+        while not self._done and self._sample(self.plan.audio_frames(self._index)[1]) <= self.received:
+            yield self._run(total=None)
+
+    def rest(self) -> Iterator[Motion]:
+        """End of audio: the remaining (possibly shorter) windows, each sampled when asked for."""
         if self._done:
-            return []
+            return
         self._done = True
         total = math.ceil(self.received * self.fps / self.sample_rate)
-        out = []
         while self.plan.frames(self._index, total)[1] < total:
-            out.append(self._run(total=total))
-        return out
+            yield self._run(total=total)
 
     def _run(self, total: int | None) -> Motion:
         i, plan = self._index, self.plan

@@ -1,8 +1,10 @@
-"""Encoding a chunk of frames while the next one renders: :class:`BackgroundWriter`.
+"""Encoding a chunk of frames while the next one renders (:class:`BackgroundWriter`), and
+sampling the next window of motion while this one's frames render (:class:`Ahead`).
 
-PyAV releases the GIL while x264 converts and encodes, so a video's chunk k can be encoded in a
-worker thread while chunk k+1 is rendered in the caller's: the video takes about the longer of
-the two instead of their sum.
+PyAV releases the GIL while x264 converts and encodes, and torch and ONNX Runtime while they
+compute, so a video's chunk k can be encoded in a worker thread while chunk k+1 is rendered in
+the caller's, and window k+1 of its motion sampled in another: the video takes about the
+longest of the three instead of their sum.
 """
 
 from __future__ import annotations
@@ -10,9 +12,18 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Generic, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+_END = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 class BackgroundWriter:
@@ -71,3 +82,60 @@ class BackgroundWriter:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+
+
+class Ahead(Generic[T]):
+    """Iterates ``items`` in one worker thread, at most ``depth`` items ahead of the caller.
+
+    Iterating an ``Ahead`` gives the same items in order; an error of ``items`` comes back from
+    the caller's next item. ``busy_s`` is the time the worker spent making items. Used as a
+    context manager, leaving (done or on an error) stops the worker after its current item and
+    waits for it, so nothing keeps running for a caller that left."""
+
+    def __init__(self, items: Iterable[T], depth: int = 1) -> None:
+        self.busy_s = 0.0
+        self._items = iter(items)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                start = time.perf_counter()
+                item = next(self._items, _END)
+                self.busy_s += time.perf_counter() - start
+                self._put(item)
+                if item is _END:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            self._put(_Failed(exc))
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+
+    def close(self) -> None:
+        """Stop the worker after its current item and wait for it."""
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> Ahead[T]:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

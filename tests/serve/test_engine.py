@@ -24,7 +24,7 @@ def test_cached_renderer_matches_generator_render(tiny_bundle, astronaut, speech
     pasted = engine.frames(model, model.offline, motion, portrait, False)
     assert pasted.shape == (len(motion), 512, 512, 3)
     # a video is made a chunk at a time (Engine.video): the same frames
-    chunks = list(engine.frame_chunks(model, model.offline, motion, portrait, False, size=4))
+    chunks = list(engine.frame_chunks(model, model.offline, [motion], portrait, False, size=4))
     assert {len(c) for c in chunks[:-1]} == {4}
     np.testing.assert_array_equal(np.concatenate(chunks), pasted)
     tr, t = portrait.transform, len(expected)  # the whole-photo paste, as workflows.generate does it
@@ -32,6 +32,36 @@ def test_cached_renderer_matches_generator_render(tiny_bundle, astronaut, speech
                     frame_shape=tr.frame_shape)
     reference = full.paste(np.repeat(astronaut[None], t, 0), expected, still=portrait.crop)
     assert np.abs(pasted.astype(int) - reference).max() <= 1
+
+
+def test_a_video_draws_each_window_of_motion_as_it_comes_the_same_frames(tiny_bundle, astronaut, speech):
+    """Engine.generate renders window k's frames while window k+1 samples: frames drawn from the
+    motion a window at a time, in batches that straddle the windows, are the frames of the whole."""
+    from types import SimpleNamespace
+
+    from serve.config import ServeConfig
+    from serve.engine import Engine, controls
+    from serve.portraits import prepare
+
+    engine = Engine(ServeConfig())
+    engine.load(str(tiny_bundle))
+    model, gen = engine.current(), engine.current().offline
+    portrait = prepare("1" * 64, astronaut)
+    audio = np.tile(speech, 6)  # 9 s: more than one offline window
+    options = SimpleNamespace(steps=2, guidance=None, seed=4, lip_scale=1.0, eye_scale=1.0, global_scale=1.0,
+                              blinks=True, blink_rate=None, crop_only=True, output="mp4")
+    kwargs = dict(steps=2, seed=4, controls=controls(options))
+    windows = list(gen.motion_chunks(audio, SR, **kwargs))
+    motion = gen.motion(audio, SR, **kwargs)
+    assert len(windows) >= 2 and sum(len(w) for w in windows) == len(motion)
+    assert any(len(w) % 16 for w in windows[:-1])  # a batch of 16 frames straddles two windows
+    whole = engine.frames(model, gen, motion, portrait, True)
+    np.testing.assert_array_equal(np.concatenate(list(engine.frame_chunks(
+        model, gen, windows, portrait, True, size=16))), whole)
+    video = engine.generate(audio, portrait, options)
+    assert video["meta"]["frames"] == len(motion) and video["meta"]["motion_s"] > 0
+    body, _ = engine.video(iter([whole]), motion.fps, audio)
+    assert video["body"] == body  # the same mp4 as the frames of the whole motion written at once
 
 
 def test_a_large_photo_is_drawn_on_its_own_pixels_as_generate_draws_it(tiny_bundle, astronaut, speech):

@@ -1,4 +1,5 @@
-"""The fast render path: chunks encoded in the background while the next renders, same video."""
+"""The fast render path: chunks encoded in the background while the next renders, the next window
+of motion sampled while this one's frames render; the same video."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from disenttalk import media
-from disenttalk.render.background import BackgroundWriter
+from disenttalk.render.background import Ahead, BackgroundWriter
 
 
 class Recorder:
@@ -55,6 +56,43 @@ def test_leaving_on_an_error_stops_the_worker():
     assert not writer._thread.is_alive()
 
 
+def made(log: list, count: int, fail_at: int | None = None):
+    """Items 0..count-1, made slowly; the thread of each and how far it got go into ``log``."""
+    for k in range(count):
+        if k == fail_at:
+            raise ValueError("window failed")
+        time.sleep(0.01)
+        log.append((k, threading.get_ident()))
+        yield k
+
+
+def test_ahead_gives_the_items_in_order_made_in_one_other_thread():
+    log = []
+    with Ahead(made(log, 6)) as items:
+        assert list(items) == list(range(6))
+    assert {t for _, t in log} != {threading.get_ident()} and len({t for _, t in log}) == 1
+    assert items.busy_s >= 0.05
+
+
+def test_ahead_hands_an_error_of_the_items_to_the_caller_in_its_place():
+    with Ahead(made([], 5, fail_at=2)) as items:
+        got = []
+        with pytest.raises(ValueError, match="window failed"):
+            for k in items:
+                got.append(k)
+    assert got == [0, 1]
+
+
+def test_a_caller_that_leaves_stops_the_worker_after_its_current_item():
+    log = []
+    with pytest.raises(KeyError):
+        with Ahead(made(log, 100), depth=1) as items:
+            next(iter(items))
+            raise KeyError("render failed")
+    assert not items._thread.is_alive()
+    assert len(log) <= 4  # the one taken, one queued, the one being made when it left
+
+
 def test_the_engine_video_is_the_video_of_the_same_frames_written_at_once(tmp_path):
     """Pipelined encoding changes nothing in the file: x264 sees the same frames in order."""
     from serve.config import ServeConfig
@@ -67,8 +105,10 @@ def test_the_engine_video_is_the_video_of_the_same_frames_written_at_once(tmp_pa
     engine = Engine(ServeConfig())
     chunks = (frames[i:i + 7] for i in range(0, len(frames), 7))
     body, timing = engine.video(chunks, 25.0, audio)
-    media.write_video(tmp_path / "whole.mp4", frames, 25.0, audio=audio,
-                      preset=engine.cfg.video_preset)
+    # x264 on one thread, as the engine's: on several its output is not always the same bytes
+    with media.VideoWriter(tmp_path / "whole.mp4", 25.0, audio, preset=engine.cfg.video_preset,
+                           threads=1) as writer:
+        writer.write(frames)
     assert body == (tmp_path / "whole.mp4").read_bytes()
     assert timing["size"] == [64, 48] and timing["encode_s"] > 0
 
