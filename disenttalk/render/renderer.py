@@ -130,10 +130,9 @@ class WarpRenderer:
                 block[:, y0:y1, :x0] = self.portrait[y0:y1, :x0]
                 block[:, y0:y1, x1:] = self.portrait[y0:y1, x1:]
                 # Bilinear sampling and alpha blending are convex, so frames stay within 0..255:
-                # no clamp needed. The cast truncates, so +0.5 rounds to nearest.
-                # (channels last first, in float: a casting copy into a transposed layout is slow)
-                frames = frames.permute(0, 2, 3, 1).contiguous().add_(0.5)
-                torch.from_numpy(block[:, y0:y1, x0:x1]).copy_(frames)
+                # no clamp needed. The cast truncates, so +0.5 rounds to nearest. One casting
+                # copy into the channels-last frames (faster than a float transpose, then a cast).
+                torch.from_numpy(block[:, y0:y1, x0:x1]).copy_(frames.add_(0.5).permute(0, 2, 3, 1))
         return out[0] if single else out
 
     def render_tensor(self, target: torch.Tensor) -> torch.Tensor:

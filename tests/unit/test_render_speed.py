@@ -148,7 +148,7 @@ def test_only_the_moving_box_is_drawn_the_rest_is_the_photo(talking):
 
 
 def test_the_sampling_grid_is_bilinear_upsampling_of_the_coarse_field(talking):
-    """sampling_grid (two small matrix products over a box) = F.interpolate over the image."""
+    """sampling_grid of a box = F.interpolate of the sampling positions over the image, cut."""
     import torch.nn.functional as F
 
     renderer, targets = talking
