@@ -1,7 +1,7 @@
 """Bring your own videos: a folder of ordinary videos → manifest → preprocess → 25 fps clips.
 
 The folder holds what real talking-head data looks like: 30 and 25 fps, 44.1 kHz stereo sound, a
-phone video stored sideways with a rotation flag, two people in one shot, and a two-minute video
+phone video stored sideways with a rotation flag, two people in one shot, and a one-minute video
 with a shot cut half-way, plus a video with no face that must be rejected.
 """
 
@@ -23,7 +23,7 @@ from workflows.preprocess.worker import ClipProcessor, PreprocessConfig
 pytestmark = pytest.mark.ray
 
 SIZE = 160
-LONG_S = 120.0
+LONG_S = 60.0
 
 
 def _config() -> PreprocessConfig:
@@ -57,7 +57,7 @@ def folder(tmp_path_factory, faces):
     mark_rotated(root / "bob/rotated.mp4")
     write_video(root / "carol/two_faces.mp4", two_faces(a, b, 60, SIZE), 25.0, tone(2.4))
     half = int(LONG_S / 2 * 25)
-    long = np.concatenate([sway(a, half, SIZE), sway(b, half, SIZE)])  # a cut at 60 s
+    long = np.concatenate([sway(a, half, SIZE), sway(b, half, SIZE)])  # a cut at 30 s
     write_video(root / "dave/long.mp4", long, 25.0, tone(LONG_S))
     write_video(root / "erin/noface.mp4", np.full((60, SIZE, SIZE, 3), 90, np.uint8), 25.0, tone(2.4))
     return root
@@ -111,17 +111,17 @@ def test_a_long_video_is_cut_into_segments_at_its_shot_cut(ingested):
     out, _ = ingested
     parts = sorted((r for r in clipstore.read_index(str(out / "store"))
                     if r["source_clip_id"] == "dave__long"), key=lambda r: r["start_s"])
-    assert [r["clip_id"] for r in parts] == [f"dave__long-{k:03d}" for k in range(12)]
+    assert [r["clip_id"] for r in parts] == [f"dave__long-{k:03d}" for k in range(6)]
     assert all(r["duration_s"] <= 10.0 + 1e-6 for r in parts)
     cut = LONG_S / 2
     assert all(r["start_s"] + r["duration_s"] <= cut + 1e-6 or r["start_s"] >= cut for r in parts)
     assert sum(r["duration_s"] for r in parts) > LONG_S - 1.0  # little lost around the cut
     records = {r["record"] for r in parts}
-    assert len(records) == 12 and all(name.startswith("clips/") for name in records)
+    assert len(records) == 6 and all(name.startswith("clips/") for name in records)
 
 
 def test_memory_does_not_grow_with_the_videos_length(folder, tmp_path):
-    """Peak traced memory of preprocessing the 2-minute video vs its first 20 s."""
+    """Peak traced memory of preprocessing the one-minute video vs its first 20 s."""
     from disenttalk.media import FrameStream, write_video
 
     short = tmp_path / "short.mp4"
