@@ -10,12 +10,15 @@ returns ``step(x_t, t) → ε̂`` for one window; they differ only in what runs 
   graph fusions. ε̂ within 1e-5 of eager. A row's numbers did not depend on the rows beside it
   on this machine's CPU (MLAS kernels; tested), but ONNX Runtime does not promise it. The
   weights are those of the first ``bind`` (a snapshot): for inference, not training. CPU only.
-- ``"auto"``: with one intra-op thread (a Serve replica of under 2 CPUs, where Ray sets
-  ``OMP_NUM_THREADS=1``), ``"onnx"`` for every window: there it was 25–32 % faster than eager
-  for every shape measured, 1 to 16 guided streams and the 160-frame offline window. With more
-  threads, ``"onnx"`` for windows of at most 8 rows, short (streams of up to 4 guided streams)
-  or long (an offline window, 14 % faster than eager on 2 threads), ``"eager"`` for wider
-  batches, where eager's threaded kernels win (11 % at 16 rows on 2 threads).
+- ``"auto"``: ONNX Runtime on one thread per part of the window's rows. With one intra-op
+  thread (a Serve replica of under 2 CPUs, where Ray sets ``OMP_NUM_THREADS=1``) that is
+  ``"onnx"`` for every window: there it was 25–32 % faster than eager for every shape measured,
+  1 to 16 guided streams and the 160-frame offline window. With N threads a window's rows are
+  split into N parts (a guided window's conditional and unconditional rows apart) run at once,
+  each by a single-threaded session (:class:`OnnxStep` ``parts``): small matrices gain little
+  from a second thread inside one product, two products side by side keep both cores busy
+  (on 2 threads the offline window 96 ms against 117 threaded ONNX Runtime and 122 eager, 8
+  guided streams 81 against 95–97).
 - ``"compiled"``: ``torch.compile`` (inductor, C++ kernels; needs a C++ compiler) of the bound
   step, one graph per (batch, frames) shape; the first call of a shape compiles for tens of
   seconds, so it suits fixed offline shapes. ε̂ within 1e-5 of eager; batching invariance is
@@ -27,7 +30,9 @@ See :mod:`disenttalk.model.benchmark_hot_path` for what each mode measures.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -38,25 +43,21 @@ from disenttalk.model.denoiser import BoundDenoiser, Denoiser, bound_step
 
 Mode = Literal["eager", "onnx", "auto", "compiled"]
 MODES: tuple[str, ...] = ("eager", "onnx", "auto", "compiled")
-AUTO_ONNX_ROWS = 8  # "auto" on 2+ threads: the most rows (2 per guided stream) a window runs by ONNX
+MIN_SPLIT = 64  # row-frames (rows × frames) from which OnnxStep splits a window's rows
 
 
 class Accelerated:
-    """A denoiser whose :meth:`bind` runs the bound step with a faster engine; with
-    ``wide_step``, windows of more than ``max_rows`` rows run that one instead."""
+    """A denoiser whose :meth:`bind` runs the bound step with a faster engine."""
 
-    def __init__(self, denoiser: Denoiser, step: Any, mode: str, wide_step: Any = None,
-                 max_rows: int = 1 << 30) -> None:
+    def __init__(self, denoiser: Denoiser, step: Any, mode: str) -> None:
         self.denoiser, self.step, self.mode = denoiser, step, mode
-        self.wide_step, self.max_rows = wide_step, max_rows
 
     def bind(self, audio: torch.Tensor | None, cond: torch.Tensor | None,
              cond_mask: torch.Tensor | None, drop_audio: torch.Tensor | None = None
              ) -> BoundDenoiser:
         """As :meth:`Denoiser.bind`, the step run by this engine."""
         bound = self.denoiser.bind(audio, cond, cond_mask, drop_audio)
-        wide = self.wide_step is not None and bound.batch > self.max_rows
-        bound.step = self.wide_step if wide else self.step
+        bound.step = self.step
         return bound
 
 
@@ -70,12 +71,8 @@ def accelerate(denoiser: Denoiser, mode: Mode = "eager", *, threads: int | None 
         return denoiser
     if mode == "onnx":
         return Accelerated(denoiser, OnnxStep(denoiser, threads), mode)
-    if mode == "auto":  # benchmark_hot_path: at 1 thread ONNX wins at every shape; at 2 threads
-        # eager wins from 16 rows on (8 guided streams)
-        step = OnnxStep(denoiser, threads)
-        if (threads or torch.get_num_threads()) == 1:
-            return Accelerated(denoiser, step, mode)
-        return Accelerated(denoiser, step, mode, wide_step=bound_step, max_rows=AUTO_ONNX_ROWS)
+    if mode == "auto":  # benchmark_hot_path: single-threaded ONNX Runtime, the rows split
+        return Accelerated(denoiser, OnnxStep(denoiser, 1, parts=threads or torch.get_num_threads()), mode)
     if mode == "compiled":
         return Accelerated(denoiser, torch.compile(bound_step, dynamic=False), mode)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -105,12 +102,21 @@ def _names(depth: int) -> list[str]:
 
 
 class OnnxStep:
-    """bound_step run by ONNX Runtime; exported at the first call, dynamic in batch and frames."""
+    """bound_step run by ONNX Runtime; exported at the first call, dynamic in batch and frames.
 
-    def __init__(self, model: Denoiser, threads: int | None = None) -> None:
-        self.model, self.threads = model, threads
+    ``parts`` > 1: a window's rows are split into up to that many contiguous parts, evaluated at
+    once (the caller's thread and ``parts`` − 1 workers; ONNX Runtime runs without the GIL) and
+    joined; a window of under ``MIN_SPLIT`` row-frames (one guided stream's) runs whole, where
+    handing a part to a worker costs more than it saves. A row's numbers are the same whichever
+    part it is in (see the module's note on rows), so the split changes no result.
+    """
+
+    def __init__(self, model: Denoiser, threads: int | None = None, parts: int = 1) -> None:
+        self.model, self.threads, self.parts = model, threads, max(1, parts)
         self.session: Any = None
         self.inputs: list[str] = []
+        self._export_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.parts - 1, "onnx-rows") if self.parts > 1 else None
 
     def _export(self, args: tuple[torch.Tensor, ...]) -> None:
         import onnxruntime as ort
@@ -145,7 +151,29 @@ class OnnxStep:
             raise ValueError("the onnx mode runs on the CPU only")
         args = (x_t, fixed, x_weight, *biases, *kv, *kernels, *[c for pair in film for c in pair])
         if self.session is None:
-            self._export(args)
-        by_name = dict(zip(_names(len(kv)), args, strict=True))
+            with self._export_lock:
+                if self.session is None:
+                    self._export(args)
+        b, frames = x_t.shape[:2]
+        parts = min(self.parts, b) if b * frames >= MIN_SPLIT else 1
+        if parts == 1:
+            return self._run(args)
+        cuts = [b * i // parts for i in range(parts + 1)]
+        fixed_rows = fixed.view(b, frames, -1)
+
+        def rows(lo: int, hi: int) -> tuple[torch.Tensor, ...]:
+            def cut(c: torch.Tensor) -> torch.Tensor:  # FiLM's (γ, β): [1|B,1,D]
+                return c if c.shape[0] == 1 else c[lo:hi]
+            return (x_t[lo:hi], fixed_rows[lo:hi].reshape((hi - lo) * frames, -1), x_weight,
+                    *biases, *[k[:, lo:hi] for k in kv], *kernels,
+                    *[cut(c) for pair in film for c in pair])
+
+        others = [self._pool.submit(self._run, rows(lo, hi))
+                  for lo, hi in zip(cuts[1:-1], cuts[2:], strict=True)]
+        first = self._run(rows(cuts[0], cuts[1]))
+        return torch.cat([first, *(f.result() for f in others)])
+
+    def _run(self, args: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        by_name = dict(zip(_names(len(self.model.blocks)), args, strict=True))
         feed = {k: np.ascontiguousarray(by_name[k].detach().numpy()) for k in self.inputs}
         return torch.from_numpy(self.session.run(None, feed)[0])

@@ -6,6 +6,8 @@ shipped size; ``cfg_bind`` within 1e-5 of ``cfg_eps`` (the bound step's own tole
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -54,15 +56,43 @@ def test_onnx_mode_rows_do_not_depend_on_the_batch(model):
             assert torch.equal(_eps(fast, {k: v[rows] for k, v in w.items()}, 77), whole[rows])
 
 
-def test_auto_mode_on_threads_runs_narrow_windows_by_onnx_and_wide_ones_eagerly(model):
+def test_auto_mode_on_threads_splits_the_rows_and_gives_the_rows_of_the_whole(model):
     fast = accelerate(model, "auto", threads=2)
-    short, long, wide = window(2, 18, seed=1), window(2, 162, seed=2), window(10, 18, seed=4)
-    with torch.no_grad():
-        for w in (short, long):
-            assert fast.bind(w["audio"], w["cond"], w["mask"]).step is fast.step
+    one = accelerate(model, "onnx", threads=1)
+    assert fast.step.parts == 2 and fast.step.threads == 1
+    with torch.no_grad():  # one stream's window whole; an offline window and 5 streams split
+        for w in (window(2, 18, seed=1), window(2, 162, seed=2), window(10, 18, seed=4)):
             assert (_eps(fast, w, 5) - _eps(model, w, 5)).abs().max() <= MODE_ATOL
-        assert fast.bind(wide["audio"], wide["cond"], wide["mask"]).step is not fast.step
-        assert torch.equal(_eps(fast, wide, 5), _eps(model, wide, 5))
+            assert torch.equal(_eps(fast, w, 5), _eps(one, w, 5))
+        w = window(5, 18, seed=6)  # odd rows: parts of 2 and 3
+        for t in (399, 5):
+            assert torch.equal(_eps(fast, w, t), _eps(one, w, t))
+
+
+def test_a_split_step_runs_its_parts_beside_the_caller_and_hands_back_a_failure(model, monkeypatch):
+    fast = accelerate(model, "auto", threads=3)
+    w = window(6, 18, seed=7)
+    with torch.no_grad():
+        _eps(fast, w, 3)  # exported
+        seen: list[tuple[int, str]] = []
+        run = fast.step._run
+
+        def spy(args):
+            seen.append((args[0].shape[0], threading.current_thread().name))
+            return run(args)
+
+        monkeypatch.setattr(fast.step, "_run", spy)
+        _eps(fast, w, 3)
+        assert sorted(n for n, _ in seen) == [2, 2, 2]
+        caller = threading.current_thread().name  # one part here, the others on workers
+        assert [name for _, name in seen].count(caller) == 1
+
+        def broken(args):
+            raise RuntimeError("a part failed")
+
+        monkeypatch.setattr(fast.step, "_run", broken)
+        with pytest.raises(RuntimeError, match="a part failed"):
+            _eps(fast, w, 3)
 
 
 def test_auto_mode_on_one_thread_runs_every_window_by_onnx(model):
