@@ -43,6 +43,15 @@ def still_anchors(
     return np.concatenate([ring[inside], background])
 
 
+def _node_weights(lo: int, hi: int, pixels: int, nodes: int, device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels lo…hi−1 of an axis of ``pixels`` upsampled from ``nodes`` nodes, corners aligned:
+    each pixel's left node (≤ nodes − 2) and its weight on the next one."""
+    at = torch.arange(lo, hi, dtype=torch.float32, device=device) * ((nodes - 1) / (pixels - 1))
+    left = at.floor().long().clamp(max=nodes - 2)
+    return left, at - left
+
+
 class ThinPlateField:
     """Precomputed TPS interpolation of control-point displacements onto a G×G grid."""
 
@@ -146,11 +155,15 @@ class ThinPlateField:
         bilinearly (corners aligned) to the image's pixels, the box cut out."""
         x0, y0, x1, y1 = box
         # Bilinear upsampling reproduces the affine identity grid exactly, so upsampling the
-        # nodes' sampling positions gives every pixel's. Over the whole image, then cut: two
-        # passes over the pixels, cheaper than two matrix products with the box's (mostly zero)
-        # upsampling weights (0.25-0.32 against 0.34-0.64 ms a 256² frame on one thread).
-        up = F.interpolate(self._nodes + back, size=(self.height, self.width), mode="bilinear",
-                           align_corners=True)  # [B,2,H,W]
-        # grid_sample's layout, x and y interleaved (it reads a strided view of planes slower
-        # than this one copy once the grid outgrows the cache)
-        return up[:, :, y0:y1, x0:x1].permute(0, 2, 3, 1).contiguous()
+        # nodes' sampling positions gives every pixel's. Separably, over the box's pixels only,
+        # straight into grid_sample's layout (x and y interleaved): across the box's columns
+        # from the node rows it reads, then across its rows (what F.interpolate does over the
+        # whole image, to float rounding; 0.41 against 0.85-0.90 ms a 256² frame on one thread).
+        ix, fx = _node_weights(x0, x1, self.width, self.grid_size, back.device)
+        iy, fy = _node_weights(y0, y1, self.height, self.grid_size, back.device)
+        r0 = int(iy[0]) if len(iy) else 0
+        r1 = int(iy[-1]) + 2 if len(iy) else 0
+        nodes = (self._nodes + back)[:, :, r0:r1].permute(0, 2, 3, 1)  # [B,rows,G,2]
+        across = torch.lerp(nodes[:, :, ix], nodes[:, :, ix + 1], fx[:, None])  # [B,rows,w,2]
+        iy = iy - r0
+        return torch.lerp(across[:, iy], across[:, iy + 1], fy[:, None, None])  # [B,h,w,2]

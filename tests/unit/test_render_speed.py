@@ -159,6 +159,8 @@ def test_the_sampling_grid_is_bilinear_upsampling_of_the_coarse_field(talking):
         s = field.grid.expand(4, -1, -1, -1).permute(0, 3, 1, 2) + back
         full = F.interpolate(s, size=(field.height, field.width), mode="bilinear",
                              align_corners=True).permute(0, 2, 3, 1)
-        box = (30, 40, 200, 230)
-        ours = field.sampling_grid(back, box)
-    torch.testing.assert_close(ours, full[:, 40:230, 30:200], atol=2e-6, rtol=0)
+        w, h = field.width, field.height
+        for x0, y0, x1, y1 in [(30, 40, 200, 230), (0, 0, w, h), (w - 3, h - 1, w, h), (7, 9, 8, 10)]:
+            ours = field.sampling_grid(back, (x0, y0, x1, y1))
+            torch.testing.assert_close(ours, full[:, y0:y1, x0:x1], atol=2e-6, rtol=0)
+        assert field.sampling_grid(back, (0, 0, 0, 0)).shape == (4, 0, 0, 2)  # nothing moves
