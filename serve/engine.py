@@ -207,7 +207,7 @@ class Engine:
 
     def video(self, chunks: Iterator[np.ndarray], fps: float, audio: np.ndarray) -> tuple[bytes, dict]:
         """MP4 bytes of the frames in ``chunks`` with ``audio``, each chunk encoded in a worker
-        thread while the next one is made (memory holds about three chunks, not the video); and
+        thread while the next one is made (memory holds a few chunks, not the video); and
         the render / encode seconds (they overlap, so the video takes about the larger), the
         size and the frame count."""
         from disenttalk import media
@@ -278,14 +278,21 @@ class Engine:
                crop_only: bool) -> np.ndarray:
         """Rendered crops [T,S,S,3], or pasted into the photo [T,H,W,3] (as Generator.render),
         all at once: a stream step's few frames (a whole video: :meth:`frame_chunks`)."""
-        return next(self.frame_chunks(model, gen, [motion], portrait, crop_only, size=max(len(motion), 1)))
+        return next(self.frame_chunks(model, gen, [motion], portrait, crop_only, size=max(len(motion), 1),
+                                      workers=1))
 
     def frame_chunks(self, model: Loaded, gen: Any, motions: Iterable[Any], portrait: Portrait,
-                     crop_only: bool, size: int | None = None) -> Iterator[np.ndarray]:
+                     crop_only: bool, size: int | None = None, workers: int | None = None
+                     ) -> Iterator[np.ndarray]:
         """The frames of consecutive motion chunks, ``size`` frames at a time (default: the
-        renderer's batch), each made only when the previous one is taken and drawn as soon as
-        the motion chunks taken so far hold its frames (a frame is the same whichever batch
-        draws it)."""
+        renderer's batch), in order, each batch drawn as soon as the motion chunks taken so far
+        hold its frames (a frame is the same whichever batch draws it). ``workers`` batches are
+        drawn at once (:func:`~disenttalk.render.background.map_in_order`); default torch's
+        thread count, the process's CPUs (a Serve replica of under 2 draws one at a time)."""
+        import torch
+
+        from disenttalk.render.background import map_in_order
+
         portrait = self.framed(model, portrait)
         # into the photo: drawn on its own pixels (up to 512 px a side), so its detail stays
         renderer, scale = self.renderer(model, portrait, sharp=not crop_only)
@@ -295,18 +302,21 @@ class Engine:
             frames = renderer.render(landmarks * scale)
             return frames if crop_only or not len(frames) else paste(portrait, frames, still=renderer.portrait)
 
-        pending, drawn = [], False
-        for motion in motions:
-            # each portrait's own rest (Generator.portrait_rest), the same in both windows
-            pending.append(gen.landmarks(motion, portrait.crop_landmarks))
-            landmarks = np.concatenate(pending)
-            for start in range(0, len(landmarks) - size + 1, size):
-                yield draw(landmarks[start:start + size])
-                drawn = True
-            pending = [landmarks[len(landmarks) - len(landmarks) % size:]]
-        rest = np.concatenate(pending) if pending else np.zeros((0, topo.NUM_LANDMARKS, 3), np.float32)
-        if len(rest) or not drawn:
-            yield draw(rest)
+        def batches() -> Iterator[np.ndarray]:
+            pending, drawn = [], False
+            for motion in motions:
+                # each portrait's own rest (Generator.portrait_rest), the same in both windows
+                pending.append(gen.landmarks(motion, portrait.crop_landmarks))
+                landmarks = np.concatenate(pending)
+                for start in range(0, len(landmarks) - size + 1, size):
+                    yield landmarks[start:start + size]
+                    drawn = True
+                pending = [landmarks[len(landmarks) - len(landmarks) % size:]]
+            rest = np.concatenate(pending) if pending else np.zeros((0, topo.NUM_LANDMARKS, 3), np.float32)
+            if len(rest) or not drawn:
+                yield rest
+
+        yield from map_in_order(draw, batches(), workers or torch.get_num_threads())
 
 
 def paste(portrait: Portrait, frames: np.ndarray, still: np.ndarray | None = None) -> np.ndarray:

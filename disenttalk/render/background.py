@@ -1,10 +1,13 @@
-"""Encoding a chunk of frames while the next one renders (:class:`BackgroundWriter`), and
-sampling the next window of motion while this one's frames render (:class:`Ahead`).
+"""Encoding a chunk of frames while the next one renders (:class:`BackgroundWriter`),
+sampling the next window of motion while this one's frames render (:class:`Ahead`), and
+rendering chunks side by side (:func:`map_in_order`).
 
 PyAV releases the GIL while x264 converts and encodes, and torch and ONNX Runtime while they
 compute, so a video's chunk k can be encoded in a worker thread while chunk k+1 is rendered in
 the caller's, and window k+1 of its motion sampled in another: the video takes about the
-longest of the three instead of their sum.
+longest of the three instead of their sum. With more than one core, chunks k+1 and k+2 render
+at once: the renderer's operations are small (a 32-frame chunk of 256² crops), so two of them
+side by side keep the cores busier than one spread over both by torch's own threads.
 """
 
 from __future__ import annotations
@@ -12,13 +15,42 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
+R = TypeVar("R")
 _END = object()
+
+
+def map_in_order(fn: Callable[[T], R], items: Iterable[T], workers: int = 1) -> Iterator[R]:
+    """``fn`` of each of ``items``, in order, computed on up to ``workers`` threads at once.
+
+    An item is taken only when a thread is free, so at most ``workers`` are in hand besides the
+    result the caller holds; an error of ``fn`` comes back from the caller's next result; a
+    caller that leaves early cancels what has not started and waits for what has. One worker:
+    ``fn`` runs in the caller's thread, no thread is started.
+    """
+    if workers <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="in-order") as pool:
+        pending: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 class _Failed:

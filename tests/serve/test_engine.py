@@ -36,7 +36,8 @@ def test_cached_renderer_matches_generator_render(tiny_bundle, astronaut, speech
 
 def test_a_video_draws_each_window_of_motion_as_it_comes_the_same_frames(tiny_bundle, astronaut, speech):
     """Engine.generate renders window k's frames while window k+1 samples: frames drawn from the
-    motion a window at a time, in batches that straddle the windows, are the frames of the whole."""
+    motion a window at a time, in batches that straddle the windows, one batch at a time or
+    several at once, are the frames of the whole."""
     from types import SimpleNamespace
 
     from serve.config import ServeConfig
@@ -56,8 +57,9 @@ def test_a_video_draws_each_window_of_motion_as_it_comes_the_same_frames(tiny_bu
     assert len(windows) >= 2 and sum(len(w) for w in windows) == len(motion)
     assert any(len(w) % 16 for w in windows[:-1])  # a batch of 16 frames straddles two windows
     whole = engine.frames(model, gen, motion, portrait, True)
-    np.testing.assert_array_equal(np.concatenate(list(engine.frame_chunks(
-        model, gen, windows, portrait, True, size=16))), whole)
+    for workers in (1, 3):  # batches drawn one at a time or three at once
+        np.testing.assert_array_equal(np.concatenate(list(engine.frame_chunks(
+            model, gen, windows, portrait, True, size=16, workers=workers))), whole)
     video = engine.generate(audio, portrait, options)
     assert video["meta"]["frames"] == len(motion) and video["meta"]["motion_s"] > 0
     body, _ = engine.video(iter([whole]), motion.fps, audio)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from disenttalk import media
-from disenttalk.render.background import Ahead, BackgroundWriter
+from disenttalk.render.background import Ahead, BackgroundWriter, map_in_order
 
 
 class Recorder:
@@ -91,6 +91,60 @@ def test_a_caller_that_leaves_stops_the_worker_after_its_current_item():
             raise KeyError("render failed")
     assert not items._thread.is_alive()
     assert len(log) <= 4  # the one taken, one queued, the one being made when it left
+
+
+def test_map_in_order_gives_the_results_in_order_from_items_taken_as_threads_free():
+    taken, running, most = [], 0, 0
+    lock = threading.Lock()
+
+    def items():
+        for k in range(12):
+            taken.append(k)
+            yield k
+
+    def slow(k: int) -> tuple[int, int]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02 if k % 3 else 0.05)  # later items often finish first
+        with lock:
+            running -= 1
+        return k, threading.get_ident()
+
+    out = []
+    for k, ident in map_in_order(slow, items(), workers=3):
+        out.append((k, ident))
+        assert len(taken) <= k + 1 + 3  # taken only as a thread frees
+    assert [k for k, _ in out] == list(range(12))
+    assert most == 3 and threading.get_ident() not in {i for _, i in out}
+    # one worker: the caller's own thread, one item at a time
+    assert {i for _, i in map_in_order(slow, range(3), workers=1)} == {threading.get_ident()}
+
+
+def test_map_in_order_hands_back_an_error_and_a_caller_that_leaves_starts_nothing_more():
+    def fail_at_2(k: int) -> int:
+        if k == 2:
+            raise ValueError("chunk failed")
+        return k
+
+    got = []
+    with pytest.raises(ValueError, match="chunk failed"):
+        for k in map_in_order(fail_at_2, range(8), workers=2):
+            got.append(k)
+    assert got == [0, 1]
+    started = []
+
+    def slow(k: int) -> int:
+        started.append(k)
+        time.sleep(0.02)
+        return k
+
+    results = map_in_order(slow, range(100), workers=2)
+    assert next(results) == 0
+    results.close()  # the caller left: the one in hand finishes, nothing else starts
+    time.sleep(0.05)
+    assert len(started) <= 3
 
 
 def test_the_engine_video_is_the_video_of_the_same_frames_written_at_once(tmp_path):
