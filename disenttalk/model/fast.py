@@ -17,8 +17,8 @@ returns ``step(x_t, t) → ε̂`` for one window; they differ only in what runs 
   split into N parts (a guided window's conditional and unconditional rows apart) run at once,
   each by a single-threaded session (:class:`OnnxStep` ``parts``): small matrices gain little
   from a second thread inside one product, two products side by side keep both cores busy
-  (on 2 threads the offline window 96 ms against 117 threaded ONNX Runtime and 122 eager, 8
-  guided streams 81 against 95–97).
+  (on 2 threads the offline window 87 ms against 111 threaded ONNX Runtime and 109 eager, 8
+  guided streams 73 against 88 and 80; one stream's window, too small to split, runs whole).
 - ``"compiled"``: ``torch.compile`` (inductor, C++ kernels; needs a C++ compiler) of the bound
   step, one graph per (batch, frames) shape; the first call of a shape compiles for tens of
   seconds, so it suits fixed offline shapes. ε̂ within 1e-5 of eager; batching invariance is
