@@ -123,9 +123,9 @@ class ServeConfig(StrictConfig):
     stream: StreamOptions = StreamOptions()
     batching: BatchingOptions = BatchingOptions()
     # what runs the denoiser's sampler steps (disenttalk.model.fast): eager PyTorch; onnx (ONNX
-    # Runtime); auto (on one thread, as a replica of under 2 CPUs runs, onnx; on more, onnx for
-    # windows of ≤ 8 rows, eager for wider batches); compiled (torch.compile, tens of seconds per
-    # new window shape)
+    # Runtime); auto (ONNX Runtime on one thread per part of a window's rows: on one thread, as
+    # a replica of under 2 CPUs runs, onnx; on N threads the rows split N ways and run side by
+    # side); compiled (torch.compile, tens of seconds per new window shape)
     hot_path: Literal["eager", "onnx", "auto", "compiled"] = "auto"
     ingress: DeploymentOptions = DeploymentOptions(
         max_ongoing_requests=32, max_queued_requests=64, ray_actor_options=ActorOptions(num_cpus=0.1))
